@@ -1,0 +1,46 @@
+# The README's two commands: `make demo` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install install-dev generate policy bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+
+# Runtime install: the package with the local runner and S3 support.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[s3,local]'
+	touch $@
+
+$(STAMP)-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[s3,local,cluster,dev]'
+	touch $@
+
+install: $(STAMP)
+install-dev: $(STAMP)-dev
+
+## make demo: install, then run the embedded default pipeline on this machine.
+demo: $(STAMP)
+	$(BIN)/maskgrpo run pipelines/toy-text.yaml
+
+## make test: install the test dependencies, then run the whole suite.
+test: $(STAMP)-dev
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## make generate: regenerate components/*.yaml and the chart's values.schema.json.
+generate: $(STAMP)-dev
+	$(BIN)/python scripts/generate.py
+
+## make policy: checkov policy scan of the chart and Dockerfiles (its own venv: its pins clash with kfp).
+policy:
+	bash scripts/policy.sh
+
+## make bench: the benchmarks in bench/ (JSON under bench/results/).
+bench: $(STAMP)-dev
+	$(BIN)/python bench/sampler.py
+
+clean:
+	rm -rf $(VENV) runs bench/results .pytest_cache

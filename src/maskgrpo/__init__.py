@@ -1,0 +1,3 @@
+"""maskgrpo: MaskGRPO reinforcement learning for masked discrete diffusion models."""
+
+__version__ = "0.1.0"
