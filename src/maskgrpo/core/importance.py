@@ -1,0 +1,226 @@
+"""Importance estimators: per-token log-probs of completions under seeded masks (ALGORITHM.md §3).
+
+A masked diffusion model has no left-to-right factorisation, so GRPO's per-token ratio
+pi_theta / pi_old is replaced by a masked-reconstruction log-prob evaluated on a seeded mask. For
+iteration j of a rollout batch the estimator turns (seed S_j, rate r_j) into one or more *views*:
+masked copies of the clean sequences, with coefficients that combine their per-token log-probs
+l_v into the estimate  l_k = sum_v coef[v, k] * l_v,k,  and the tokens that enter the loss.
+
+Estimators (``ESTIMATORS``, chosen by name):
+1. ``d1``: prompt tokens masked with p = 0.15, completion fully masked (diffu-GRPO).
+2. ``unigrpo``: completion masked i.i.d. Bernoulli(t), t ~ U(0, 1) per row from the seed
+   (UniGRPO); image slots likewise for ``modality="image"``.
+3. ``maskgrpo``: rate r_j = min(gamma + (1 - gamma) j / mu, 0.999); text: the AR-like fading-out
+   mask (``ar_span`` completion | sequence); images: i.i.d. Bernoulli(r_j) over image slots.
+4. ``coupled``: DiffuCoder's three passes, completion fully masked, M ~ Bernoulli(t) and its
+   complement, t ~ U(0.2, 0.8): l_k = 1/2 [l_full + (l_M / t if k in M else l_notM / (1 - t))].
+
+Loss tokens ("current", the default): the tokens the view masks, restricted to the completion up
+to and including its first EOS (all completion tokens for d1 and coupled). The reference code's
+``union`` weighting (all tokens masked by any of the mu masks, post-EOS padding kept) is
+``union_loss_mask``.
+
+Log-probs are float32, computed only at the target positions and in row chunks, so memory stays
+bounded: never full-vocabulary logits for every position of all mu * B sequences at once.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+from .masks import ar_like_mask, bernoulli_completion_mask, coupled_masks, d1_mask, random_slot_mask, row_uniforms
+from .sampling import LogitsFn
+from .schedules import maskgrpo_mask_rate
+
+
+class EstimatorInput(NamedTuple):
+    input_ids: torch.Tensor  # (B, L) clean sequences [prompt, completion] (or the image layout)
+    target_positions: torch.Tensor  # (N,) columns whose tokens are scored (completion or image slots)
+    row_ids: torch.Tensor  # (B,) global row ids (their index in the rollout)
+    prompt_valid: torch.Tensor  # (B, L) bool: real (non-padding) conditioning tokens
+    loss_valid: torch.Tensor  # (B, N) bool: target tokens that may enter the loss
+
+
+class MaskViews(NamedTuple):
+    inputs: torch.Tensor  # (V, B, L) masked copies of the sequences
+    coef: torch.Tensor  # (V, B, N) float32: l_k = sum_v coef[v, k] * l_v,k
+    loss_mask: torch.Tensor  # (B, N) bool: tokens entering the loss at this iteration
+
+
+def completion_loss_valid(completion: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """True up to and including the first EOS of each row; (B, L_o) -> (B, L_o) bool."""
+    is_eos = (completion == eos_id).long()
+    eos_before = is_eos.cumsum(dim=1) - is_eos  # number of EOS strictly before k
+    return eos_before == 0
+
+
+def _apply(input_ids: torch.Tensor, mask: torch.Tensor, mask_id: int) -> torch.Tensor:
+    return torch.where(mask, torch.full_like(input_ids, mask_id), input_ids)
+
+
+def _single_view(inp: EstimatorInput, mask: torch.Tensor, mask_id: int, loss_all_valid: bool) -> MaskViews:
+    masked_targets = mask[:, inp.target_positions]  # (B, N)
+    loss_mask = inp.loss_valid if loss_all_valid else masked_targets & inp.loss_valid
+    return MaskViews(
+        inputs=_apply(inp.input_ids, mask, mask_id).unsqueeze(0),
+        coef=masked_targets.float().unsqueeze(0),
+        loss_mask=loss_mask,
+    )
+
+
+def _text_shape(inp: EstimatorInput) -> tuple[int, int]:
+    prompt_len = int(inp.target_positions[0])
+    completion_len = inp.target_positions.numel()
+    if prompt_len + completion_len != inp.input_ids.shape[1]:
+        raise ValueError("text estimators expect the completion to occupy the last columns")
+    return prompt_len, completion_len
+
+
+def _target_maskable(inp: EstimatorInput) -> torch.Tensor:
+    maskable = torch.zeros_like(inp.input_ids, dtype=torch.bool)
+    maskable[:, inp.target_positions] = True
+    return maskable  # (B, L)
+
+
+def d1_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
+             prompt_mask_prob: float = 0.15, **_: object) -> MaskViews:
+    prompt_len, completion_len = _text_shape(inp)
+    mask = d1_mask(seed, inp.row_ids, inp.prompt_valid[:, :prompt_len], completion_len, prompt_mask_prob)
+    return _single_view(inp, mask, mask_id, loss_all_valid=True)
+
+
+def unigrpo_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
+                  modality: str = "text", **_: object) -> MaskViews:
+    rate = row_uniforms(seed, inp.row_ids, 1, stream=2)[:, 0].clamp(min=1e-3)  # (B,)
+    if modality == "image":
+        u = row_uniforms(seed, inp.row_ids, inp.input_ids.shape[1])  # (B, L)
+        mask = (u < rate.unsqueeze(1)) & _target_maskable(inp)
+    else:
+        prompt_len, completion_len = _text_shape(inp)
+        mask = bernoulli_completion_mask(seed, inp.row_ids, prompt_len, completion_len, rate)
+    return _single_view(inp, mask.to(inp.input_ids.device), mask_id, loss_all_valid=False)
+
+
+def maskgrpo_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
+                   min_mask_rate: float = 0.6, ar_span: str = "completion", modality: str = "text",
+                   **_: object) -> MaskViews:
+    rate = maskgrpo_mask_rate(iteration, num_iterations, min_mask_rate)
+    if modality == "image":
+        mask = random_slot_mask(seed, inp.row_ids, _target_maskable(inp), rate)
+    else:
+        prompt_len, completion_len = _text_shape(inp)
+        mask = ar_like_mask(seed, inp.row_ids, prompt_len, completion_len, rate, ar_span)
+    return _single_view(inp, mask.to(inp.input_ids.device), mask_id, loss_all_valid=False)
+
+
+def coupled_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
+                  t_low: float = 0.2, t_high: float = 0.8, **_: object) -> MaskViews:
+    prompt_len, completion_len = _text_shape(inp)
+    t, mask = coupled_masks(seed, inp.row_ids, prompt_len, completion_len, t_low, t_high)
+    mask = mask.to(inp.input_ids.device)
+    t = t.to(inp.input_ids.device).unsqueeze(1)  # (B, 1)
+    full = _target_maskable(inp)
+    complement = full & ~mask
+    in_m = mask[:, inp.target_positions].float()  # (B, N)
+    inputs = torch.stack([_apply(inp.input_ids, m, mask_id) for m in (full, mask, complement)])  # (3, B, L)
+    coef = torch.stack([torch.full_like(in_m, 0.5), 0.5 * in_m / t, 0.5 * (1.0 - in_m) / (1.0 - t)])  # (3, B, N)
+    return MaskViews(inputs=inputs, coef=coef, loss_mask=inp.loss_valid)
+
+
+ViewsFn = Callable[..., MaskViews]
+ESTIMATORS: dict[str, ViewsFn] = {
+    "d1": d1_views,
+    "unigrpo": unigrpo_views,
+    "maskgrpo": maskgrpo_views,
+    "coupled": coupled_views,
+}
+
+
+def get_estimator(name: str) -> ViewsFn:
+    try:
+        return ESTIMATORS[name]
+    except KeyError:
+        raise ValueError(f"unknown estimator {name!r}; valid: {', '.join(sorted(ESTIMATORS))}") from None
+
+
+def views_per_iteration(name: str) -> int:
+    """Model forwards per sequence per iteration (coupled needs three)."""
+    return 3 if name == "coupled" else 1
+
+
+def token_logprobs(
+    logits_fn: LogitsFn,
+    inputs: torch.Tensor,  # (B, L)
+    target_positions: torch.Tensor,  # (N,)
+    targets: torch.Tensor,  # (B, N) token ids
+    *,
+    chunk_rows: int = 64,
+    vocab_slice: tuple[int, int] | None = None,  # (offset, size): image codes
+) -> torch.Tensor:
+    """l_k = log softmax(f(inputs))[k, targets_k] at the target positions, float32; (B, N)."""
+    out = []
+    for start in range(0, inputs.shape[0], chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        positions = target_positions.expand(inputs[rows].shape[0], -1)  # (c, N)
+        logits = logits_fn(inputs[rows], positions).float()  # (c, N, V)
+        tgt = targets[rows]
+        if vocab_slice is not None:
+            offset, size = vocab_slice
+            logits = logits[..., offset:offset + size]
+            tgt = tgt - offset
+        picked = logits.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)  # (c, N)
+        out.append(picked - torch.logsumexp(logits, dim=-1))
+    return torch.cat(out)
+
+
+def estimate_logprobs(
+    logits_fn: LogitsFn, views: MaskViews, inp: EstimatorInput, *, chunk_rows: int = 64,
+    vocab_slice: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """The estimator's per-token log-prob sum_v coef_v * l_v for every target token; (B, N)."""
+    targets = inp.input_ids[:, inp.target_positions]  # (B, N)
+    total = None
+    for inputs, coef in zip(views.inputs, views.coef):
+        lp = token_logprobs(logits_fn, inputs, inp.target_positions, targets, chunk_rows=chunk_rows, vocab_slice=vocab_slice)
+        term = coef * lp
+        total = term if total is None else total + term
+    return total
+
+
+def build_views(name: str, inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
+                **options: object) -> MaskViews:
+    """Views of ``name`` for iteration ``iteration`` (1-based) of ``num_iterations``."""
+    return get_estimator(name)(inp, seed, iteration, num_iterations, mask_id, **options)
+
+
+class CachedLogprobs(NamedTuple):
+    logprobs: torch.Tensor  # (mu, B, N) float32 estimator log-probs per iteration
+    loss_masks: torch.Tensor  # (mu, B, N) bool "current" loss tokens per iteration
+    masked: torch.Tensor  # (mu, B, N) bool tokens any view of the iteration scores (for "union")
+
+
+@torch.no_grad()
+def cache_logprobs(
+    logits_fn: LogitsFn, name: str, inp: EstimatorInput, seeds: list[int], mask_id: int, *,
+    chunk_rows: int = 64, vocab_slice: tuple[int, int] | None = None, **options: object,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs for all mu seeded masks at once (rollout time: old and reference policies).
+
+    The old-policy pass runs in eval mode with the rollout weights; the caller sets the mode.
+    """
+    num_iterations = len(seeds)
+    logprobs, loss_masks, masked = [], [], []
+    for j, seed in enumerate(seeds, start=1):
+        views = build_views(name, inp, seed, j, num_iterations, mask_id, **options)
+        logprobs.append(estimate_logprobs(logits_fn, views, inp, chunk_rows=chunk_rows, vocab_slice=vocab_slice))
+        loss_masks.append(views.loss_mask)
+        masked.append((views.coef != 0).any(dim=0))
+    return CachedLogprobs(torch.stack(logprobs), torch.stack(loss_masks), torch.stack(masked))
+
+
+def union_loss_mask(masked: torch.Tensor) -> torch.Tensor:
+    """The reference code's weighting: tokens masked by any of the mu masks, post-EOS padding
+    kept (reproduction only); (mu, B, N) -> (B, N) bool."""
+    return masked.any(dim=0)
