@@ -1,0 +1,80 @@
+"""RunSpec -> the ordered stage calls: the DAG, declared once (DESIGN.md, "The DAG").
+
+    sft -> evaluate_0 (baseline)
+        -> rollout_1 [x shards] -> score_1 -> update_1 -> rollout_2 -> ... -> update_R -> evaluate_R
+    with evaluate_k after update_k every E rounds.
+
+Rounds are unrolled here (KFP v2 has no loops over changing state). Every stage's output location
+is a pure function of (run_id, stage name, round), so a call names its inputs by reference
+(``"update/3"``) and any runner, local or KFP, finds them in the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .specs import EvaluateSpec, RolloutSpec, RunSpec, ScoreSpec, SftSpec, UpdateSpec
+
+
+@dataclass(frozen=True)
+class StageCall:
+    """One node of the DAG."""
+
+    name: str  # unique task name, e.g. "rollout_3" or "rollout_3_s1"
+    kind: str  # sft | rollout | score | update | evaluate
+    output: str  # store stage folder: "sft", "rollout", "rollout-s1", "score", ...
+    round: int
+    spec: SftSpec | RolloutSpec | ScoreSpec | UpdateSpec | EvaluateSpec
+    after: tuple[str, ...]  # names of the calls this one waits for
+
+    @property
+    def ref(self) -> str:
+        """Store reference of this call's output: '<output>/<round>'."""
+        return f"{self.output}/{self.round}"
+
+
+def rollout_output(shard: int, num_shards: int) -> str:
+    return "rollout" if num_shards == 1 else f"rollout-s{shard}"
+
+
+def build_plan(run: RunSpec, run_id: str, store: str, num_shards: int | None = None) -> list[StageCall]:
+    """The stage calls of ``run`` in an order that respects every dependency."""
+    shards = run.cluster.rollout_shards if num_shards is None else num_shards
+    common = dict(store=store, run_id=run_id)
+    calls: list[StageCall] = []
+
+    sft = StageCall("sft", "sft", "sft", 0,
+                    SftSpec(**common, seed=run.seed, policy=run.model.source, model=run.model, task=run.task, sft=run.sft), ())
+    calls.append(sft)
+
+    def evaluate(round_: int, policy: StageCall) -> StageCall:
+        spec = EvaluateSpec(**common, round=round_, seed=run.seed, policy=policy.ref, model=run.model, task=run.task,
+                            reward=run.reward, evaluate=run.evaluate)
+        return StageCall(f"evaluate_{round_}", "evaluate", "evaluate", round_, spec, (policy.name,))
+
+    calls.append(evaluate(0, sft))
+    policy, previous_update = sft, None
+    reference = sft.ref if run.rl.beta > 0 else None
+    for k in range(1, run.rl.rounds + 1):
+        round_seed = run.seed * 100_003 + k
+        rollouts = []
+        for shard in range(shards):
+            spec = RolloutSpec(**common, round=k, seed=round_seed, policy=policy.ref, model=run.model, task=run.task,
+                               rl=run.rl, reference=reference, shard=shard, num_shards=shards)
+            name = f"rollout_{k}" if shards == 1 else f"rollout_{k}_s{shard}"
+            rollouts.append(StageCall(name, "rollout", rollout_output(shard, shards), k, spec, (policy.name,)))
+        calls.extend(rollouts)
+        score = StageCall(f"score_{k}", "score", "score", k,
+                          ScoreSpec(**common, round=k, seed=round_seed, task=run.task, reward=run.reward, rl=run.rl,
+                                    num_shards=shards),
+                          tuple(r.name for r in rollouts))
+        calls.append(score)
+        update = StageCall(f"update_{k}", "update", "update", k,
+                           UpdateSpec(**common, round=k, seed=round_seed, policy=policy.ref, model=run.model, rl=run.rl,
+                                      optimizer_from=previous_update.ref if previous_update else None, num_shards=shards),
+                           (score.name,))
+        calls.append(update)
+        policy = previous_update = update
+        if k == run.rl.rounds or (run.evaluate.every and k % run.evaluate.every == 0):
+            calls.append(evaluate(k, update))
+    return calls

@@ -1,0 +1,332 @@
+"""Every spec maskgrpo reads: the pipeline document (``RunSpec``) and one spec per stage.
+
+Pydantic v2, frozen, ``extra="forbid"``, a description on every field, cross-field validation.
+The same models give the CLI's errors (``maskgrpo validate``), each stage's single JSON input
+(KFP components carry one spec string), the Helm values schema and the docs. ``plan.py`` derives
+the stage specs from a RunSpec; a stage's spec hash (``spec_hash``) decides whether its committed
+output can be reused.
+
+Defaults follow ALGORITHM.md §7 where they are scale-free (epsilon, beta, gamma, mu) and the toy
+task of §9 where they are not (model size, lengths, learning rates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "RunSpec", "SftSpec", "RolloutSpec", "ScoreSpec", "UpdateSpec", "EvaluateSpec", "StageSpec",
+    "load_run_spec", "spec_hash", "format_validation_error", "STAGE_SPECS",
+]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Parts of the pipeline document
+# --------------------------------------------------------------------------------------------
+
+
+class TinyModelSpec(_Spec):
+    hidden_size: int = Field(128, ge=8, description="Width of the tiny built-in transformer.")
+    num_layers: int = Field(2, ge=1, le=48, description="Transformer blocks of the tiny model.")
+    num_heads: int = Field(4, ge=1, description="Attention heads; must divide hidden_size.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in the tiny model (off in eval mode).")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "TinyModelSpec":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
+        return self
+
+
+class ModelSpec(_Spec):
+    source: str = Field(
+        "builtin:tiny",
+        description="'builtin:tiny' (a fresh tiny model sized by `tiny`), or a checkpoint: a local "
+        "folder or a store URI in the transformers layout.",
+    )
+    tiny: TinyModelSpec = Field(default_factory=TinyModelSpec, description="Size of the built-in tiny model.")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Parameter dtype (bfloat16 for GPUs).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where stages run the model; auto = cuda if available.")
+
+
+class TaskSpec(_Spec):
+    name: str = Field("sort", description="Task registry name (maskgrpo.tasks.list_tasks()).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Task parameters, e.g. {length: 6} for sort.")
+    train_size: int = Field(2000, ge=1, description="Training problems drawn from the task's train split.")
+    eval_size: int = Field(200, ge=1, description="Held-out problems for evaluation (the task's eval split).")
+
+
+class RewardFunctionSpec(_Spec):
+    name: str = Field(description="Reward registry name (maskgrpo.rewards.list_rewards()).")
+    weight: float = Field(1.0, description="Weight w_f in r = sum_f w_f R_f.")
+
+
+class RewardSpec(_Spec):
+    functions: list[RewardFunctionSpec] = Field(
+        default_factory=list, description="Reward functions summed with weights; empty = the task's default reward."
+    )
+    accuracy_threshold: float = Field(
+        1.0, description="A completion counts as correct (accuracy) when its total reward is >= this."
+    )
+
+
+class TextSamplerSpec(_Spec):
+    gen_length: int = Field(16, ge=1, description="Completion length L_o (tokens), EOS-filled after the answer.")
+    steps: int = Field(16, ge=1, description="Denoising steps S over the whole completion.")
+    block_length: int = Field(8, ge=1, description="Semi-AR block length b; must divide gen_length.")
+    temperature: float = Field(1.0, ge=0.0, description="Sampling temperature tau (0 = greedy).")
+    cfg_scale: float = Field(0.0, ge=0.0, description="Classifier-free guidance scale w (0 = off).")
+    remasking: Literal["low_confidence", "random"] = Field("low_confidence", description="Which positions to commit each step.")
+    threshold: float | None = Field(None, gt=0.0, le=1.0, description="Confidence-threshold parallel decoding (None = fixed quotas).")
+    early_exit: bool = Field(False, description="Stop a row once a finished block is all EOS.")
+
+    @model_validator(mode="after")
+    def _divisible(self) -> "TextSamplerSpec":
+        if self.gen_length % self.block_length:
+            raise ValueError(f"block_length ({self.block_length}) must divide gen_length ({self.gen_length})")
+        blocks = self.gen_length // self.block_length
+        if self.steps % blocks:
+            raise ValueError(f"steps ({self.steps}) must be divisible by the number of blocks ({blocks})")
+        return self
+
+
+class SftSpecPart(_Spec):
+    enabled: bool = Field(True, description="Warm-start with masked-diffusion SFT; false passes model.source through.")
+    steps: int = Field(300, ge=0, description="Optimizer steps.")
+    batch_size: int = Field(64, ge=1, description="Examples per step.")
+    lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    min_t: float = Field(1e-3, gt=0.0, lt=1.0, description="Lower end eps of t ~ U(eps, 1).")
+    label_noise: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Fraction of training targets replaced by a corrupted answer, to stop SFT at a "
+        "mediocre policy that RL can improve (toy tasks; ALGORITHM.md §9).",
+    )
+
+
+class RlSpec(_Spec):
+    rounds: int = Field(4, ge=0, description="Rollout -> score -> update rounds (unrolled in the plan).")
+    prompts_per_round: int = Field(32, ge=1, description="Prompts sampled per round.")
+    group_size: int = Field(8, ge=2, description="Completions per prompt G (>= 2 for a group baseline).")
+    estimator: Literal["maskgrpo", "d1", "unigrpo", "coupled"] = Field("maskgrpo", description="Importance estimator.")
+    num_iterations: int = Field(4, ge=1, description="mu: optimizer steps per minibatch, each with its own seeded mask.")
+    min_mask_rate: float = Field(0.6, ge=0.0, lt=1.0, description="gamma: lowest mask rate of MaskGRPO's schedule (0.6 text, 0.8 images).")
+    ar_span: Literal["completion", "sequence"] = Field("completion", description="Span of the AR-like ramp; 'sequence' reproduces the reference code.")
+    minibatch_size: int = Field(64, ge=1, description="Completions per optimizer minibatch.")
+    lr: float = Field(3e-4, gt=0.0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
+    grad_clip: float = Field(1.0, gt=0.0, description="Gradient-norm clip.")
+    epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="PPO clip range eps.")
+    beta: float = Field(0.0, ge=0.0, description="KL coefficient to the reference (SFT) policy; 0 skips reference log-probs.")
+    advantage: Literal["std", "none"] = Field("std", description="Group normalisation: (r - mean)/std or d1's r - mean.")
+    rank_reward: bool = Field(False, description="Replace rewards by in-group ranks first.")
+    filter_zero_std: bool = Field(False, description="Drop groups whose rewards are all equal (dynamic filtering).")
+    loss_tokens: Literal["current", "union"] = Field("current", description="'current': tokens masked at this iteration; 'union': the reference's union of all masks.")
+    normalization: Literal["token", "sequence"] = Field("token", description="Token mean over the minibatch, or per-sequence mean.")
+    ratio_level: Literal["token", "sequence"] = Field("token", description="Per-token ratios, or one per sequence.")
+    logprob_chunk_rows: int = Field(64, ge=1, description="Rows per chunk when computing log-probs (bounds memory).")
+    sampler: TextSamplerSpec = Field(default_factory=TextSamplerSpec, description="Rollout sampler.")
+
+    @model_validator(mode="after")
+    def _batches(self) -> "RlSpec":
+        total = self.prompts_per_round * self.group_size
+        if self.minibatch_size > total:
+            raise ValueError(f"minibatch_size ({self.minibatch_size}) exceeds the completions per round ({total})")
+        return self
+
+
+class EvalSpecPart(_Spec):
+    every: int = Field(0, ge=0, description="Evaluate every E rounds (0 = only after SFT and at the end).")
+    size: int | None = Field(None, ge=1, description="Held-out prompts to evaluate (None = task.eval_size).")
+    sampler: TextSamplerSpec = Field(
+        default_factory=lambda: TextSamplerSpec(temperature=0.0),
+        description="Evaluation sampler (greedy by default).",
+    )
+    num_samples: int = Field(16, ge=0, description="Sample completions shown in the report.")
+
+
+class Toleration(_Spec):
+    key: str = Field(description="Taint key.")
+    operator: Literal["Equal", "Exists"] = Field("Equal", description="Toleration operator.")
+    value: str | None = Field(None, description="Taint value (with Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(None, description="Taint effect.")
+
+
+class StageResources(_Spec):
+    cpu: str = Field("1", description="CPU request and limit (Kubernetes quantity).")
+    memory: str = Field("4Gi", description="Memory request and limit.")
+    accelerator_type: str | None = Field(None, description="Accelerator resource type, e.g. nvidia.com/gpu.")
+    accelerator_count: int = Field(0, ge=0, description="Accelerators per pod.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pod must match.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pod tolerates.")
+
+    @model_validator(mode="after")
+    def _accel(self) -> "StageResources":
+        if self.accelerator_count and not self.accelerator_type:
+            raise ValueError("accelerator_count > 0 needs accelerator_type")
+        return self
+
+
+class ResourcesSpec(_Spec):
+    sft: StageResources = Field(default_factory=StageResources, description="SFT pods.")
+    rollout: StageResources = Field(default_factory=StageResources, description="Rollout pods (one per shard).")
+    score: StageResources = Field(default_factory=StageResources, description="Score pods.")
+    update: StageResources = Field(default_factory=StageResources, description="Update pods.")
+    evaluate: StageResources = Field(default_factory=StageResources, description="Evaluate pods.")
+
+
+class ClusterSpec(_Spec):
+    image: str = Field("ghcr.io/maskgrpo/maskgrpo:0.1.0", description="Container image of the stages (overridable with --image).")
+    store: str = Field("s3://maskgrpo/runs", description="Store URI the cluster run writes to.")
+    s3_secret: str = Field("maskgrpo-s3", description="Kubernetes Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and optionally MASKGRPO_S3_ENDPOINT_URL).")
+    rollout_shards: int = Field(1, ge=1, description="Parallel rollout tasks per round (ParallelFor), merged by score.")
+    retries: int = Field(2, ge=0, description="Retries per stage on failure.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-stage pod resources.")
+
+
+class RunSpec(_Spec):
+    """The pipeline document."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63, description="Pipeline name (DNS-1123 label).")
+    description: str = Field("", description="What this pipeline does.")
+    seed: int = Field(0, ge=0, description="Seed of every random draw in the run.")
+    modality: Literal["text"] = Field("text", description="Modality of the policy's outputs.")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="The policy to start from.")
+    task: TaskSpec = Field(default_factory=TaskSpec, description="Where prompts come from.")
+    reward: RewardSpec = Field(default_factory=RewardSpec, description="How completions are scored.")
+    sft: SftSpecPart = Field(default_factory=SftSpecPart, description="SFT warm start.")
+    rl: RlSpec = Field(default_factory=RlSpec, description="MaskGRPO rounds.")
+    evaluate: EvalSpecPart = Field(default_factory=EvalSpecPart, description="Held-out evaluation.")
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec, description="Kubeflow settings (ignored by the local runner).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunSpec":
+        if self.model.source == "builtin:tiny" and not self.sft.enabled:
+            raise ValueError("model.source 'builtin:tiny' is untrained: enable sft or give a checkpoint")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Stage specs: what one stage call needs, derived by plan.py
+# --------------------------------------------------------------------------------------------
+
+
+class _StageSpec(_Spec):
+    store: str = Field(description="Store root URI (file:// or s3://).")
+    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run identifier; the store prefix of every output.")
+    round: int = Field(0, ge=0, description="Round index (0 for SFT and the baseline evaluation).")
+    seed: int = Field(0, ge=0, description="Seed of this stage's random draws.")
+    policy: str | None = Field(None, description="Store reference 'stage/round' of the input policy checkpoint, or a source for SFT.")
+
+
+class SftSpec(_StageSpec):
+    kind: Literal["sft"] = Field("sft", description="Stage kind.")
+    model: ModelSpec = Field(description="The model to warm-start.")
+    task: TaskSpec = Field(description="Training data.")
+    sft: SftSpecPart = Field(description="SFT hyperparameters.")
+
+
+class RolloutSpec(_StageSpec):
+    kind: Literal["rollout"] = Field("rollout", description="Stage kind.")
+    model: ModelSpec = Field(description="Device and dtype for the policy.")
+    task: TaskSpec = Field(description="Prompt source.")
+    rl: RlSpec = Field(description="Group size, sampler and estimator settings.")
+    reference: str | None = Field(None, description="Store reference of the reference policy (beta > 0).")
+    shard: int = Field(0, ge=0, description="This shard's index.")
+    num_shards: int = Field(1, ge=1, description="Shards of the round's prompts.")
+
+
+class ScoreSpec(_StageSpec):
+    kind: Literal["score"] = Field("score", description="Stage kind.")
+    task: TaskSpec = Field(description="The task (default reward).")
+    reward: RewardSpec = Field(description="Reward functions and weights.")
+    rl: RlSpec = Field(description="Advantage settings.")
+    num_shards: int = Field(1, ge=1, description="Rollout shards to merge.")
+
+
+class UpdateSpec(_StageSpec):
+    kind: Literal["update"] = Field("update", description="Stage kind.")
+    model: ModelSpec = Field(description="Device and dtype for the policy.")
+    rl: RlSpec = Field(description="MaskGRPO hyperparameters.")
+    optimizer_from: str | None = Field(None, description="Store reference of the previous update (optimizer state), if any.")
+    num_shards: int = Field(1, ge=1, description="Rollout shards of this round.")
+
+
+class EvaluateSpec(_StageSpec):
+    kind: Literal["evaluate"] = Field("evaluate", description="Stage kind.")
+    model: ModelSpec = Field(description="Device and dtype for the policy.")
+    task: TaskSpec = Field(description="Held-out prompts.")
+    reward: RewardSpec = Field(description="Scoring of the evaluation completions.")
+    evaluate: EvalSpecPart = Field(description="Evaluation settings.")
+
+
+StageSpec = Annotated[Union[SftSpec, RolloutSpec, ScoreSpec, UpdateSpec, EvaluateSpec], Field(discriminator="kind")]
+STAGE_SPECS: dict[str, type[_StageSpec]] = {
+    "sft": SftSpec, "rollout": RolloutSpec, "score": ScoreSpec, "update": UpdateSpec, "evaluate": EvaluateSpec,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def spec_hash(spec: BaseModel) -> str:
+    """sha256 of the spec's canonical JSON (sorted keys): equal specs, equal hashes."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def format_validation_error(err: ValidationError, source: str = "") -> str:
+    """One line per error: ``<source>: <field.path>: <reason>``."""
+    prefix = f"{source}: " if source else ""
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(document)"
+        lines.append(f"{prefix}{path}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
+    """Apply one ``--set a.b.c=value`` override to a raw document (value parsed as YAML)."""
+    keys = dotted.split(".")
+    node = doc
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"--set {dotted}: {key!r} is not a mapping")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_run_spec(path: str | Path, overrides: list[str] | None = None) -> RunSpec:
+    """Read, override and validate a pipeline document. Raises ValueError with field paths."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such pipeline document") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: a pipeline document is a mapping, got {type(doc).__name__}")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected dotted.key=value")
+        key, raw = item.split("=", 1)
+        set_dotted(doc, key.strip(), yaml.safe_load(raw))
+    try:
+        return RunSpec.model_validate(doc)
+    except ValidationError as err:
+        raise ValueError(format_validation_error(err, str(path))) from None
