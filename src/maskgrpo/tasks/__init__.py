@@ -1,1 +1,71 @@
+"""Prompt sources chosen by name: toy generators and file datasets (STYLE.md 5).
 
+``get_task(name, **params)`` resolves a lazy ``"module:attr"`` import string from ``_TASKS`` or a
+third-party plugin registered under the entry-point group ``maskgrpo.tasks`` (built-in names win),
+then calls it with ``params``. Unknown names fail listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from importlib.metadata import entry_points
+from typing import Any
+
+from maskgrpo.tasks.base import Example, Task, collate_columns, split_of
+from maskgrpo.tasks.tokenizer import DEFAULT_CHARS, CharTokenizer
+
+__all__ = [
+    "CharTokenizer",
+    "DEFAULT_CHARS",
+    "Example",
+    "Task",
+    "collate_columns",
+    "get_task",
+    "list_tasks",
+    "split_of",
+]
+
+ENTRY_POINT_GROUP = "maskgrpo.tasks"
+
+_TASKS: dict[str, str] = {
+    "sort": "maskgrpo.tasks.toy:SortTask",
+    "add": "maskgrpo.tasks.toy:AddTask",
+    "countdown-lite": "maskgrpo.tasks.toy:CountdownLiteTask",
+    "sudoku-4x4": "maskgrpo.tasks.toy:Sudoku4x4Task",
+}
+
+
+def _plugins() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in _TASKS}
+
+
+def list_tasks() -> list[str]:
+    """Every task name: built-in and plugins, sorted."""
+    return sorted(set(_TASKS) | set(_plugins()))
+
+
+def _load(name: str) -> Any:
+    if name in _TASKS:
+        module, _, attr = _TASKS[name].partition(":")
+        return getattr(importlib.import_module(module), attr)
+    plugins = _plugins()
+    if name in plugins:
+        return plugins[name].load()
+    raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(list_tasks())}")
+
+
+def get_task(name: str, **params: Any) -> Task:
+    """The task ``name`` built with ``params``; unknown name or parameter -> ValueError."""
+    factory = _load(name)
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        sig = None
+    if sig is not None:
+        accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        unknown = sorted(set(params) - set(sig.parameters)) if not accepts_any else []
+        if unknown:
+            valid = [p for p in sig.parameters if p != "self"]
+            raise ValueError(f"task {name!r} has no parameter(s) {unknown}; valid: {valid}")
+    return factory(**params)

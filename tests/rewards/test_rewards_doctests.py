@@ -1,0 +1,14 @@
+"""Every docstring example under maskgrpo.rewards (this helper's modules) runs."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["maskgrpo.rewards.extract", "maskgrpo.rewards.toy", "maskgrpo.rewards.combine"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_doctests(module):
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
