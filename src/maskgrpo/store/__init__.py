@@ -1,1 +1,27 @@
+"""Object storage for stage outputs: ``file://`` and ``s3://`` with atomic, verified commits.
 
+Implements DESIGN.md "The store": keys from one pure function (layout.py); each attempt writes
+under its own prefix; ``_MANIFEST.json`` last and create-only; a pointer advanced by
+compare-and-swap (attempt.py documents the rule for concurrent commits); readers verify size and
+sha256 per file.  Deviations: file:// uses the os module rather than fsspec (local.py says why);
+``gc`` also removes attempts superseded by a later spec, and spares attempts younger than
+``min_age_s``.
+
+    >>> from maskgrpo.store import open_store
+    >>> store = open_store("./runs")                     # or "s3://bucket/prefix"
+    >>> with store.begin("run1", "score", 1, spec_hash="abc") as att:
+    ...     att.put_json("scores.json", {"mean": 0.5})
+    >>> store.open("run1", "score", 1).get_json("scores.json")
+    {'mean': 0.5}
+"""
+
+from .attempt import Attempt
+from .committed import Committed
+from .errors import CorruptOutputError, NotCommittedError, StoreError, StoreUnreachableError
+from .layout import run_file_key, stage_prefix
+from .store import Store, open_store
+
+__all__ = [
+    "Attempt", "Committed", "CorruptOutputError", "NotCommittedError", "Store", "StoreError",
+    "StoreUnreachableError", "open_store", "run_file_key", "stage_prefix",
+]

@@ -1,0 +1,91 @@
+"""Download a folder put with ``Attempt.put_dir`` into a local folder, cheaply when it is
+already there.
+
+The local folder keeps a hidden index (``.maskgrpo-files.json``) of what this module wrote:
+relative path -> sha256, size and mtime.  A file whose index entry names the wanted sha256 and
+whose size and mtime are unchanged is trusted without re-reading it; anything else is fetched
+to a temp file beside it, verified (size + sha256) and renamed into place.  Files this module
+wrote earlier that the new manifest lacks are removed (stale checkpoint shards); files it did
+not write are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from .errors import CorruptOutputError, StoreError
+
+INDEX_NAME = ".maskgrpo-files.json"
+
+
+def _load_index(local: Path) -> dict:
+    try:
+        index = json.loads((local / INDEX_NAME).read_text())
+        return index if isinstance(index, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _fresh(target: Path, rec: dict | None, entry: dict) -> bool:
+    if not rec or rec.get("sha256") != entry["sha256"]:
+        return False
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        return False
+    return st.st_size == entry["size"] == rec.get("size") and st.st_mtime_ns == rec.get("mtime_ns")
+
+
+def sync_dir(wanted: dict[str, dict], local: Path,
+             fetch: Callable[[str, Path], tuple[int, str] | None],
+             url: Callable[[str], str], workers: int = 8) -> Path:
+    """Make ``local`` hold ``wanted`` (relative path -> {size, sha256}).
+
+    ``fetch(rel, tmp_path)`` downloads one file and returns (size, sha256) or None if missing;
+    ``url(rel)`` names the stored file in errors.
+    """
+    local.mkdir(parents=True, exist_ok=True)
+    index = _load_index(local)
+    for rel in set(index) - set(wanted):
+        (local / rel).unlink(missing_ok=True)
+
+    def one(rel: str) -> tuple[str, dict]:
+        entry, target = wanted[rel], local / rel
+        if _fresh(target, index.get(rel), entry):
+            return rel, index[rel]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".tmp-{secrets.token_hex(6)}-{target.name}"
+        try:
+            got = fetch(rel, tmp)
+            if got is None:
+                raise CorruptOutputError(f"{url(rel)} is listed in its manifest but missing")
+            size, sha = got
+            if size != entry["size"] or sha != entry["sha256"]:
+                raise CorruptOutputError(
+                    f"{url(rel)} does not match its manifest: size {size} (manifest "
+                    f"{entry['size']}), sha256 {sha[:12]}... (manifest {entry['sha256'][:12]}...)")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        st = target.stat()
+        return rel, {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    rels = sorted(wanted)
+    if len(rels) > 1 and workers > 1:
+        with ThreadPoolExecutor(min(workers, len(rels))) as pool:
+            results = list(pool.map(one, rels))
+    else:
+        results = [one(r) for r in rels]
+    tmp_index = local / f".tmp-{secrets.token_hex(6)}-index"
+    try:
+        tmp_index.write_text(json.dumps(dict(results), indent=1, sort_keys=True))
+        os.replace(tmp_index, local / INDEX_NAME)
+    except OSError as e:
+        tmp_index.unlink(missing_ok=True)
+        raise StoreError(f"cannot write the download index in {local}: {e.strerror}") from None
+    return local

@@ -1,0 +1,257 @@
+"""``s3://bucket/prefix`` backend over s3fs (the only module that imports s3fs).
+
+Configuration comes from the environment only, read when the store is opened:
+``AWS_ACCESS_KEY_ID`` + ``AWS_SECRET_ACCESS_KEY`` (``AWS_SESSION_TOKEN`` optional), or a web
+identity / container credential provider set up through the standard ``AWS_*`` variables;
+``AWS_REGION`` / ``AWS_DEFAULT_REGION`` optional; the endpoint from ``MASKGRPO_S3_ENDPOINT_URL``,
+else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL`` (unset: AWS itself).  Secrets are never
+logged and never part of a URI or a repr.
+
+Conditional writes: create-only is ``PutObject`` with ``If-None-Match: *``, compare-and-swap is
+``PutObject`` with ``If-Match: <etag>`` (both through ``S3FileSystem._call_s3``).  A failed
+precondition surfaces as ``FileExistsError`` on some servers (moto) and ``OSError(EINVAL)`` on
+others (SeaweedFS); both, and a 409 ``ConditionalRequestConflict``, are normalised to "lost".
+s3fs's listing cache is disabled: other writers change the bucket under us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import s3fs
+from botocore.exceptions import (
+    ClientError,
+    ConnectionError as BotoConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+)
+from fsspec.asyn import sync
+
+from .backend import hash_file
+from .errors import StoreError, StoreUnreachableError
+
+ENDPOINT_VARS = ("MASKGRPO_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+_PROVIDER_VARS = ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                  "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+_PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
+_CONCURRENCY = 8
+
+
+def s3_options_from_env(environ: dict | None = None) -> dict:
+    """s3fs constructor options from the environment (contains secrets: never log it)."""
+    env = os.environ if environ is None else environ
+    endpoint = next((env[v] for v in ENDPOINT_VARS if env.get(v)), None)
+    key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    opts: dict = {"endpoint_url": endpoint}
+    if key and secret:
+        opts.update(key=key, secret=secret, token=env.get("AWS_SESSION_TOKEN") or None)
+    elif key or secret:
+        missing = "AWS_SECRET_ACCESS_KEY" if key else "AWS_ACCESS_KEY_ID"
+        raise StoreError(f"S3 credentials are incomplete: {missing} is not set")
+    elif not any(env.get(v) for v in _PROVIDER_VARS):
+        raise StoreError(
+            "no S3 credentials in the environment: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or a web identity via AWS_WEB_IDENTITY_TOKEN_FILE)"
+        )
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or (
+        "us-east-1" if endpoint else None)
+    if region:
+        opts["client_kwargs"] = {"region_name": region}
+    return opts
+
+
+def _error_code(exc: BaseException) -> str:
+    cause = exc if isinstance(exc, ClientError) else exc.__cause__
+    if isinstance(cause, ClientError):
+        err = cause.response.get("Error", {})
+        status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return str(err.get("Code") or status or "")
+    return ""
+
+
+def _is_precondition_failure(exc: BaseException) -> bool:
+    return isinstance(exc, FileExistsError) or _error_code(exc) in _PRECONDITION_CODES
+
+
+class S3Backend:
+    def __init__(self, bucket: str, prefix: str, options: dict):
+        self.bucket, self.prefix = bucket, prefix
+        self.endpoint = options.get("endpoint_url") or "AWS S3"
+        self.uri = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+        self._options = options
+        self.fs = self._make_fs(connect_timeout=5, read_timeout=60, attempts=3)
+
+    def __repr__(self) -> str:  # never show the options: they hold secrets
+        return f"S3Backend({self.uri!r}, endpoint={self.endpoint!r})"
+
+    @classmethod
+    def from_uri(cls, uri: str) -> "S3Backend":
+        rest = uri[len("s3://"):]
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise StoreError(f"invalid store URI {uri!r}: expected s3://bucket[/prefix]")
+        return cls(bucket, prefix.strip("/"), s3_options_from_env())
+
+    def _make_fs(self, connect_timeout: float, read_timeout: float, attempts: int):
+        fs = s3fs.S3FileSystem(
+            **self._options,
+            skip_instance_cache=True,
+            use_listings_cache=False,
+            max_concurrency=_CONCURRENCY,
+            config_kwargs={"connect_timeout": connect_timeout, "read_timeout": read_timeout,
+                           "retries": {"max_attempts": attempts, "mode": "standard"}},
+        )
+        fs.retries = attempts
+        return fs
+
+    def url(self, key: str) -> str:
+        return f"{self.uri}/{key}" if key else self.uri
+
+    def _split(self, key: str) -> tuple[str, str]:
+        return self.bucket, f"{self.prefix}/{key}" if self.prefix else key
+
+    def _path(self, key: str) -> str:
+        return "/".join(self._split(key))
+
+    @contextmanager
+    def _errors(self, key: str, what: str):
+        """Translate s3fs/botocore errors into StoreErrors naming the URI (FileNotFoundError
+        for a missing key passes through for the caller to handle)."""
+        url = self.url(key)
+        try:
+            yield
+        except StoreError:
+            raise
+        except FileNotFoundError as e:
+            if _error_code(e) == "NoSuchBucket":
+                raise StoreUnreachableError(
+                    f"bucket {self.bucket!r} does not exist at {self.endpoint} (while trying to "
+                    f"{what} {url})") from None
+            raise
+        except PermissionError as e:
+            raise StoreUnreachableError(
+                f"credentials rejected by {self.endpoint} ({e}) while trying to {what} {url}"
+            ) from None
+        except (BotoConnectionError, HTTPClientError, NoCredentialsError, asyncio.TimeoutError,
+                ConnectionError) as e:
+            raise StoreUnreachableError(
+                f"cannot reach S3 endpoint {self.endpoint} ({type(e).__name__}) while trying to "
+                f"{what} {url}") from None
+        except OSError as e:
+            raise StoreError(f"S3 error while trying to {what} {url}: {e}") from None
+
+    def check_reachable(self) -> None:
+        quick = self._make_fs(connect_timeout=2, read_timeout=5, attempts=1)
+        with self._errors("", "reach"):
+            try:
+                quick.call_s3("head_bucket", Bucket=self.bucket)
+            except FileNotFoundError:
+                raise StoreUnreachableError(
+                    f"bucket {self.bucket!r} does not exist at {self.endpoint} ({self.uri})"
+                ) from None
+
+    # -- reads ---------------------------------------------------------------------------------
+    async def _get_object(self, key: str) -> tuple[bytes, str] | None:
+        bucket, k = self._split(key)
+        try:
+            resp = await self.fs._call_s3("get_object", Bucket=bucket, Key=k)
+        except FileNotFoundError as e:
+            if _error_code(e) == "NoSuchBucket":
+                raise
+            return None
+        async with resp["Body"] as body:
+            data = await body.read()
+        return data, resp["ETag"]
+
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        with self._errors(key, "read"):
+            return sync(self.fs.loop, self._get_object, key)
+
+    def get(self, key: str) -> bytes | None:
+        got = self.get_versioned(key)
+        return None if got is None else got[0]
+
+    def get_many(self, keys: list[str]) -> dict[str, bytes | None]:
+        async def all_():
+            sem = asyncio.Semaphore(_CONCURRENCY)
+
+            async def one(k):
+                async with sem:
+                    return await self._get_object(k)
+            return await asyncio.gather(*(one(k) for k in keys))
+
+        with self._errors(keys[0] if keys else "", "read"):
+            got = sync(self.fs.loop, all_)
+        return {k: None if g is None else g[0] for k, g in zip(keys, got)}
+
+    def get_file(self, key: str, local_path: Path) -> tuple[int, str] | None:
+        with self._errors(key, "download"):
+            try:
+                self.fs.get_file(self._path(key), str(local_path))
+            except FileNotFoundError as e:
+                if _error_code(e) == "NoSuchBucket":
+                    raise
+                return None
+        return hash_file(local_path)
+
+    def find(self, prefix: str) -> dict[str, int]:
+        root = self._path("")
+        with self._errors(prefix, "list"):
+            try:
+                found = self.fs.find(self._path(prefix), detail=True)
+            except FileNotFoundError as e:
+                if _error_code(e) == "NoSuchBucket":
+                    raise
+                return {}
+        cut = len(root) + 1 if self.prefix else len(self.bucket) + 1
+        return {p[cut:]: int(info.get("size") or 0) for p, info in found.items()
+                if info.get("type") != "directory"}
+
+    # -- writes --------------------------------------------------------------------------------
+    def put(self, key: str, data: bytes) -> None:
+        with self._errors(key, "write"):
+            self.fs.pipe_file(self._path(key), data)
+
+    def _conditional_put(self, key: str, data: bytes, **cond) -> bool:
+        bucket, k = self._split(key)
+        with self._errors(key, "write"):
+            try:
+                self.fs.call_s3("put_object", Bucket=bucket, Key=k, Body=data, **cond)
+            except OSError as e:
+                if _is_precondition_failure(e):
+                    return False
+                raise
+        return True
+
+    def put_create(self, key: str, data: bytes) -> bool:
+        return self._conditional_put(key, data, IfNoneMatch="*")
+
+    def put_cas(self, key: str, data: bytes, token: str | None) -> bool:
+        if token is None:
+            return self._conditional_put(key, data, IfNoneMatch="*")
+        return self._conditional_put(key, data, IfMatch=token)
+
+    def put_files(self, items: list[tuple[str, Path]]) -> list[tuple[int, str]]:
+        hashes = [hash_file(local) for _, local in items]
+
+        async def all_():
+            sem = asyncio.Semaphore(_CONCURRENCY)
+
+            async def one(key, local):
+                async with sem:
+                    await self.fs._put_file(str(local), self._path(key))
+            await asyncio.gather(*(one(k, p) for k, p in items))
+
+        with self._errors(items[0][0] if items else "", "upload"):
+            sync(self.fs.loop, all_)
+        return hashes
+
+    def delete_prefix(self, prefix: str) -> None:
+        with self._errors(prefix, "delete"):
+            try:
+                self.fs.rm(self._path(prefix), recursive=True)
+            except FileNotFoundError:
+                pass
