@@ -231,6 +231,8 @@ def infra_schema() -> dict[str, Any]:
             required=["create"],
         ),
         "rbac": _obj({"create": _bool("Create the submitter's Role and RoleBinding.")}, "RBAC.", ["create"]),
+        "networkPolicy": _obj({"enabled": _bool("Create the release's NetworkPolicies.")},
+                              "NetworkPolicies.", ["enabled"]),
         "store": store,
         "minio": minio,
         "kfp": kfp,

@@ -79,11 +79,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "maskgrpo.env" -}}
 - name: MASKGRPO_STORE
   value: {{ .Values.store.uri | quote }}
-- name: MASKGRPO_STORE_SECRET
-  value: {{ include "maskgrpo.storeSecretName" . | quote }}
 {{- with (include "maskgrpo.storeEndpoint" .) }}
-- name: AWS_ENDPOINT_URL
+- name: MASKGRPO_S3_ENDPOINT_URL
   value: {{ . | quote }}
+{{- else }}
+- name: MASKGRPO_S3_ENDPOINT_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "maskgrpo.storeSecretName" . }}
+      key: MASKGRPO_S3_ENDPOINT_URL
+      optional: true
 {{- end }}
 - name: AWS_DEFAULT_REGION
   value: {{ .Values.store.region | quote }}
@@ -193,4 +198,15 @@ tolerations:
     name: {{ include "maskgrpo.configName" . }}
 {{ include "maskgrpo.kfpTokenVolume" . }}
 {{ include "maskgrpo.scratchVolumes" . }}
+{{- end }}
+
+{{/* The run document as written to the ConfigMap: `run` with cluster.store and cluster.s3_secret
+taken from the chart's store settings, so the stages read and write where the chart's pods do. */}}
+{{- define "maskgrpo.runDocument" -}}
+{{- $run := deepCopy .Values.run }}
+{{- $cluster := get $run "cluster" | default dict }}
+{{- $_ := set $cluster "store" .Values.store.uri }}
+{{- $_ := set $cluster "s3_secret" (include "maskgrpo.storeSecretName" .) }}
+{{- $_ := set $run "cluster" $cluster }}
+{{- toYaml $run }}
 {{- end }}
