@@ -198,7 +198,6 @@ class S3Backend:
         return hash_file(local_path)
 
     def find(self, prefix: str) -> dict[str, int]:
-        root = self._path("")
         with self._errors(prefix, "list"):
             try:
                 found = self.fs.find(self._path(prefix), detail=True)
@@ -206,7 +205,7 @@ class S3Backend:
                 if _error_code(e) == "NoSuchBucket":
                     raise
                 return {}
-        cut = len(root) + 1 if self.prefix else len(self.bucket) + 1
+        cut = len(f"{self.bucket}/{self.prefix}/" if self.prefix else f"{self.bucket}/")
         return {p[cut:]: int(info.get("size") or 0) for p, info in found.items()
                 if info.get("type") != "directory"}
 
