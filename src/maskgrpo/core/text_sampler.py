@@ -94,6 +94,8 @@ def sample_text(
             else:
                 logits = gather_positions(logits_fn, xs, pos, head_only).float()  # (R, b, V)
                 row_forwards[rows] += 1
+            # Never propose the mask token itself: committing it would leave the slot masked.
+            logits = logits.index_fill(-1, torch.tensor([mask_id], device=device), -torch.inf)
             proposal = sample_tokens(logits, temperature, generator)  # (R, b)
             if remasking == "low_confidence":
                 confidence = torch.softmax(logits, dim=-1).gather(-1, proposal.unsqueeze(-1)).squeeze(-1)  # (R, b)
