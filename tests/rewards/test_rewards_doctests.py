@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["maskgrpo.rewards.extract", "maskgrpo.rewards.toy", "maskgrpo.rewards.combine"]
+MODULES = ["maskgrpo.rewards.extract", "maskgrpo.rewards.toy", "maskgrpo.rewards.combine",
+           "maskgrpo.rewards.math_equiv", "maskgrpo.rewards.reasoning"]
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["maskgrpo.tasks.tokenizer", "maskgrpo.tasks.base"]
+MODULES = ["maskgrpo.tasks.tokenizer", "maskgrpo.tasks.base", "maskgrpo.tasks.toy"]
 
 
 @pytest.mark.parametrize("module", MODULES)

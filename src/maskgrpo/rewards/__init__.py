@@ -25,6 +25,13 @@ _REWARDS: dict[str, str] = {
     "countdown_tagged": "maskgrpo.rewards.toy:countdown_reward_tagged",
     "sudoku": "maskgrpo.rewards.toy:sudoku_reward",
     "sudoku_tagged": "maskgrpo.rewards.toy:sudoku_reward_tagged",
+    "gsm8k": "maskgrpo.rewards.reasoning:gsm8k_reward",
+    "gsm8k_format": "maskgrpo.rewards.reasoning:gsm8k_format",
+    "gsm8k_int": "maskgrpo.rewards.reasoning:gsm8k_int",
+    "gsm8k_correct": "maskgrpo.rewards.reasoning:gsm8k_correct",
+    "math": "maskgrpo.rewards.reasoning:math_reward",
+    "math_format": "maskgrpo.rewards.reasoning:math_format",
+    "math_correct": "maskgrpo.rewards.reasoning:math_correct",
     "code": "maskgrpo.rewards.code:code_reward",
 }
 

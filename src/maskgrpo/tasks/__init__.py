@@ -33,6 +33,10 @@ _TASKS: dict[str, str] = {
     "add": "maskgrpo.tasks.toy:AddTask",
     "countdown-lite": "maskgrpo.tasks.toy:CountdownLiteTask",
     "sudoku-4x4": "maskgrpo.tasks.toy:Sudoku4x4Task",
+    "gsm8k": "maskgrpo.tasks.files:GSM8KTask",
+    "math500": "maskgrpo.tasks.files:Math500Task",
+    "countdown": "maskgrpo.tasks.files:CountdownFileTask",
+    "sudoku": "maskgrpo.tasks.files:SudokuFileTask",
 }
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from maskgrpo.tasks.base import Example, GeneratedTask
 
-__all__ = ["SortTask", "AddTask", "CountdownLiteTask", "Sudoku4x4Task", "sudoku_solutions"]
+__all__ = ["SortTask", "AddTask", "CountdownLiteTask", "Sudoku4x4Task", "solve_countdown", "sudoku_solutions"]
 
 
 def _round_up8(n: int) -> int:
@@ -137,6 +137,21 @@ def _expressions(nums: tuple[int, ...]) -> Iterator[tuple[int, str, Fraction]]:
             if right is not None:
                 text = f"{x}{o1}({y}{o2}{z})" if _right_needs_parens(o1, o2) else f"{x}{o1}{y}{o2}{z}"
                 yield rank, text, right
+
+
+def solve_countdown(numbers: list[int] | tuple[int, ...], target: int) -> str | None:
+    """The shortest expression over three numbers (each once, + - * /) equal to ``target``.
+
+    >>> solve_countdown([30, 100, 93], 23), solve_countdown([1, 1, 1], 100)
+    ('30-100+93', None)
+    """
+    if len(numbers) != 3:
+        return None
+    best: tuple[int, int, str] | None = None
+    for rank, text, value in _expressions(tuple(numbers)):
+        if value == target and (best is None or (len(text), rank, text) < best):
+            best = (len(text), rank, text)
+    return None if best is None else best[2]
 
 
 @functools.lru_cache(maxsize=8)
