@@ -205,7 +205,7 @@ class CachedLogprobs(NamedTuple):
 def cache_logprobs(
     logits_fn: LogitsFn, name: str, inp: EstimatorInput, seeds: list[int], mask_id: int, *,
     chunk_rows: int = 64, vocab_slice: tuple[int, int] | None = None, **options: object,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> CachedLogprobs:
     """Log-probs for all mu seeded masks at once (rollout time: old and reference policies).
 
     The old-policy pass runs in eval mode with the rollout weights; the caller sets the mode.
