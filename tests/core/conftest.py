@@ -61,3 +61,13 @@ def model() -> TinyMDM:
 @pytest.fixture(scope="module")
 def confident_model() -> TinyMDM:
     return tiny_model(seed=1, weight_std=0.3)
+
+
+@pytest.fixture(autouse=True, scope="package")
+def _single_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster on a loaded 2-core machine
+    (measured 1.2 ms vs 31 ms per tiny forward). Restored after this folder."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
