@@ -213,6 +213,36 @@ def test_concurrent_runs_from_threads():
     assert [r.stdout for r in results] == [f"{i * i}\n" for i in range(8)]
 
 
+def test_probe_turns_off_layers_that_cannot_be_set_up(monkeypatch):
+    # A kernel that refuses unshare(2): the namespace layers go, the notes say why.
+    class NoNamespaces:
+        mount, prctl = sandbox._LIBC.mount, sandbox._LIBC.prctl
+
+        @staticmethod
+        def unshare(flags):
+            return -1
+
+    monkeypatch.setattr(sandbox, "_LIBC", NoNamespaces)
+    support = sandbox._probe()
+    assert support.netns is None and not support.ro_mounts
+    assert any("network namespace unavailable" in n for n in support.notes), support.notes
+    assert any("read-only mount namespace unavailable" in n for n in support.notes)
+
+
+def test_audit_hook_alone_still_refuses_network_and_outside_writes(monkeypatch):
+    # The weakest fallback (no uid switch, no namespaces): only the audit hook says no.
+    weakest = sandbox._Support(python=sandbox._support().python, drop_uid=False, netns=None,
+                               ro_mounts=False)
+    monkeypatch.setattr(sandbox, "_SUPPORT", weakest)
+    target = os.path.join(tempfile.gettempdir(), f"sandbox-escape-{uuid.uuid4().hex}")
+    net = run_in_sandbox("import socket\nsocket.socket()")
+    write = run_in_sandbox(f"open({target!r}, 'w')")
+    assert net.layers == ("process", "rlimits", "audit-hook")
+    assert not net.ok and "socket.__new__ refused" in net.stderr
+    assert not write.ok and "write outside the scratch directory" in write.stderr
+    assert not os.path.exists(target)
+
+
 def test_bad_arguments_name_the_field():
     with pytest.raises(ValueError, match="timeout_s"):
         run_in_sandbox("pass", timeout_s=0)

@@ -13,8 +13,8 @@ Implements ALGORITHM.md section 6, "Code" (the MaskGRPO/d1 MBPP reward):
    test as it finishes. Measured on 100 MBPP reference solutions (3 tests each, 2 cores, one
    at a time): one process per completion 0.04 s median, ~0.1 s mean; one process per test
    ~0.26 s per problem (each process pays the interpreter start and the namespace set-up), so
-   one process per completion it is. The whole process is also
-   killed at 5 s x (tests + 1) + 1 s of wall time.
+   one process per completion it is. The whole process is also killed at
+   5 s x (tests + 1) + 1 s of wall time.
 4. Reports carry a per-run random nonce that the harness reads from stdin before the model's
    code runs, so ``exit(0)`` or printing fake results earns nothing. Deviation from the reference
    (which only checks the exit status of code + asserts) on purpose. Limits: code that shares the

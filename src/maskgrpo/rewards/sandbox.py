@@ -54,6 +54,7 @@ False
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import re
 import resource
@@ -443,7 +444,7 @@ def _spawn(code: str, support: _Support, *, timeout_s: float = 5.0, memory_mb: i
         stdin_b = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
         with open(os.path.join(base, "stdin"), "wb") as f:
             f.write(stdin_b)
-        cpu = int(cpu_s if cpu_s is not None else timeout_s + 1) + 1
+        cpu = max(1, math.ceil(cpu_s if cpu_s is not None else timeout_s + 1))
         limits = [(resource.RLIMIT_AS, memory_mb << 20, memory_mb << 20),
                   (resource.RLIMIT_CPU, cpu, cpu + 1),
                   (resource.RLIMIT_FSIZE, max_file_mb << 20, max_file_mb << 20),
