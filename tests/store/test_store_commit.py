@@ -248,3 +248,23 @@ def test_begin_validates_its_arguments(store):
 def test_unknown_scheme_lists_the_valid_ones():
     with pytest.raises(StoreError, match=r"valid schemes are file://, s3://"):
         open_store("gs://bucket/x")
+
+
+def test_backend_cas_loses_no_update_under_contention(store):
+    # 4 threads x 10 read-modify-write increments through put_cas: a lost update would leave
+    # the counter below 40; a CAS that let two writers through would too.
+    b, key = store._b, "r1/counter/-/_POINTER.json"
+    assert b.put_cas(key, b"0", None)
+
+    def worker():
+        done = 0
+        while done < 10:
+            data, token = b.get_versioned(key)
+            done += b.put_cas(key, str(int(data) + 1).encode(), token)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert b.get(key) == b"40"

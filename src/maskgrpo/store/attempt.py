@@ -24,8 +24,7 @@ import random
 import threading
 import time
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from maskgrpo import __version__
 
@@ -35,6 +34,9 @@ from .committed import Committed, load_committed
 from .errors import CorruptOutputError, StoreError
 from .layout import MANIFEST_NAME, attempt_prefix, check_name, pointer_key
 from .manifest import build_manifest, build_pointer, dumps, sha256_hex, utc_now
+
+if TYPE_CHECKING:
+    import torch
 
 _CAS_TRIES = 50
 
@@ -79,9 +81,10 @@ class Attempt:
                     raise ValueError(f"{self.url(name)}: {MANIFEST_NAME} is reserved for commit()")
                 parts = name.split("/")
                 parents = ["/".join(parts[:i]) for i in range(1, len(parts))]
-                inside_folder = folder is not None and name != folder
+                # a put_dir file may sit inside its own folder, nowhere else inside a taken name
+                own = folder if folder is not None and name != folder else None
                 if (name in self._taken or name in self._parents
-                        or any(p in self._taken for p in parents if not (inside_folder and p == folder))):
+                        or any(p in self._taken and p != own for p in parents)):
                     raise StoreError(f"{self.url(name)} clashes with a name already put: an "
                                      "attempt's files are immutable")
                 self._taken.add(name)
@@ -167,7 +170,8 @@ class Attempt:
         mbytes = dumps(manifest)
         mkey = f"{self._prefix}/{MANIFEST_NAME}"
         if not self._backend.put_create(mkey, mbytes):
-            raise StoreError(f"{self._backend.url(mkey)} already exists: attempt ids must be unique")
+            raise StoreError(
+                f"{self._backend.url(mkey)} already exists: attempt ids must be unique")
         pbytes = dumps(build_pointer(manifest, mbytes))
         pkey = pointer_key(self.run_id, self.stage, self.round)
         for i in range(_CAS_TRIES):

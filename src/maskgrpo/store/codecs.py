@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import struct
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors.torch import load as _st_load, save as _st_save
+if TYPE_CHECKING:  # torch loads on first tensor use, so `maskgrpo show` stays light
+    import torch
 
 
 def encode_json(obj) -> bytes:
@@ -34,7 +35,11 @@ def decode_jsonl(data: bytes) -> list[dict]:
 
 
 def encode_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> bytes:
-    if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+    import torch
+    from safetensors.torch import save as _st_save
+
+    if not isinstance(tensors, dict) or not all(
+            isinstance(v, torch.Tensor) for v in tensors.values()):
         raise TypeError("put_tensors needs a dict[str, torch.Tensor]")
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     try:
@@ -44,6 +49,8 @@ def encode_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | 
 
 
 def decode_tensors(data: bytes) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load as _st_load
+
     return _st_load(data)
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from . import codecs
 from .backend import Backend
@@ -13,6 +12,9 @@ from .dircache import sync_dir
 from .errors import CorruptOutputError, StoreError
 from .layout import MANIFEST_NAME, attempt_prefix, pointer_key
 from .manifest import InvalidDocument, parse_manifest, parse_pointer, sha256_hex
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Committed:

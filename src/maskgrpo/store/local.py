@@ -47,7 +47,8 @@ class LocalBackend:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise StoreUnreachableError(f"cannot create store root {self.uri}: {e.strerror}") from None
+            raise StoreUnreachableError(
+                f"cannot create store root {self.uri}: {e.strerror}") from None
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StoreUnreachableError(f"store root {self.uri} is not writable")
 
@@ -96,8 +97,8 @@ class LocalBackend:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise StoreError(f"cannot create folder for {self.url(str(path.relative_to(self.root)))}:"
-                             f" {e.strerror}") from None
+            rel = path.relative_to(self.root).as_posix()
+            raise StoreError(f"cannot create folder for {self.url(rel)}: {e.strerror}") from None
         return path.parent / f".tmp-{secrets.token_hex(6)}-{path.name}"
 
     def _write_temp(self, path: Path, data: bytes, durable: bool) -> Path:

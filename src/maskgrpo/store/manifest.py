@@ -122,7 +122,8 @@ def parse_manifest(data: bytes, *, run_id: str, stage: str, round: int | None,
         except ValueError as e:
             raise InvalidDocument(f"manifest lists a bad file name: {e}") from None
         size = _require(entry, "size", int, f"manifest entry {name!r}")
-        if size < 0 or not _SHA_RE.match(_require(entry, "sha256", str, f"manifest entry {name!r}")):
+        sha = _require(entry, "sha256", str, f"manifest entry {name!r}")
+        if size < 0 or not _SHA_RE.match(sha):
             raise InvalidDocument(f"manifest entry {name!r} has a bad size or sha256")
     dirs = _require(doc, "dirs", list, "manifest")
     if not all(isinstance(d, str) for d in dirs):

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from .attempt import Attempt
 from .backend import Backend, open_backend
 from .committed import Committed, load_committed
-from .errors import NotCommittedError, StoreError
+from .errors import NotCommittedError
 from .layout import (
     POINTER_NAME, attempt_created, check_run_id, new_attempt_id, parse_round, pointer_key,
     run_file_key, stage_prefix,

@@ -53,7 +53,7 @@ def _free_ports(n: int) -> list[int]:
         return [s.getsockname()[1] for s in socks]
 
 
-def _stop(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
+def _stop(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
