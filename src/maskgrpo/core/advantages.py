@@ -48,13 +48,13 @@ def group_advantages(
     rewards = rewards.float()
     values = rank_rewards(rewards, group_size) if rank else rewards
     grouped = values.reshape(-1, group_size)  # (num_groups, G)
+    raw = rewards.reshape(-1, group_size)
     mean = grouped.mean(dim=1, keepdim=True)
     std = grouped.std(dim=1, unbiased=True, keepdim=True)
-    constant = (grouped == grouped[:, :1]).all(dim=1)  # (num_groups,)
+    constant = (raw == raw[:, :1]).all(dim=1)  # (num_groups,) judged on the raw rewards, not the ranks
     centred = grouped - mean
     adv = centred / (std + eps) if scale == "std" else centred
     adv = torch.where(constant.unsqueeze(1), torch.zeros_like(adv), adv)
-    raw = rewards.reshape(-1, group_size)
     stats = GroupStats(
         reward_mean=float(rewards.mean()),
         reward_std=float(rewards.std(unbiased=True)) if rewards.numel() > 1 else 0.0,
