@@ -175,10 +175,12 @@ def test_submit_job_compiles_and_submits_the_mounted_document(rendered):
     jobs = {obj["metadata"]["name"]: (obj, c) for obj, c in _containers(rendered, "cpu-kind", "Job")}
     job, c = jobs[f"{RELEASE}-submit"]
     assert c["command"] == ["maskgrpo"]
+    # run id <run.name>-r<revision>: the first install is revision 1
     assert c["args"] == ["submit", "/etc/maskgrpo/pipeline.yaml", "--host", "$(KFP_HOST)",
-                         "--experiment", "maskgrpo-dev", "--namespace", "kubeflow"]
+                         "--experiment", "maskgrpo-dev", "--namespace", "kubeflow", "--run-id", "toy-text-kind-r1"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["KFP_HOST"] == "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
+    assert env["KF_PIPELINES_SA_TOKEN_PATH"] == "/var/run/secrets/kubeflow/pipelines/token"
     assert env["MASKGRPO_STORE"] == "s3://maskgrpo/runs"
     assert env["MASKGRPO_S3_ENDPOINT_URL"] == f"http://{RELEASE}-minio.kubeflow.svc.cluster.local:9000"
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
@@ -193,11 +195,13 @@ def test_submit_job_compiles_and_submits_the_mounted_document(rendered):
     assert weight(bucket) < weight(job)
 
 
-def test_kfp_recurring_mode_runs_maskgrpo_schedule_with_a_seconds_field(rendered):
+def test_kfp_recurring_mode_runs_maskgrpo_schedule(rendered):
     (job, c), = [(o, c) for o, c in _containers(rendered, "gpu", "Job") if o["metadata"]["name"] == f"{RELEASE}-schedule"]
-    # values cron "0 2 * * *" (5 fields) -> KFP cron "0 0 2 * * *" (seconds first)
-    assert c["args"] == ["schedule", "/etc/maskgrpo/pipeline.yaml", "--host", "$(KFP_HOST)", "--cron", "0 0 2 * * *",
+    # the five-field cron goes as is: maskgrpo schedule (kfp_cron) prepends KFP's seconds field
+    assert c["args"] == ["schedule", "/etc/maskgrpo/pipeline.yaml", "--host", "$(KFP_HOST)", "--cron", "0 2 * * *",
                          "--experiment", "maskgrpo-countdown", "--namespace", "kubeflow"]
+    kfp_client = pytest.importorskip("maskgrpo.runners.kfp.client")
+    assert kfp_client.kfp_cron(c["args"][c["args"].index("--cron") + 1]) == "0 0 2 * * *"
     assert not [o for o in objects_of(rendered["gpu"]) if o["kind"] == "CronJob"]
 
 
@@ -207,6 +211,10 @@ def test_cronjob_mode_submits_on_the_cron(rendered):
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert c["args"][:2] == ["submit", "/etc/maskgrpo/pipeline.yaml"]
     assert c["args"][c["args"].index("--namespace") + 1] == "team-ml"
+    # every tick is a fresh run: the run id is the tick's Job name, from the downward API
+    assert c["args"][c["args"].index("--run-id") + 1] == "$(MASKGRPO_RUN_ID)"
+    (run_id,) = [e for e in c["env"] if e["name"] == "MASKGRPO_RUN_ID"]
+    assert run_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['batch.kubernetes.io/job-name']"
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["MASKGRPO_S3_ENDPOINT_URL"] == "https://s3.storage.internal.example"
 

@@ -104,6 +104,8 @@ app.kubernetes.io/component: {{ .component }}
       key: AWS_SECRET_ACCESS_KEY
 - name: KFP_HOST
   value: {{ .Values.kfp.host | quote }}
+- name: KF_PIPELINES_SA_TOKEN_PATH
+  value: /var/run/secrets/kubeflow/pipelines/token
 - name: HOME
   value: /home/maskgrpo
 - name: PYTHONUNBUFFERED
@@ -169,7 +171,7 @@ tolerations:
 {{- end }}
 
 {{/* The submitter container: `maskgrpo <verb> /etc/maskgrpo/pipeline.yaml ...`; pass a dict
-{ctx, name, args}. */}}
+{ctx, name, args, extraEnv (optional list)}. */}}
 {{- define "maskgrpo.submitterContainer" -}}
 {{- $ := .ctx -}}
 - name: {{ .name }}
@@ -180,6 +182,9 @@ tolerations:
     {{- toYaml .args | nindent 4 }}
   env:
     {{- include "maskgrpo.env" $ | nindent 4 }}
+    {{- with .extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   securityContext:
     {{- toYaml $.Values.securityContext | nindent 4 }}
   resources:
