@@ -34,9 +34,12 @@ FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="maskgrpo-cpu" \
       org.opencontainers.image.description="MaskGRPO for masked diffusion models: CPU stages and the KFP submitter" \
       org.opencontainers.image.licenses="Apache-2.0"
+# The non-root user (UID/GID 10001, as the chart's runAsUser) and, owned by it, /gcs, /minio, /s3:
+# where the KFP v2 launcher stages artifacts (older KFP backends mount no emptyDirs there).
 RUN groupadd --system --gid 10001 maskgrpo \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/maskgrpo \
-       --shell /usr/sbin/nologin maskgrpo
+       --shell /usr/sbin/nologin maskgrpo \
+    && install -d -o 10001 -g 10001 /gcs /minio /s3
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/home/maskgrpo \

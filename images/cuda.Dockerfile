@@ -53,13 +53,16 @@ LABEL org.opencontainers.image.title="maskgrpo-cuda" \
 ENV DEBIAN_FRONTEND=noninteractive
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # The same python3 as the build stage (the venv links to it). DL3008: see the build stage.
+# The non-root user (UID/GID 10001, as the chart's runAsUser) and, owned by it, /gcs, /minio, /s3:
+# where the KFP v2 launcher stages artifacts (older KFP backends mount no emptyDirs there).
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 maskgrpo \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/maskgrpo \
-       --shell /usr/sbin/nologin maskgrpo
+       --shell /usr/sbin/nologin maskgrpo \
+    && install -d -o 10001 -g 10001 /gcs /minio /s3
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/home/maskgrpo \

@@ -88,6 +88,8 @@ def test_structure(dockerfile):
     users = [rest for word, rest in ins if word == "USER"]
     assert users and users[-1] == "10001:10001"  # matches the chart's runAsUser
     assert not [rest for word, rest in ins if word == "ENTRYPOINT"]  # KFP sets the command
+    # the KFP v2 launcher's artifact roots exist and belong to the non-root user
+    assert any("install -d -o 10001 -g 10001 /gcs /minio /s3" in rest for word, rest in ins if word == "RUN")
     # the package with its cluster extras; torch first from a dedicated wheel index
     runs = [rest for word, rest in ins if word == "RUN"]
     torch = next(i for i, r in enumerate(runs) if "torch==2.13.0" in r)
