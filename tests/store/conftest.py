@@ -1,5 +1,6 @@
-"""Store fixtures: a session-wide SeaweedFS S3 server on loopback, and a fresh ``store`` per
-test on each backend (``file`` always; ``s3`` unless the weed binary is missing)."""
+"""Store fixtures: session-wide S3 servers on loopback (SeaweedFS, the reference; moto, whose
+conditional-write errors differ) and a fresh ``store`` per test on each backend (``file``
+always; ``s3`` unless the weed binary is missing; ``moto`` unless moto is missing)."""
 
 from __future__ import annotations
 
@@ -25,15 +26,47 @@ def seaweed(tmp_path_factory):
         pytest.skip(f"no SeaweedFS S3 server: {e}")
 
 
-@pytest.fixture
-def s3_env(seaweed, monkeypatch):
-    """Point the process environment at the SeaweedFS server; returns the env dict."""
-    _, env = seaweed
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory):
+    """(endpoint_url, env) of an in-memory moto S3 server with bucket BUCKET."""
+    server_mod = pytest.importorskip("moto.server", reason="moto[server] is not installed")
+    import secrets
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "moto" + secrets.token_hex(4),
+           "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16), "AWS_REGION": "us-east-1",
+           "MASKGRPO_S3_ENDPOINT_URL": endpoint}
+    try:
+        create_bucket(endpoint, env, BUCKET)
+        yield endpoint, env
+    finally:
+        server.stop()
+
+
+def _set_env(env, monkeypatch):
     for var in (*ENDPOINT_VARS, "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(var, raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
+
+
+@pytest.fixture
+def s3_env(seaweed, monkeypatch):
+    """Point the process environment at the SeaweedFS server; returns the env dict."""
+    return _set_env(seaweed[1], monkeypatch)
+
+
+@pytest.fixture
+def moto_store(moto, monkeypatch):
+    _set_env(moto[1], monkeypatch)
+    return open_store(f"s3://{BUCKET}/t-{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture
@@ -48,4 +81,11 @@ def file_store(tmp_path):
 
 @pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.s3)])
 def store(request):
+    return request.getfixturevalue(f"{request.param}_store")
+
+
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.s3), "moto"])
+def cas_store(request):
+    """``store`` plus moto, for the tests of conditional writes (moto reports a failed
+    create-only write differently from SeaweedFS)."""
     return request.getfixturevalue(f"{request.param}_store")

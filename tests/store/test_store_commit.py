@@ -146,8 +146,8 @@ def test_tampered_or_missing_manifest_is_detected(store):
         store.committed("r1", "score", 1)
 
 
-def test_backend_cas_refuses_a_stale_token(store):
-    b, key = store._b, "r1/x/-/_POINTER.json"
+def test_backend_cas_refuses_a_stale_token(cas_store):
+    b, key = cas_store._b, "r1/x/-/_POINTER.json"
     assert b.put_cas(key, b"v1", None)               # create
     assert not b.put_cas(key, b"v1-again", None)     # create-only: exists
     data, tok1 = b.get_versioned(key)
@@ -182,8 +182,9 @@ def _race(store, n, spec_hashes, rnd):
     return results
 
 
-@pytest.mark.parametrize("rnd", [1, 2, 3])
-def test_concurrent_commits_same_spec_exactly_one_wins(store, rnd):
+@pytest.mark.parametrize("rnd", [1, 2])
+def test_concurrent_commits_same_spec_exactly_one_wins(cas_store, rnd):
+    store = cas_store
     n = 6
     results = _race(store, n, ["same"] * n, rnd)
     winners = [own for own, won, _ in results if won]
@@ -250,10 +251,10 @@ def test_unknown_scheme_lists_the_valid_ones():
         open_store("gs://bucket/x")
 
 
-def test_backend_cas_loses_no_update_under_contention(store):
+def test_backend_cas_loses_no_update_under_contention(cas_store):
     # 4 threads x 10 read-modify-write increments through put_cas: a lost update would leave
     # the counter below 40; a CAS that let two writers through would too.
-    b, key = store._b, "r1/counter/-/_POINTER.json"
+    b, key = cas_store._b, "r1/counter/-/_POINTER.json"
     assert b.put_cas(key, b"0", None)
 
     def worker():
