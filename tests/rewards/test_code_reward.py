@@ -70,7 +70,8 @@ def test_reward_values():
 
 
 def test_setup_code_runs_after_the_solution_and_before_the_tests():
-    code = "class Box:\n    def __init__(self, v):\n        self.v = v\ndef get(b):\n    return b.v\n"
+    code = ("class Box:\n    def __init__(self, v):\n        self.v = v\n"
+            "def get(b):\n    return b.v\n")
     rewards = code_reward(["p"], [code], test_list=[["assert get(box) == 7"]],
                           test_setup_code=["box = Box(7)"])
     assert rewards == [2.0]
@@ -167,8 +168,16 @@ def _mbpp_check(rows: list[dict], with_wrong: bool) -> None:
     rewards = code_reward([r["text"] for r in rows] * copies,
                           right + wrong if with_wrong else right, **kw)
     good, bad = rewards[:len(rows)], rewards[len(rows):]
-    failing = [r["task_id"] for r, g in zip(rows, good) if g != 2.5]
+    # A few references are slow (task 123 takes ~4 s of its 5 s on an idle 2-core box); on a
+    # loaded machine those can hit the limit. Re-run them with a generous limit: a reference
+    # must pass its tests, the 5 s limit itself is tested elsewhere.
+    slow = [r for r, g in zip(rows, good) if g != 2.5]
+    failing = [r["task_id"] for r in slow
+               if not all(run_tests(r["code"], r["test_list"], r["test_setup_code"],
+                                    test_timeout_s=60.0))]
     assert failing == [], f"reference solutions that fail their own tests: {failing}"
+    if slow:
+        print("passed only with a 60 s limit (machine load):", [r["task_id"] for r in slow])
     assert all(b < g for g, b in zip(good, bad)), [
         (r["task_id"], b) for r, b in zip(rows, bad) if b >= 2.5]
 

@@ -38,12 +38,14 @@ the running machine; every `SandboxResult` carries the same tuple.
    reach around it (``os.open`` with ``dir_fd``, C extensions, ...). It is a second layer that
    gives clear errors; the boundary is layers 1-4.
 
-Known limits: without root and without user namespaces only layers 1, 2 and 5 hold (escapees
-that call ``setsid`` are then only bounded by RLIMIT_CPU). ``preexec_fn`` is documented as unsafe
+Known limits: without root there is no private uid, so the child runs as the caller's user:
+``/proc/<parent>/environ`` is then refused only by the audit hook, and escapees that call
+``setsid`` are bounded only by RLIMIT_CPU; without user namespaces as well, only layers 1, 2
+and 5 hold. ``preexec_fn`` is documented as unsafe
 with threads in the parent; the one here only calls pre-resolved libc functions and ``os``/
 ``resource`` builtins (no imports, no locks), which is the safe subset in practice.
 
-Example (``python -c "from maskgrpo.rewards.sandbox import run_in_sandbox as r; print(r('print(6*7)'))"``):
+Example (``python -m doctest -v src/maskgrpo/rewards/sandbox.py``):
 
 >>> run_in_sandbox("print(6 * 7)").stdout
 '42\\n'
@@ -283,8 +285,8 @@ def _support() -> _Support:
 
 
 def sandbox_layers(network: bool = False, audit_hook: bool = True) -> tuple[str, ...]:
-    """The isolation layers `run_in_sandbox` uses on this machine (probed once per process),
-    e.g. ``('process', 'rlimits', 'private-uid', 'netns(root)', 'readonly-mounts', 'audit-hook')``."""
+    """The isolation layers `run_in_sandbox` uses on this machine (probed once per process), e.g.
+    ``('process', 'rlimits', 'private-uid', 'netns(root)', 'readonly-mounts', 'audit-hook')``."""
     return _support().layers(network, audit_hook)
 
 
