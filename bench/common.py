@@ -1,0 +1,138 @@
+"""Shared helpers for the benchmarks in bench/ (not tests): a toy text policy warm-started with
+the masked-diffusion SFT objective, a forward-counting ``LogitsFn``, timing, and JSON output.
+
+SFT objective (ALGORITHM.md §5, text): t ~ U(1e-3, 1) per row, completion tokens masked with
+probability t (prompt never), loss = sum over masked tokens of CE / t, divided by the number of
+completion tokens. Written here so the benchmarks do not depend on the pipeline stages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from maskgrpo.models.tiny import TinyMDM, TinyMDMConfig
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class TextData:
+    prompt_ids: torch.Tensor  # (B, P) left-padded
+    completion_ids: torch.Tensor  # (B, L_o) text + EOS, EOS-filled tail
+    answers: list[str]
+    source: str  # what produced the prompts
+
+
+def toy_text_data(n: int, split: str, seed: int, task_name: str = "sort", completion_length: int | None = None):
+    """(tokenizer, TextData) from ``maskgrpo.tasks`` (or random digit prompts if it is absent)."""
+    try:
+        from maskgrpo.tasks import CharTokenizer, get_task
+    except ImportError:  # the tasks package is optional for this benchmark
+        return None, _random_data(n, seed, completion_length or 16)
+    tokenizer = CharTokenizer()
+    task = get_task(task_name)
+    length = completion_length or task.completion_length
+    examples = task.examples(split, n, seed)
+    prompts = tokenizer.encode_batch_left_padded([e.prompt for e in examples])
+    completions = torch.tensor([tokenizer.encode_completion(e.answer, length) for e in examples])
+    return tokenizer, TextData(prompts, completions, [e.answer for e in examples], f"maskgrpo.tasks:{task_name}")
+
+
+def _random_data(n: int, seed: int, completion_length: int) -> TextData:
+    g = torch.Generator().manual_seed(seed)
+    digits = torch.randint(3, 13, (n, 8), generator=g)
+    completions = torch.full((n, completion_length), 1)
+    completions[:, :8] = digits.sort(dim=1).values
+    return TextData(digits, completions, [""] * n, "random digit prompts (maskgrpo.tasks missing)")
+
+
+def new_model(vocab_size: int, hidden: int = 128, layers: int = 2, heads: int = 4, seed: int = 0) -> TinyMDM:
+    torch.manual_seed(seed)
+    return TinyMDM(TinyMDMConfig(vocab_size=vocab_size, hidden_size=hidden, num_layers=layers, num_heads=heads,
+                                 max_position_embeddings=256))
+
+
+def sft_train(model: TinyMDM, data: TextData, steps: int, *, batch: int = 64, lr: float = 3e-3, seed: int = 0,
+              mask_id: int = 2) -> list[float]:
+    """Masked-diffusion SFT for ``steps`` AdamW steps; returns the loss curve."""
+    g = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model.train()
+    prompt_len = data.prompt_ids.shape[1]
+    losses = []
+    for _ in range(steps):
+        idx = torch.randint(0, len(data.prompt_ids), (batch,), generator=g)
+        prompts, completions = data.prompt_ids[idx], data.completion_ids[idx]  # (b, P), (b, L_o)
+        t = torch.rand(batch, 1, generator=g) * (1 - 1e-3) + 1e-3  # (b, 1)
+        masked = torch.rand(completions.shape, generator=g) < t  # (b, L_o)
+        noisy = torch.where(masked, torch.full_like(completions, mask_id), completions)
+        logits = model(torch.cat([prompts, noisy], dim=1)).logits[:, prompt_len:].float()  # (b, L_o, V)
+        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), completions, reduction="none")  # (b, L_o)
+        loss = (ce * masked / t).sum() / completions.numel()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+class CountingLogitsFn:
+    """The ``LogitsFn`` over a TinyMDM that counts model evaluations (one per row per call)."""
+
+    def __init__(self, model: TinyMDM):
+        self.model = model
+        self.row_forwards = 0
+        self.calls = 0
+
+    def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+        self.calls += 1
+        self.row_forwards += input_ids.shape[0]
+        return self.model(input_ids, logits_positions=positions).logits
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(fn, repeats: int, device: torch.device) -> tuple[float, object]:
+    """Minimum wall time of ``repeats`` calls (after one warm-up) and the last result."""
+    result = fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def environment(device: torch.device) -> dict:
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def write_result(name: str, result: dict, out: Path | None = None) -> Path:
+    path = out or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return path
