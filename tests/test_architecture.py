@@ -152,7 +152,7 @@ def test_the_static_check_sees_the_known_imports():
     ("import importlib\nimportlib.import_module('s3fs')\n", "s3fs"),
     ("X = {'a': 'maskgrpo.runners.local.flow:run'}\n", "maskgrpo.runners.local.flow"),
     ("from ..stages import rollout\n", "maskgrpo.stages"),
-])
+], ids=["import", "from-import", "import_module", "lazy-registry-string", "relative-import"])
 def test_import_finder_on_synthetic_sources(tmp_path, monkeypatch, source, expected):
     fake_src = tmp_path / "maskgrpo"
     (fake_src / "tasks").mkdir(parents=True)
