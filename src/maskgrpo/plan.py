@@ -40,7 +40,7 @@ def rollout_output(shard: int, num_shards: int) -> str:
 def build_plan(run: RunSpec, run_id: str, store: str, num_shards: int | None = None) -> list[StageCall]:
     """The stage calls of ``run`` in an order that respects every dependency."""
     shards = run.cluster.rollout_shards if num_shards is None else num_shards
-    common = dict(store=store, run_id=run_id)
+    common = dict(store=store, run_id=run_id, data_seed=run.seed)
     calls: list[StageCall] = []
 
     sft = StageCall("sft", "sft", "sft", 0,

@@ -227,6 +227,7 @@ class _StageSpec(_Spec):
     run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run identifier; the store prefix of every output.")
     round: int = Field(0, ge=0, description="Round index (0 for SFT and the baseline evaluation).")
     seed: int = Field(0, ge=0, description="Seed of this stage's random draws.")
+    data_seed: int = Field(0, ge=0, description="Seed of the run's fixed train and eval problem sets.")
     policy: str | None = Field(None, description="Store reference 'stage/round' of the input policy checkpoint, or a source for SFT.")
 
 

@@ -1,0 +1,142 @@
+"""Update: mu MaskGRPO iterations per minibatch of the round's rollouts (ALGORITHM.md §3-§4).
+
+For each minibatch (rows shuffled with the round seed), iteration j = 1..mu is its j-th
+optimizer step: the estimator rebuilds mask j from the stored seed S_j and the rows' global ids,
+so the new log-probs use exactly the mask the old ones were cached with; the loss is the clipped
+surrogate (+ k3 KL with beta > 0) over the iteration's loss tokens ("current") or the union of all
+mu masks ("union"). AdamW state carries over between rounds (stored beside the checkpoint).
+
+    python -m maskgrpo.stages.update --spec @update.json
+"""
+
+from __future__ import annotations
+
+import time
+from statistics import fmean
+
+import torch
+from pydantic import BaseModel
+from tqdm.auto import tqdm
+
+from maskgrpo.core.importance import build_views, estimate_logprobs, union_loss_mask
+from maskgrpo.core.loss import grpo_loss
+from maskgrpo.plan import rollout_output
+from maskgrpo.specs import RlSpec, UpdateSpec, spec_hash
+from maskgrpo.stages.common import (
+    Policy, load_optimizer, load_policy, parse_ref, remember_policy, save_optimizer, save_policy, stage_generator,
+    stage_main, weight_digest,
+)
+from maskgrpo.stages.rollout import ROLLOUT_FILE, estimator_input, estimator_options
+from maskgrpo.stages.score import SCORES_FILE
+from maskgrpo.store import Store
+
+STAGE = "update"
+
+
+class UpdateResult(BaseModel):
+    optimizer_steps: int
+    loss: float
+    clip_fraction: float
+    kl: float
+    ratio_deviation: float
+    grad_norm: float
+    forwards_per_completion: float
+    wall_seconds: float
+    weight_digest: str
+    skipped: bool = False
+
+
+def load_round(store: Store, spec: UpdateSpec) -> dict[str, torch.Tensor]:
+    """The round's rollout shards concatenated in row order, with the score's advantages."""
+    parts = [store.open(spec.run_id, rollout_output(s, spec.num_shards), spec.round).get_tensors(ROLLOUT_FILE)
+             for s in range(spec.num_shards)]
+    data = {key: torch.cat([p[key] for p in parts], dim=1 if parts[0][key].dim() == 3 else 0)
+            for key in parts[0] if key not in ("mask_seeds", "prompt_length")}
+    data["mask_seeds"], data["prompt_length"] = parts[0]["mask_seeds"], parts[0]["prompt_length"]
+    order = data["row_ids"].argsort()
+    for key, value in data.items():
+        if key in ("mask_seeds", "prompt_length"):
+            continue
+        data[key] = value[:, order] if value.dim() == 3 else value[order]
+    scores = store.open(spec.run_id, "score", spec.round).get_tensors(SCORES_FILE)
+    data["advantages"], data["keep"] = scores["advantages"], scores["keep"]
+    return data
+
+
+def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, torch.Tensor], rl: RlSpec, seed: int,
+             progress: bool = True) -> UpdateResult:
+    """Run the round's optimizer steps in place; returns the averaged stats (digest left empty)."""
+    device = policy.device
+    seeds = data["mask_seeds"].tolist()
+    prompt_len = int(data["prompt_length"][0])
+    rows = data["keep"].nonzero().squeeze(1)
+    rows = rows[torch.randperm(len(rows), generator=stage_generator(seed, salt=11))]
+    union = union_loss_mask(data["masked"]) if rl.loss_tokens == "union" else None
+    options = estimator_options(rl)
+    policy.model.train()
+    stats, grad_norms, forwards = [], [], 0
+    minibatches = [rows[i:i + rl.minibatch_size] for i in range(0, len(rows), rl.minibatch_size)]
+    bar = tqdm(total=len(minibatches) * rl.num_iterations, desc="update", disable=not progress, leave=False)
+    for mb in minibatches:
+        inp = estimator_input(data["input_ids"][mb].to(device), prompt_len, data["row_ids"][mb].to(device), policy.pad_id, policy.eos_id)
+        for j in range(1, rl.num_iterations + 1):
+            bar.update(1)
+            weights = (union[mb] if union is not None else data["loss_masks"][j - 1][mb]).to(device)
+            if not weights.any():
+                continue
+            views = build_views(rl.estimator, inp, seeds[j - 1], j, rl.num_iterations, policy.mask_id, **options)
+            pi = estimate_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows)
+            forwards += views.inputs.shape[0] * len(mb)
+            ref = data["ref_logprobs"][j - 1][mb].to(device) if "ref_logprobs" in data else None
+            loss, s = grpo_loss(
+                pi, data["old_logprobs"][j - 1][mb].to(device), data["advantages"][mb].to(device), weights,
+                ref_logprobs=ref, beta=rl.beta, epsilon=rl.epsilon, normalization=rl.normalization, ratio_level=rl.ratio_level,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.model.parameters(), rl.grad_clip)))
+            optimizer.step()
+            stats.append(s)
+    bar.close()
+    policy.model.eval()
+
+    def mean(field: str) -> float:
+        return fmean(getattr(s, field) for s in stats) if stats else 0.0
+
+    return UpdateResult(
+        optimizer_steps=len(stats), loss=mean("loss"), clip_fraction=mean("clip_fraction"), kl=mean("kl"),
+        ratio_deviation=mean("ratio_deviation"), grad_norm=fmean(grad_norms) if grad_norms else 0.0,
+        forwards_per_completion=forwards / max(len(rows), 1), wall_seconds=0.0, weight_digest="",
+    )
+
+
+def make_optimizer(policy: Policy, rl: RlSpec) -> torch.optim.AdamW:
+    return torch.optim.AdamW(policy.model.parameters(), lr=rl.lr, betas=rl.betas, weight_decay=rl.weight_decay)
+
+
+def run(spec: UpdateSpec, store: Store) -> UpdateResult:
+    digest = spec_hash(spec)
+    if store.is_done(spec.run_id, STAGE, spec.round, digest):
+        return UpdateResult(**store.open(spec.run_id, STAGE, spec.round).get_json("metrics.json"), skipped=True)
+    start = time.perf_counter()
+    policy = load_policy(store, spec.run_id, spec.policy, spec.model, mutable=True)
+    optimizer = make_optimizer(policy, spec.rl)
+    if spec.optimizer_from:
+        load_optimizer(store.open(spec.run_id, *parse_ref(spec.optimizer_from)), optimizer)
+    result = optimize(policy, optimizer, load_round(store, spec), spec.rl, spec.seed)
+    result = result.model_copy(update={"wall_seconds": time.perf_counter() - start, "weight_digest": weight_digest(policy.model)})
+    with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:
+        save_policy(attempt, policy)
+        save_optimizer(attempt, optimizer)
+        attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
+        committed = attempt.commit()
+    remember_policy(committed, policy)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(STAGE, UpdateSpec, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
