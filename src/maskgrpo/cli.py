@@ -1,0 +1,221 @@
+"""The ``maskgrpo`` command line.
+
+    maskgrpo run PIPELINE.yaml [--store URI] [--run-id ID] [--set key=value ...] [--resume]
+    maskgrpo validate PIPELINE.yaml [--set key=value ...]
+    maskgrpo show RUN_URI                       e.g. file://./runs/toy-text-20261129-101500
+    maskgrpo compile PIPELINE.yaml -o PACKAGE.yaml [--image IMAGE] [--run-id ID] [--store URI]
+    maskgrpo submit PIPELINE.yaml --host URL [--experiment NAME] [--namespace NS] ...
+    maskgrpo schedule PIPELINE.yaml (--host URL | --local) --cron EXPR [--max-concurrency N] ...
+    maskgrpo gc STORE_URI [--run-id ID] [--dry-run]
+
+Exit status: 0 success, 2 invalid document or arguments (nothing was written), 1 a failure while
+running (the message names the stage, file or URI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from maskgrpo import __version__
+
+DEFAULT_STORE = "file://./runs"
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"maskgrpo: error: {message}", file=sys.stderr)
+    return code
+
+
+def _load(args: argparse.Namespace):
+    from maskgrpo.specs import load_run_spec
+
+    return load_run_spec(args.pipeline, args.set)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    run = _load(args)
+    print(f"{args.pipeline}: valid ({run.name}: task {run.task.name}, {run.rl.rounds} rounds, estimator {run.rl.estimator})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    run = _load(args)
+    from maskgrpo.store import open_store
+
+    store = open_store(args.store)
+    if args.resume and not args.run_id:
+        return _fail("--resume needs the --run-id of the run to resume", 2)
+    from maskgrpo.runners.local.flow import configure_prefect, default_run_id
+
+    run_id = args.run_id or default_run_id(run)
+    store.check_reachable()
+    if not args.resume and run_id in store.list_runs():
+        return _fail(f"run {run_id!r} already exists in {store.uri}; pass --resume to continue it, or another --run-id", 2)
+    configure_prefect()
+    from maskgrpo.runners.local.flow import run_pipeline_flow
+    from maskgrpo.runners.local.report import CURVE, REPORT, SUMMARY, format_table
+
+    print(f"maskgrpo {__version__}: running {run.name} as {run_id} in {store.uri}", flush=True)
+    summary = run_pipeline_flow.with_options(name=f"maskgrpo-{run.name}")(
+        str(args.pipeline), store.uri, run_id, list(args.set), args.resume
+    )
+    print(format_table(summary))
+    base = store.url(run_id)
+    print(f"summary: {base}/{SUMMARY}\nreport:  {base}/{REPORT} ({CURVE})")
+    return 0
+
+
+def _split_run_uri(uri: str) -> tuple[str, str]:
+    root, _, run_id = uri.rstrip("/").rpartition("/")
+    if not root or not run_id:
+        raise ValueError(f"{uri!r} is not a run URI (<store>/<run_id>)")
+    return root, run_id
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from maskgrpo.store import StoreError, open_store
+
+    root, run_id = _split_run_uri(args.run_uri)
+    store = open_store(root)
+    stages = store.list_stages(run_id)
+    if not stages:
+        return _fail(f"no run {run_id!r} in {store.uri} (runs there: {', '.join(store.list_runs()) or 'none'})")
+    print(f"run {run_id} in {store.uri}")
+    for s in stages:
+        state = "committed" if s["committed"] else "uncommitted"
+        print(f"  {s['stage']:<12} round {s['round']!s:<4} {state:<12} {s.get('n_files', 0):>3} files  {s.get('total_bytes', 0) / 1e6:8.2f} MB")
+    try:
+        summary = json.loads(store.read_run_file(run_id, "summary.json"))
+    except StoreError:
+        print("  (no summary.json yet: the run has not finished)")
+        return 0
+    from maskgrpo.runners.local.report import format_table
+
+    print(format_table(summary))
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from maskgrpo.runners.kfp import compile_run
+
+    path = compile_run(_load(args), Path(args.output), image=args.image, run_id=args.run_id, store=args.store)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from maskgrpo.runners.kfp import submit_run
+
+    run_id = submit_run(_load(args), host=args.host, experiment=args.experiment, namespace=args.namespace,
+                        image=args.image, run_id=args.run_id, store=args.store)
+    print(f"submitted: KFP run {run_id}")
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    if args.local:
+        from maskgrpo.runners.local.schedule import schedule_local
+
+        schedule_local(Path(args.pipeline), args.cron, store=args.store or DEFAULT_STORE, overrides=list(args.set))
+        return 0
+    if not args.host:
+        return _fail("schedule needs --host URL (KFP) or --local (Prefect)", 2)
+    from maskgrpo.runners.kfp import schedule_run
+
+    recurring = schedule_run(_load(args), host=args.host, cron=args.cron, max_concurrency=args.max_concurrency,
+                             experiment=args.experiment, namespace=args.namespace, image=args.image,
+                             run_id=args.run_id, store=args.store)
+    print(f"scheduled: KFP recurring run {recurring}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from maskgrpo.store import open_store
+
+    removed = open_store(args.store).gc(args.run_id, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(removed)} orphan attempt(s)", *removed, sep="\n  ")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maskgrpo", description="MaskGRPO for masked diffusion models, as a pipeline.")
+    parser.add_argument("--version", action="version", version=f"maskgrpo {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def doc(p: argparse.ArgumentParser, sets: bool = True) -> None:
+        p.add_argument("pipeline", type=Path, help="pipeline document (RunSpec YAML)")
+        if sets:
+            p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help="override a field, e.g. --set rl.rounds=2 (repeatable)")
+
+    def cluster(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--image", help="container image of the stages (default: cluster.image)")
+        p.add_argument("--run-id", help="run id in the store (default: the pipeline name)")
+        p.add_argument("--store", help="s3:// store URI (default: cluster.store)")
+
+    p = sub.add_parser("run", help="run a pipeline on this machine (Prefect, local store)")
+    doc(p)
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"store URI, file:// or s3:// (default {DEFAULT_STORE})")
+    p.add_argument("--run-id", help="run id (default <name>-<date>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue --run-id: committed stages are not recomputed")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a pipeline document; print each error with its field path")
+    doc(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("show", help="show a run's stages and summary")
+    p.add_argument("run_uri", help="<store>/<run_id>, e.g. file://./runs/toy-text-20261129-101500")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("compile", help="compile to a Kubeflow Pipelines package (deterministic YAML)")
+    doc(p)
+    p.add_argument("-o", "--output", required=True, help="package path to write")
+    cluster(p)
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("submit", help="compile and start a run on a KFP cluster")
+    doc(p)
+    p.add_argument("--host", required=True, help="KFP API URL")
+    p.add_argument("--experiment", help="KFP experiment (default: the pipeline name)")
+    p.add_argument("--namespace", help="KFP namespace (multi-user installs)")
+    cluster(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("schedule", help="retrain on a schedule: a KFP recurring run, or --local with Prefect")
+    doc(p)
+    p.add_argument("--host", help="KFP API URL")
+    p.add_argument("--local", action="store_true", help="serve a Prefect deployment of the local flow instead")
+    p.add_argument("--cron", required=True, help="cron expression (5 fields, or KFP's 6 with seconds first)")
+    p.add_argument("--max-concurrency", type=int, default=1, help="concurrent runs allowed (KFP)")
+    p.add_argument("--experiment", help="KFP experiment")
+    p.add_argument("--namespace", help="KFP namespace")
+    cluster(p)
+    p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("gc", help="remove orphan attempts (crashed or superseded writes) from a store")
+    p.add_argument("store", help="store URI")
+    p.add_argument("--run-id", help="only this run")
+    p.add_argument("--dry-run", action="store_true", help="list, do not delete")
+    p.set_defaults(func=cmd_gc)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from maskgrpo.store import StoreError
+
+    try:
+        return args.func(args)
+    except ValueError as err:  # invalid documents and arguments: nothing was written
+        return _fail(str(err), 2)
+    except (StoreError, FileNotFoundError, RuntimeError) as err:
+        return _fail(str(err), 1)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
