@@ -48,6 +48,45 @@ class TinyModelSpec(_Spec):
         return self
 
 
+class SpecialTokensSpec(_Spec):
+    """Special token ids of a real checkpoint; None = take it from the tokenizer/config."""
+
+    mask_id: int | None = Field(None, ge=0, description="Mask token m (LLaDA/MMaDA: 126336).")
+    pad_id: int | None = Field(None, ge=0, description="Padding id for left-padded prompts (LLaDA: 126081, the EOS).")
+    eos_id: int | None = Field(None, ge=0, description="End of sequence; fills a completion's tail (LLaDA: 126081).")
+    image_token_offset: int | None = Field(None, ge=0, description="Id of VQ code 0 (MMaDA: 126349; token = offset + code).")
+    image_codebook_size: int | None = Field(None, ge=1, description="VQ codebook size (MMaDA: 8192).")
+    soi_id: int | None = Field(None, ge=0, description="<|soi|>: start of the image slots (MMaDA).")
+    eoi_id: int | None = Field(None, ge=0, description="<|eoi|>: end of the image slots (MMaDA).")
+    t2i_id: int | None = Field(None, ge=0, description="<|t2i|>: text-to-image task token (MMaDA).")
+
+
+class LoraSpec(_Spec):
+    r: int = Field(8, ge=1, description="LoRA rank (reference: 128).")
+    alpha: float = Field(16.0, gt=0.0, description="LoRA alpha; the update is scaled by alpha / r (reference: 64).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input (reference: 0.05).")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names (suffixes) that get adapters, or 'all-linear' (every linear but the LM head)."
+    )
+
+
+class DeepSpeedSpec(_Spec):
+    enabled: bool = Field(False, description="Run update and SFT under a DeepSpeed engine (launch with torchrun or deepspeed).")
+    zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage 0-3 (reference: 2).")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step on each rank.")
+    offload_optimizer: bool = Field(False, description="Keep optimizer state in CPU memory (ZeRO 1-3).")
+    offload_params: bool = Field(False, description="Keep parameters in CPU memory (ZeRO 3 only).")
+    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="torch.distributed backend; auto = nccl on CUDA, gloo on CPU.")
+
+    @model_validator(mode="after")
+    def _offload(self) -> "DeepSpeedSpec":
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError(f"offload_params needs zero_stage 3, got {self.zero_stage}")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3")
+        return self
+
+
 class ModelSpec(_Spec):
     source: str = Field(
         "builtin:tiny",
@@ -57,6 +96,20 @@ class ModelSpec(_Spec):
     tiny: TinyModelSpec = Field(default_factory=TinyModelSpec, description="Size of the built-in tiny model.")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Parameter dtype (bfloat16 for GPUs).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where stages run the model; auto = cuda if available.")
+    adapter: Literal["auto", "tiny", "llada", "mmada", "bidirectional"] = Field(
+        "auto", description="How to load and call the checkpoint (maskgrpo.models.adapters); auto = from its config's model_type."
+    )
+    trust_remote_code: bool = Field(False, description="Allow the checkpoint's own modelling code (LLaDA/MMaDA ship theirs).")
+    special_tokens: SpecialTokensSpec = Field(default_factory=SpecialTokensSpec, description="Special ids overriding the tokenizer's.")
+    lora: LoraSpec | None = Field(None, description="Train LoRA adapters instead of every weight (None = full fine-tuning).")
+    load_in_4bit: bool = Field(False, description="Load the frozen base in 4 bits (bitsandbytes, CUDA only; needs lora).")
+    deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec, description="DeepSpeed ZeRO for update and SFT.")
+
+    @model_validator(mode="after")
+    def _quantized_needs_lora(self) -> "ModelSpec":
+        if self.load_in_4bit and self.lora is None:
+            raise ValueError("load_in_4bit trains nothing without lora: set model.lora")
+        return self
 
 
 class TaskSpec(_Spec):
