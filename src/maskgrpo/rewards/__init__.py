@@ -33,6 +33,9 @@ _REWARDS: dict[str, str] = {
     "math_format": "maskgrpo.rewards.reasoning:math_format",
     "math_correct": "maskgrpo.rewards.reasoning:math_correct",
     "code": "maskgrpo.rewards.code:code_reward",
+    "geneval_strict": "maskgrpo.rewards.geneval:geneval_strict",
+    "geneval_soft": "maskgrpo.rewards.geneval:geneval_soft",
+    "clip_score": "maskgrpo.rewards.clip:clip_score",
 }
 
 

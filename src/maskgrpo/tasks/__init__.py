@@ -33,6 +33,7 @@ _TASKS: dict[str, str] = {
     "add": "maskgrpo.tasks.toy:AddTask",
     "countdown-lite": "maskgrpo.tasks.toy:CountdownLiteTask",
     "sudoku-4x4": "maskgrpo.tasks.toy:Sudoku4x4Task",
+    "toy-geneval": "maskgrpo.tasks.geneval:ToyGenEvalTask",
     "gsm8k": "maskgrpo.tasks.files:GSM8KTask",
     "math500": "maskgrpo.tasks.files:Math500Task",
     "countdown": "maskgrpo.tasks.files:CountdownFileTask",
