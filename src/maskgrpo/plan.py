@@ -44,12 +44,13 @@ def build_plan(run: RunSpec, run_id: str, store: str, num_shards: int | None = N
     calls: list[StageCall] = []
 
     sft = StageCall("sft", "sft", "sft", 0,
-                    SftSpec(**common, seed=run.seed, policy=run.model.source, model=run.model, task=run.task, sft=run.sft), ())
+                    SftSpec(**common, seed=run.seed, policy=run.model.source, model=run.model, task=run.task, sft=run.sft,
+                            image=run.image), ())
     calls.append(sft)
 
     def evaluate(round_: int, policy: StageCall) -> StageCall:
         spec = EvaluateSpec(**common, round=round_, seed=run.seed, policy=policy.ref, model=run.model, task=run.task,
-                            reward=run.reward, evaluate=run.evaluate)
+                            reward=run.reward, evaluate=run.evaluate, image=run.image)
         return StageCall(f"evaluate_{round_}", "evaluate", "evaluate", round_, spec, (policy.name,))
 
     calls.append(evaluate(0, sft))
@@ -60,7 +61,7 @@ def build_plan(run: RunSpec, run_id: str, store: str, num_shards: int | None = N
         rollouts = []
         for shard in range(shards):
             spec = RolloutSpec(**common, round=k, seed=round_seed, policy=policy.ref, model=run.model, task=run.task,
-                               rl=run.rl, reference=reference, shard=shard, num_shards=shards)
+                               rl=run.rl, reference=reference, shard=shard, num_shards=shards, image=run.image)
             name = f"rollout_{k}" if shards == 1 else f"rollout_{k}_s{shard}"
             rollouts.append(StageCall(name, "rollout", rollout_output(shard, shards), k, spec, (policy.name,)))
         calls.extend(rollouts)
@@ -71,7 +72,8 @@ def build_plan(run: RunSpec, run_id: str, store: str, num_shards: int | None = N
         calls.append(score)
         update = StageCall(f"update_{k}", "update", "update", k,
                            UpdateSpec(**common, round=k, seed=round_seed, policy=policy.ref, model=run.model, rl=run.rl,
-                                      optimizer_from=previous_update.ref if previous_update else None, num_shards=shards),
+                                      optimizer_from=previous_update.ref if previous_update else None, num_shards=shards,
+                                      image=run.image),
                            (score.name,))
         calls.append(update)
         policy = previous_update = update

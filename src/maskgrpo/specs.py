@@ -209,6 +209,35 @@ class EvalSpecPart(_Spec):
     num_samples: int = Field(16, ge=0, description="Sample completions shown in the report.")
 
 
+class ImageSamplerSpec(_Spec):
+    sampler: Literal["emerge", "maskgit"] = Field("emerge", description="Image sampler: MaskGRPO's emerge (diverse) or MaskGIT cosine (confidence-greedy).")
+    steps: int = Field(12, ge=1, description="Denoising steps T over the image slots.")
+    cfg_scale: float = Field(3.0, ge=0.0, description="Classifier-free guidance scale w against the empty prompt (0 = off).")
+    temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the code draws (0 = argmax).")
+
+
+class ImageSpec(_Spec):
+    """Text-to-image settings (modality 'image'; ALGORITHM.md §1, §2.2-2.3, §5)."""
+
+    layout: Literal["tiny", "mmada"] = Field("tiny", description="'tiny': specials and codes appended to the character vocabulary; 'mmada': MMaDA-8B's ids.")
+    grid_size: int = Field(8, ge=1, description="Image side in VQ slots; the image has grid_size^2 slots (MMaDA: 32).")
+    codebook_size: int = Field(5, ge=2, description="Number of image codes K (toy-geneval: 5 colours; MMaDA: 8192).")
+    text_slots: int = Field(40, ge=4, description="Length of the left-padded text segment (MMaDA: 257).")
+    min_masking_rate: float = Field(0.0, ge=0.0, lt=1.0, description="SFT: masked fraction max(cos(pi u / 2), this) of the image slots.")
+    cond_dropout: float = Field(0.1, ge=0.0, le=1.0, description="SFT: probability of training on the empty prompt (makes CFG work).")
+    rollout: ImageSamplerSpec = Field(default_factory=ImageSamplerSpec, description="Rollout sampler (paper: emerge, 12 steps, CFG 3.0-3.5).")
+    evaluate: ImageSamplerSpec = Field(
+        default_factory=lambda: ImageSamplerSpec(sampler="maskgit", temperature=0.0),
+        description="Evaluation sampler (MaskGIT, argmax codes by default).",
+    )
+
+    @model_validator(mode="after")
+    def _mmada(self) -> "ImageSpec":
+        if self.layout == "mmada" and self.codebook_size != 8192:
+            raise ValueError(f"layout 'mmada' has codebook_size 8192, got {self.codebook_size}")
+        return self
+
+
 class Toleration(_Spec):
     key: str = Field(description="Taint key.")
     operator: Literal["Equal", "Exists"] = Field("Equal", description="Toleration operator.")
@@ -254,7 +283,8 @@ class RunSpec(_Spec):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63, description="Pipeline name (DNS-1123 label).")
     description: str = Field("", description="What this pipeline does.")
     seed: int = Field(0, ge=0, description="Seed of every random draw in the run.")
-    modality: Literal["text"] = Field("text", description="Modality of the policy's outputs.")
+    modality: Literal["text", "image"] = Field("text", description="Modality of the policy's outputs.")
+    image: ImageSpec | None = Field(None, description="Text-to-image settings; required with modality 'image', absent otherwise.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="The policy to start from.")
     task: TaskSpec = Field(default_factory=TaskSpec, description="Where prompts come from.")
     reward: RewardSpec = Field(default_factory=RewardSpec, description="How completions are scored.")
@@ -267,6 +297,8 @@ class RunSpec(_Spec):
     def _consistent(self) -> "RunSpec":
         if self.model.source == "builtin:tiny" and not self.sft.enabled:
             raise ValueError("model.source 'builtin:tiny' is untrained: enable sft or give a checkpoint")
+        if (self.modality == "image") != (self.image is not None):
+            raise ValueError("modality 'image' needs an image section (and only it may have one)")
         return self
 
 
@@ -289,6 +321,7 @@ class SftSpec(_StageSpec):
     model: ModelSpec = Field(description="The model to warm-start.")
     task: TaskSpec = Field(description="Training data.")
     sft: SftSpecPart = Field(description="SFT hyperparameters.")
+    image: ImageSpec | None = Field(None, description="Text-to-image settings (None: text modality).")
 
 
 class RolloutSpec(_StageSpec):
@@ -299,6 +332,7 @@ class RolloutSpec(_StageSpec):
     reference: str | None = Field(None, description="Store reference of the reference policy (beta > 0).")
     shard: int = Field(0, ge=0, description="This shard's index.")
     num_shards: int = Field(1, ge=1, description="Shards of the round's prompts.")
+    image: ImageSpec | None = Field(None, description="Text-to-image settings (None: text modality).")
 
 
 class ScoreSpec(_StageSpec):
@@ -315,6 +349,7 @@ class UpdateSpec(_StageSpec):
     rl: RlSpec = Field(description="MaskGRPO hyperparameters.")
     optimizer_from: str | None = Field(None, description="Store reference of the previous update (optimizer state), if any.")
     num_shards: int = Field(1, ge=1, description="Rollout shards of this round.")
+    image: ImageSpec | None = Field(None, description="Text-to-image settings (None: text modality).")
 
 
 class EvaluateSpec(_StageSpec):
@@ -323,6 +358,7 @@ class EvaluateSpec(_StageSpec):
     task: TaskSpec = Field(description="Held-out prompts.")
     reward: RewardSpec = Field(description="Scoring of the evaluation completions.")
     evaluate: EvalSpecPart = Field(description="Evaluation settings.")
+    image: ImageSpec | None = Field(None, description="Text-to-image settings (None: text modality).")
 
 
 StageSpec = Annotated[Union[SftSpec, RolloutSpec, ScoreSpec, UpdateSpec, EvaluateSpec], Field(discriminator="kind")]
