@@ -36,6 +36,10 @@ class EvaluateResult(BaseModel):
 
 
 def run(spec: EvaluateSpec, store: Store) -> EvaluateResult:
+    if spec.image is not None:  # text-to-image (stages/image.py)
+        from maskgrpo.stages import image
+
+        return image.run_evaluate(spec, store)
     digest = spec_hash(spec)
     if store.is_done(spec.run_id, STAGE, spec.round, digest):
         return EvaluateResult(**store.open(spec.run_id, STAGE, spec.round).get_json("metrics.json"), skipped=True)

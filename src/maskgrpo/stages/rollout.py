@@ -100,6 +100,10 @@ def generate(policy: Policy, prompts: list[str], rl: RlSpec, seed: int, prompt_l
 
 
 def run(spec: RolloutSpec, store: Store) -> RolloutResult:
+    if spec.image is not None:  # text-to-image (stages/image.py)
+        from maskgrpo.stages import image
+
+        return image.run_rollout(spec, store)
     output = rollout_output(spec.shard, spec.num_shards)
     digest = spec_hash(spec)
     if store.is_done(spec.run_id, output, spec.round, digest):

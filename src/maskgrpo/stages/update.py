@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from maskgrpo.core.importance import build_views, estimate_logprobs, union_loss_mask
 from maskgrpo.core.loss import grpo_loss
 from maskgrpo.plan import rollout_output
-from maskgrpo.specs import RlSpec, UpdateSpec, spec_hash
+from maskgrpo.specs import ImageSpec, RlSpec, UpdateSpec, spec_hash
 from maskgrpo.stages.common import (
     Policy, load_optimizer, load_policy, parse_ref, remember_policy, save_optimizer, save_policy, stage_generator,
     stage_main, weight_digest,
@@ -64,7 +64,7 @@ def load_round(store: Store, spec: UpdateSpec) -> dict[str, torch.Tensor]:
 
 
 def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, torch.Tensor], rl: RlSpec, seed: int,
-             progress: bool = True) -> UpdateResult:
+             progress: bool = True, image: ImageSpec | None = None) -> UpdateResult:
     """Run the round's optimizer steps in place; returns the averaged stats (digest left empty)."""
     device = policy.device
     seeds = data["mask_seeds"].tolist()
@@ -73,19 +73,28 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
     rows = rows[torch.randperm(len(rows), generator=stage_generator(seed, salt=11))]
     union = union_loss_mask(data["masked"]) if rl.loss_tokens == "union" else None
     options = estimator_options(rl)
+    layout = None
+    if image is not None:  # text-to-image: image slots only, codebook softmax (stages/image.py)
+        from maskgrpo.stages import image as image_stage
+
+        layout = image_stage.image_layout(image, policy.tokenizer)
+        options = {**options, "modality": "image"}
     policy.model.train()
     stats, grad_norms, forwards = [], [], 0
     minibatches = [rows[i:i + rl.minibatch_size] for i in range(0, len(rows), rl.minibatch_size)]
     bar = tqdm(total=len(minibatches) * rl.num_iterations, desc="update", disable=not progress, leave=False)
     for mb in minibatches:
         inp = estimator_input(data["input_ids"][mb].to(device), prompt_len, data["row_ids"][mb].to(device), policy.pad_id, policy.eos_id)
+        if layout is not None:
+            inp = image_stage.estimator_input(layout, inp.input_ids, inp.row_ids)
         for j in range(1, rl.num_iterations + 1):
             bar.update(1)
             weights = (union[mb] if union is not None else data["loss_masks"][j - 1][mb]).to(device)
             if not weights.any():
                 continue
             views = build_views(rl.estimator, inp, seeds[j - 1], j, rl.num_iterations, policy.mask_id, **options)
-            pi = estimate_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows)
+            pi = estimate_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows,
+                                   vocab_slice=layout.vocab_slice if layout is not None else None)
             forwards += views.inputs.shape[0] * len(mb)
             ref = data["ref_logprobs"][j - 1][mb].to(device) if "ref_logprobs" in data else None
             loss, s = grpo_loss(
@@ -123,7 +132,7 @@ def run(spec: UpdateSpec, store: Store) -> UpdateResult:
     optimizer = make_optimizer(policy, spec.rl)
     if spec.optimizer_from:
         load_optimizer(store.open(spec.run_id, *parse_ref(spec.optimizer_from)), optimizer)
-    result = optimize(policy, optimizer, load_round(store, spec), spec.rl, spec.seed)
+    result = optimize(policy, optimizer, load_round(store, spec), spec.rl, spec.seed, image=spec.image)
     result = result.model_copy(update={"wall_seconds": time.perf_counter() - start, "weight_digest": weight_digest(policy.model)})
     with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:
         save_policy(attempt, policy)
