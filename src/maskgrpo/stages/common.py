@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import logging
 import sys
@@ -37,7 +38,7 @@ class Policy:
     """A masked diffusion policy: the network and the tokenizer that defines its special ids."""
 
     model: torch.nn.Module
-    tokenizer: CharTokenizer
+    tokenizer: Any  # CharTokenizer or models.loading.HFTokenizer: the same small interface
 
     @property
     def mask_id(self) -> int:
@@ -56,8 +57,11 @@ class Policy:
         return next(self.model.parameters()).device
 
     def logits(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """The core's LogitsFn: logits at ``positions`` (B, K) or everywhere; padding not attended."""
-        attention_mask = (input_ids != self.pad_id).long()
+        """The core's LogitsFn: logits at ``positions`` (B, K) or everywhere; padding not attended.
+
+        Padding is the run of pad ids a row starts with (prompts are left-padded), so a pad id
+        that equals EOS (LLaDA) never hides a completion's EOS tail."""
+        attention_mask = ((input_ids != self.pad_id).long().cumsum(dim=1) > 0).long()
         return self.model(input_ids, attention_mask=attention_mask, logits_positions=positions).logits
 
 
@@ -78,18 +82,105 @@ def new_tiny_policy(spec: ModelSpec, max_length: int, seed: int) -> Policy:
         num_heads=spec.tiny.num_heads, dropout=spec.tiny.dropout, max_position_embeddings=max(max_length, 64),
         mask_token_id=tokenizer.mask_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id,
     )
-    return Policy(TinyMDM(config).to(resolve_device(spec)), tokenizer)
+    return with_lora(Policy(TinyMDM(config).to(resolve_device(spec)), tokenizer), spec)
+
+
+def load_tokenizer(path: Path, spec: ModelSpec) -> Any:
+    """The toy CharTokenizer if ``path`` has its tokenizer.json, else the checkpoint's HF tokenizer
+    with the RunSpec's special ids (models/loading.py)."""
+    from maskgrpo.models.loading import HFTokenizer
+
+    try:
+        return CharTokenizer.load(path)
+    except (FileNotFoundError, ValueError):
+        pass
+    ids = spec.special_tokens
+    return HFTokenizer.load(path, trust_remote_code=spec.trust_remote_code, mask_id=ids.mask_id, pad_id=ids.pad_id,
+                            eos_id=ids.eos_id, chat_template=spec.chat_template or None)
+
+
+def local_source(source: str, progress: bool = True) -> Path:
+    """A model source as a local folder: a folder as is, a store URI fetched (verified) into the
+    cache ``$MASKGRPO_CACHE/models/...`` (models/loading.py, parse_store_source)."""
+    from maskgrpo.models.loading import CHECKPOINT_DIR, cache_root, fetch_with_progress, parse_store_source
+
+    found = parse_store_source(source)
+    if found is None:
+        path = Path(source)
+        if not path.is_dir():
+            raise FileNotFoundError(f"model.source {source!r} is neither builtin:tiny, a store URI nor a folder")
+        return path
+    committed = open_store(found.store).open(found.run_id, found.stage, found.round)
+    local = cache_root() / "models" / hashlib.sha256(committed.uri.encode()).hexdigest()[:16] / committed.attempt_id
+    return fetch_with_progress(committed, CHECKPOINT_DIR, local, progress=progress)
+
+
+def import_checkpoint(local_dir: str | Path, store_uri: str, name: str) -> str:
+    """Commit a local transformers checkpoint folder to ``<store_uri>/<name>`` (stage 'model'),
+    so ``model.source: <store_uri>/<name>`` loads it anywhere; returns that source string."""
+    from maskgrpo.models.loading import CHECKPOINT_DIR, IMPORTED_STAGE
+
+    store = open_store(store_uri)
+    digest = hashlib.sha256(str(sorted((p.name, p.stat().st_size) for p in Path(local_dir).iterdir())).encode()).hexdigest()
+    with store.begin(name, IMPORTED_STAGE, None, digest) as attempt:
+        attempt.put_dir(CHECKPOINT_DIR, Path(local_dir))
+        attempt.commit()
+    return f"{store.uri.rstrip('/')}/{name}"
+
+
+def _dtype(spec: ModelSpec) -> torch.dtype:
+    return torch.bfloat16 if spec.dtype == "bfloat16" else torch.float32
+
+
+def load_base_model(spec: ModelSpec) -> torch.nn.Module:
+    """``spec.source`` (folder or store URI) through its adapter (models/adapters.py), no LoRA."""
+    from maskgrpo.models.adapters import load_model
+
+    model = load_model(local_source(spec.source), adapter=spec.adapter, dtype=_dtype(spec),
+                       trust_remote_code=spec.trust_remote_code, load_in_4bit=spec.load_in_4bit)
+    return model if spec.load_in_4bit else model.to(resolve_device(spec))
+
+
+def with_lora(policy: Policy, spec: ModelSpec) -> Policy:
+    """Fresh LoRA adapters on the policy when ``spec.lora`` is set (models/lora.py)."""
+    if spec.lora is None:
+        return policy
+    from maskgrpo.models.lora import apply_lora
+
+    lora = spec.lora
+    model = apply_lora(policy.model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
+                       target_modules=lora.target_modules, base_source=spec.source)
+    return Policy(model, policy.tokenizer)
+
+
+def load_source_policy(spec: ModelSpec) -> Policy:
+    """The starting policy of a run from ``spec.source`` (with fresh LoRA adapters if configured)."""
+    path = local_source(spec.source)
+    return with_lora(Policy(load_base_model(spec), load_tokenizer(path, spec)), spec)
 
 
 def load_policy_dir(path: Path, spec: ModelSpec) -> Policy:
-    """Load a checkpoint folder (transformers layout + tokenizer.json)."""
-    from transformers import AutoModelForMaskedLM
+    """Load a checkpoint folder: full weights through the adapters, or LoRA adapters over the
+    base named by ``spec.source``; the tokenizer saved beside them."""
+    from maskgrpo.models.lora import ADAPTER_CONFIG, load_adapters
 
-    import maskgrpo.models.tiny  # noqa: F401  (registers the tiny model with the Auto classes)
+    path = Path(path)
+    if (path / ADAPTER_CONFIG).exists():
+        model = load_adapters(load_base_model(spec), path, trainable=True)
+    else:
+        from maskgrpo.models.adapters import load_model
 
-    dtype = torch.bfloat16 if spec.dtype == "bfloat16" else torch.float32
-    model = AutoModelForMaskedLM.from_pretrained(path, dtype=dtype)
-    return Policy(model.to(resolve_device(spec)), CharTokenizer.load(path))
+        model = load_model(path, adapter=spec.adapter, dtype=_dtype(spec), trust_remote_code=spec.trust_remote_code,
+                           load_in_4bit=spec.load_in_4bit)
+        model = model if spec.load_in_4bit else model.to(resolve_device(spec))
+    return Policy(model, load_tokenizer(path, spec))
+
+
+def reference_logits(policy: Policy) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    """With LoRA, the reference policy's LogitsFn: the same network with adapters disabled."""
+    from maskgrpo.models.lora import reference_logits as disabled
+
+    return disabled(policy.model, policy.logits)
 
 
 _POLICY_CACHE: dict[tuple[str, str], Policy] = {}

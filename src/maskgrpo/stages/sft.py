@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from maskgrpo.specs import SftSpec, SftSpecPart, spec_hash
-from maskgrpo.stages.common import Policy, load_policy_dir, new_tiny_policy, remember_policy, save_policy, stage_generator, stage_main, weight_digest
+from maskgrpo.stages.common import Policy, load_source_policy, new_tiny_policy, remember_policy, save_policy, stage_generator, stage_main, weight_digest
 from maskgrpo.stages.data import completion_length, encode_answers, encode_prompts, load_examples
 from maskgrpo.store import Store
 from maskgrpo.tasks import Example
@@ -103,7 +103,7 @@ def run(spec: SftSpec, store: Store) -> SftResult:
         max_len = max(len(e.prompt) for e in examples) + gen_length
         policy = new_tiny_policy(spec.model, max_len, spec.seed)
     else:
-        policy = load_policy_dir(spec.model.source, spec.model)
+        policy = load_source_policy(spec.model)
     losses = train_sft(policy, examples, spec.sft, gen_length, spec.seed) if spec.sft.enabled else []
     result = SftResult(
         steps=len(losses), loss_first=losses[0] if losses else 0.0, loss_last=losses[-1] if losses else 0.0,

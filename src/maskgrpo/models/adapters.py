@@ -1,0 +1,201 @@
+"""Model adapters: load a checkpoint folder and call it as the core's ``LogitsFn`` wants.
+
+Every adapter returns an ``nn.Module`` with one calling convention, the one the tiny model has:
+``model(input_ids (B, L), attention_mask (B, L), logits_positions (B, K) | None) -> .logits``
+(B, K, V) or (B, L, V), and ``save_pretrained(path)``. Chosen by name from a registry of lazy
+import strings (STYLE.md 5); ``auto`` picks by the checkpoint config's ``model_type``:
+
+1. ``tiny``: the built-in ``maskgrpo-tiny`` model (models/tiny.py), loaded as it is.
+2. ``bidirectional``: any transformers ``*ForCausalLM`` (Llama, Qwen2, Mistral, ...) made
+   bidirectional: its decoder gets an explicit 4-D float attention mask that is zero everywhere
+   except at padding keys, so no causal mask is applied (TOOLCHAIN.md, transformers 5.24).
+   Positions count from the first real token (left padding does not change a row's logits) and
+   the LM head runs only at ``logits_positions``. It is the test double of the 8B models'
+   interface and a real option for any such backbone.
+3. ``llada`` / ``mmada``: LLaDA- and MMaDA-style checkpoints that ship their own modelling code
+   (``trust_remote_code``; transformers 5 has no native LLaDA/MMaDA). Their forward returns
+   logits at every position; this adapter gathers ``logits_positions`` afterwards.
+   Deviation: so the full-vocabulary logits are computed and then sliced, which costs memory
+   the generic adapter saves; ``logprob_chunk_rows`` bounds it (ALGORITHM.md §8).
+
+Options for all: ``dtype`` (bfloat16 on GPUs), ``load_in_4bit`` (bitsandbytes NF4, CUDA only,
+for a frozen base under LoRA; a clear error when bitsandbytes or CUDA is missing).
+``random_model`` builds a LLaDA-8B-shaped (or any-shaped) generic model with random weights and
+no download, for benchmarks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import MaskedLMOutput
+
+__all__ = [
+    "ADAPTERS", "BidirectionalLM", "RemoteCodeLM", "adapter_for", "load_model", "llada_8b_config", "random_model",
+]
+
+# name -> "module:function(path, dtype, trust_remote_code, quantization_config) -> nn.Module"
+ADAPTERS: dict[str, str] = {
+    "tiny": "maskgrpo.models.adapters:load_tiny",
+    "bidirectional": "maskgrpo.models.adapters:load_bidirectional",
+    "llada": "maskgrpo.models.adapters:load_remote_code",
+    "mmada": "maskgrpo.models.adapters:load_remote_code",
+}
+_REMOTE_TYPES = {"llada": "llada", "mmada": "mmada", "llada_moe": "llada"}
+
+
+def _positions_from_mask(valid: torch.Tensor) -> torch.Tensor:
+    """Position ids counted from each row's first real token (left padding invariant)."""
+    return (valid.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
+
+
+def _gather(x: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    if positions is None:
+        return x
+    return x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, K, D)
+
+
+class BidirectionalLM(nn.Module):
+    """A transformers causal LM run with full (bidirectional) attention; see module docstring 2."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.config = backbone.config
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, L)
+        attention_mask: torch.Tensor | None = None,  # (B, L) 1 = real token
+        logits_positions: torch.Tensor | None = None,  # (B, K)
+        **_: object,
+    ) -> MaskedLMOutput:
+        valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        embed = self.backbone.get_input_embeddings()
+        dtype = embed.weight.dtype if embed.weight.is_floating_point() else torch.float32
+        bias = torch.zeros(valid.shape, dtype=dtype, device=input_ids.device)
+        bias = bias.masked_fill(~valid, torch.finfo(dtype).min)[:, None, None, :]  # (B, 1, 1, L)
+        bias = bias.expand(-1, 1, input_ids.shape[1], -1)  # (B, 1, L, L): 4-D = used as given, no causal mask
+        hidden = self.backbone.base_model(
+            input_ids=input_ids, attention_mask=bias, position_ids=_positions_from_mask(valid), use_cache=False,
+        ).last_hidden_state  # (B, L, H)
+        return MaskedLMOutput(logits=self.backbone.get_output_embeddings()(_gather(hidden, logits_positions)))
+
+    def save_pretrained(self, path: str | Path, **kwargs) -> None:
+        self.backbone.save_pretrained(path, **kwargs)
+
+
+class RemoteCodeLM(nn.Module):
+    """A checkpoint's own modelling code (LLaDA/MMaDA); logits gathered after the forward."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.config = backbone.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                logits_positions: torch.Tensor | None = None, **_: object) -> MaskedLMOutput:
+        logits = self.backbone(input_ids, attention_mask=attention_mask).logits  # (B, L, V)
+        return MaskedLMOutput(logits=_gather(logits, logits_positions))
+
+    def save_pretrained(self, path: str | Path, **kwargs) -> None:
+        self.backbone.save_pretrained(path, **kwargs)
+
+
+def load_tiny(path: Path, dtype: torch.dtype, trust_remote_code: bool, quantization_config=None) -> nn.Module:
+    from transformers import AutoModelForMaskedLM
+
+    import maskgrpo.models.tiny  # noqa: F401  (registers maskgrpo-tiny with the Auto classes)
+
+    if quantization_config is not None:
+        raise ValueError("load_in_4bit is for large checkpoints; the tiny model cannot be quantized")
+    return AutoModelForMaskedLM.from_pretrained(path, dtype=dtype)
+
+
+def load_bidirectional(path: Path, dtype: torch.dtype, trust_remote_code: bool, quantization_config=None) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    backbone = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                    quantization_config=quantization_config)
+    return BidirectionalLM(backbone)
+
+
+def load_remote_code(path: Path, dtype: torch.dtype, trust_remote_code: bool, quantization_config=None) -> nn.Module:
+    from transformers import AutoModel
+
+    if not trust_remote_code:
+        raise ValueError(f"{path}: LLaDA/MMaDA checkpoints run their own modelling code; "
+                         "set model.trust_remote_code: true to allow it (read that code first)")
+    backbone = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=True,
+                                         quantization_config=quantization_config)
+    return RemoteCodeLM(backbone)
+
+
+def _config(path: Path) -> dict:
+    try:
+        return json.loads((Path(path) / "config.json").read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is not a transformers checkpoint: no config.json") from None
+
+
+def adapter_for(path: str | Path, adapter: str = "auto") -> str:
+    """The adapter name for a checkpoint folder (``auto`` reads config.json's model_type)."""
+    if adapter != "auto":
+        if adapter not in ADAPTERS:
+            raise ValueError(f"unknown model adapter {adapter!r}; choose one of {sorted(ADAPTERS)} or 'auto'")
+        return adapter
+    model_type = _config(Path(path)).get("model_type", "")
+    if model_type == "maskgrpo-tiny":
+        return "tiny"
+    return _REMOTE_TYPES.get(model_type, "bidirectional")
+
+
+def _quantization(load_in_4bit: bool, path: Path):
+    if not load_in_4bit:
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise RuntimeError(f"model.load_in_4bit for {path} needs bitsandbytes: pip install bitsandbytes "
+                           "(a CUDA machine), or set load_in_4bit: false") from None
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"model.load_in_4bit for {path} needs a CUDA device; none is available")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def load_model(path: str | Path, *, adapter: str = "auto", dtype: torch.dtype = torch.float32,
+               trust_remote_code: bool = False, load_in_4bit: bool = False) -> nn.Module:
+    """Load the checkpoint folder ``path`` through its adapter (see the module docstring)."""
+    path = Path(path)
+    name = adapter_for(path, adapter)
+    module, _, attr = ADAPTERS[name].partition(":")
+    loader: Callable[..., nn.Module] = getattr(importlib.import_module(module), attr)
+    return loader(path, dtype, trust_remote_code, _quantization(load_in_4bit, path))
+
+
+def llada_8b_config(**overrides) -> "transformers.LlamaConfig":  # noqa: F821
+    """A LlamaConfig with LLaDA-8B's shapes (4096 wide, 32 layers, 32 heads, MLP 12288, vocab
+    126464, no GQA): the generic adapter on it costs what LLaDA-8B costs per token."""
+    from transformers import LlamaConfig
+
+    shape = dict(vocab_size=126464, hidden_size=4096, intermediate_size=12288, num_hidden_layers=32,
+                 num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+                 rope_theta=500000.0, tie_word_embeddings=False)
+    shape.update(overrides)
+    return LlamaConfig(**shape)
+
+
+def random_model(config, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> BidirectionalLM:
+    """A generic bidirectional model with random weights built directly on ``device`` (no download)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device(device):
+        backbone = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return BidirectionalLM(backbone.eval())
