@@ -110,6 +110,9 @@ class ModelSpec(_Spec):
     def _quantized_needs_lora(self) -> "ModelSpec":
         if self.load_in_4bit and self.lora is None:
             raise ValueError("load_in_4bit trains nothing without lora: set model.lora")
+        if self.lora is not None and self.source == "builtin:tiny":
+            raise ValueError("model.lora needs a checkpoint source: adapters are saved without their base, "
+                             "and builtin:tiny's random base is never saved")
         return self
 
 

@@ -82,7 +82,7 @@ def new_tiny_policy(spec: ModelSpec, max_length: int, seed: int) -> Policy:
         num_heads=spec.tiny.num_heads, dropout=spec.tiny.dropout, max_position_embeddings=max(max_length, 64),
         mask_token_id=tokenizer.mask_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id,
     )
-    return with_lora(Policy(TinyMDM(config).to(resolve_device(spec)), tokenizer), spec)
+    return Policy(TinyMDM(config).to(resolve_device(spec)), tokenizer)
 
 
 def load_tokenizer(path: Path, spec: ModelSpec) -> Any:
