@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -269,7 +270,11 @@ def stage_main(kind: str, spec_cls: type[BaseModel], run: Callable[[Any, Store],
     parser.add_argument("--metrics-path", help="write the stage's scalar metrics here as flat JSON")
     parser.add_argument("--summary-path", help="write a Markdown summary here")
     parser.add_argument("--executor-input", help="KFP executor input ({{$}}): metrics go to its output file")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                        help="set by the deepspeed launcher (stages/distributed.py); torchrun sets LOCAL_RANK instead")
     args = parser.parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     raw = read_spec_arg(args.spec)
     if args.run_id:

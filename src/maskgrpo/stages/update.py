@@ -28,6 +28,8 @@ from maskgrpo.stages.common import (
 )
 from maskgrpo.stages.rollout import ROLLOUT_FILE, estimator_input, estimator_options
 from maskgrpo.stages.score import SCORES_FILE
+from maskgrpo.stages import distributed
+from maskgrpo.stages.distributed import Rank, Stepper, TorchStepper, local_part
 from maskgrpo.store import Store
 
 STAGE = "update"
@@ -63,9 +65,19 @@ def load_round(store: Store, spec: UpdateSpec) -> dict[str, torch.Tensor]:
     return data
 
 
+def _denominator(weights: torch.Tensor, normalization: str) -> torch.Tensor:
+    """What grpo_loss divides by: loss tokens ('token') or sequences with a loss token."""
+    return weights.sum() if normalization == "token" else (weights.sum(dim=1) > 0).sum()
+
+
 def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, torch.Tensor], rl: RlSpec, seed: int,
-             progress: bool = True, image: ImageSpec | None = None) -> UpdateResult:
-    """Run the round's optimizer steps in place; returns the averaged stats (digest left empty)."""
+             progress: bool = True, image: ImageSpec | None = None, stepper: Stepper | None = None,
+             rank: Rank = Rank()) -> UpdateResult:
+    """Run the round's optimizer steps in place; returns the averaged stats (digest left empty).
+
+    ``stepper``/``rank`` (stages/distributed.py): this process's slice of every minibatch, in
+    micro-batches whose losses are their exact shares of the minibatch loss."""
+    stepper = stepper or TorchStepper(policy.model, optimizer, rl.grad_clip)
     device = policy.device
     seeds = data["mask_seeds"].tolist()
     prompt_len = int(data["prompt_length"][0])
@@ -84,28 +96,32 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
     minibatches = [rows[i:i + rl.minibatch_size] for i in range(0, len(rows), rl.minibatch_size)]
     bar = tqdm(total=len(minibatches) * rl.num_iterations, desc="update", disable=not progress, leave=False)
     for mb in minibatches:
-        inp = estimator_input(data["input_ids"][mb].to(device), prompt_len, data["row_ids"][mb].to(device), policy.pad_id, policy.eos_id)
-        if layout is not None:
-            inp = image_stage.estimator_input(layout, inp.input_ids, inp.row_ids)
         for j in range(1, rl.num_iterations + 1):
             bar.update(1)
-            weights = (union[mb] if union is not None else data["loss_masks"][j - 1][mb]).to(device)
-            if not weights.any():
+            mb_weights = union[mb] if union is not None else data["loss_masks"][j - 1][mb]
+            if not mb_weights.any():
                 continue
-            views = build_views(rl.estimator, inp, seeds[j - 1], j, rl.num_iterations, policy.mask_id, **options)
-            pi = estimate_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows,
-                                   vocab_slice=layout.vocab_slice if layout is not None else None)
-            forwards += views.inputs.shape[0] * len(mb)
-            ref = data["ref_logprobs"][j - 1][mb].to(device) if "ref_logprobs" in data else None
-            loss, s = grpo_loss(
-                pi, data["old_logprobs"][j - 1][mb].to(device), data["advantages"][mb].to(device), weights,
-                ref_logprobs=ref, beta=rl.beta, epsilon=rl.epsilon, normalization=rl.normalization, ratio_level=rl.ratio_level,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.model.parameters(), rl.grad_clip)))
-            optimizer.step()
-            stats.append(s)
+            total = _denominator(mb_weights, rl.normalization)
+            for part in local_part(torch.arange(len(mb)), rank):
+                # an empty part still runs one row with zero weight: every rank joins the collectives
+                sub = mb[part] if len(part) else mb[:1]
+                inp = estimator_input(data["input_ids"][sub].to(device), prompt_len, data["row_ids"][sub].to(device), policy.pad_id, policy.eos_id)
+                if layout is not None:
+                    inp = image_stage.estimator_input(layout, inp.input_ids, inp.row_ids)
+                weights = (mb_weights[part] if len(part) else torch.zeros_like(mb_weights[:1])).to(device)
+                views = build_views(rl.estimator, inp, seeds[j - 1], j, rl.num_iterations, policy.mask_id, **options)
+                pi = estimate_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows,
+                                       vocab_slice=layout.vocab_slice if layout is not None else None)
+                forwards += views.inputs.shape[0] * len(part)
+                ref = data["ref_logprobs"][j - 1][sub].to(device) if "ref_logprobs" in data else None
+                loss, s = grpo_loss(
+                    pi, data["old_logprobs"][j - 1][sub].to(device), data["advantages"][sub].to(device), weights,
+                    ref_logprobs=ref, beta=rl.beta, epsilon=rl.epsilon, normalization=rl.normalization, ratio_level=rl.ratio_level,
+                )
+                stepper.backward(loss * (_denominator(weights, rl.normalization) / total))
+                if len(part):
+                    stats.append(s)
+            grad_norms.append(stepper.step())
     bar.close()
     policy.model.eval()
 
@@ -115,7 +131,7 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
     return UpdateResult(
         optimizer_steps=len(stats), loss=mean("loss"), clip_fraction=mean("clip_fraction"), kl=mean("kl"),
         ratio_deviation=mean("ratio_deviation"), grad_norm=fmean(grad_norms) if grad_norms else 0.0,
-        forwards_per_completion=forwards / max(len(rows), 1), wall_seconds=0.0, weight_digest="",
+        forwards_per_completion=forwards * rank.world_size / max(len(rows), 1), wall_seconds=0.0, weight_digest="",
     )
 
 
@@ -128,11 +144,17 @@ def run(spec: UpdateSpec, store: Store) -> UpdateResult:
     if store.is_done(spec.run_id, STAGE, spec.round, digest):
         return UpdateResult(**store.open(spec.run_id, STAGE, spec.round).get_json("metrics.json"), skipped=True)
     start = time.perf_counter()
+    rank = distributed.setup(spec.model)
     policy = load_policy(store, spec.run_id, spec.policy, spec.model, mutable=True)
     optimizer = make_optimizer(policy, spec.rl)
-    if spec.optimizer_from:
+    if spec.optimizer_from and not spec.model.deepspeed.enabled:  # ZeRO restarts the moments (distributed.py)
         load_optimizer(store.open(spec.run_id, *parse_ref(spec.optimizer_from)), optimizer)
-    result = optimize(policy, optimizer, load_round(store, spec), spec.rl, spec.seed, image=spec.image)
+    stepper = distributed.make_stepper(policy, optimizer, spec.model, rank, spec.rl.grad_clip)
+    result = optimize(policy, optimizer, load_round(store, spec), spec.rl, spec.seed, image=spec.image,
+                      stepper=stepper, rank=rank)
+    distributed.unwrap(policy)
+    if spec.model.deepspeed.enabled:
+        return _commit_distributed(spec, store, policy, result, rank, digest, start)
     result = result.model_copy(update={"wall_seconds": time.perf_counter() - start, "weight_digest": weight_digest(policy.model)})
     with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:
         save_policy(attempt, policy)
@@ -140,6 +162,21 @@ def run(spec: UpdateSpec, store: Store) -> UpdateResult:
         attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
         committed = attempt.commit()
     remember_policy(committed, policy)
+    return result
+
+
+def _commit_distributed(spec: UpdateSpec, store: Store, policy: Policy, result: UpdateResult, rank: Rank,
+                        digest: str, start: float) -> UpdateResult:
+    """Rank 0 writes the (gathered) weights; the others wait. No optimizer state (distributed.py)."""
+    with distributed.gathered(policy.model, spec.model):
+        result = result.model_copy(update={"wall_seconds": time.perf_counter() - start,
+                                           "weight_digest": weight_digest(policy.model)})
+        if rank.is_main:
+            with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:
+                save_policy(attempt, policy)
+                attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
+                attempt.commit()
+    distributed.barrier(spec.model)
     return result
 
 
