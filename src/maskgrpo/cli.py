@@ -135,7 +135,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     from maskgrpo.store import open_store
 
-    removed = open_store(args.store).gc(args.run_id, dry_run=args.dry_run)
+    removed = open_store(args.store).gc(args.run_id, dry_run=args.dry_run, min_age_s=args.min_age)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {len(removed)} orphan attempt(s)", *removed, sep="\n  ")
     return 0
@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", help="store URI")
     p.add_argument("--run-id", help="only this run")
     p.add_argument("--dry-run", action="store_true", help="list, do not delete")
+    p.add_argument("--min-age", type=float, default=3600.0, metavar="SECONDS",
+                   help="spare attempts younger than this: a writer may still be running (default 3600)")
     p.set_defaults(func=cmd_gc)
     return parser
 
