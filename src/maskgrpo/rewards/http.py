@@ -1,0 +1,114 @@
+"""A client for remote reward servers over a JSON protocol (ALGORITHM.md §6; never pickle).
+
+Protocol (``POST <url>``, ``Content-Type: application/json``):
+
+    request:  {"prompts": [str], "completions": [item], "columns": {name: [value]}}
+    response: {"rewards": [float | null]}
+
+An ``item`` is a string, or an image as ``{"image_png_base64": "<base64 PNG>"}`` (``PIL.Image``
+and PNG ``bytes`` completions are sent that way). ``rewards`` has one entry per completion.
+
+``HttpReward(url, batch_size, timeout, retries, backoff)`` splits the call into batches; each
+batch is retried on connection errors, timeouts and 5xx answers with exponential backoff
+(``backoff * 2**attempt`` seconds), then fails with an error naming the URL. A 4xx answer is not
+retried. ``maskgrpo.rewards.server.serve_reward`` is the matching reference server.
+
+>>> encode_item("0120")
+'0120'
+>>> decode_item({"image_png_base64": base64.b64encode(b"\\x89PNG...").decode()})[:4]
+b'\\x89PNG'
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+__all__ = ["HttpReward", "RewardServerError", "encode_item", "decode_item", "IMAGE_KEY"]
+
+IMAGE_KEY = "image_png_base64"
+
+
+class RewardServerError(RuntimeError):
+    """The reward server could not be reached or answered badly."""
+
+
+def encode_item(item: Any) -> Any:
+    """A completion as JSON: strings as is, images as base64 PNG."""
+    if isinstance(item, (bytes, bytearray)):
+        return {IMAGE_KEY: base64.b64encode(bytes(item)).decode("ascii")}
+    if hasattr(item, "save") and hasattr(item, "convert"):  # PIL image
+        buffer = io.BytesIO()
+        item.save(buffer, format="PNG")
+        return {IMAGE_KEY: base64.b64encode(buffer.getvalue()).decode("ascii")}
+    if isinstance(item, (str, int, float)) or item is None:
+        return item
+    raise TypeError(f"cannot send a completion of type {type(item).__name__} to a reward server")
+
+
+def decode_item(item: Any) -> Any:
+    """Inverse of ``encode_item``: images come back as PNG bytes."""
+    if isinstance(item, dict):
+        if set(item) != {IMAGE_KEY}:
+            raise ValueError(f"a completion object must be {{{IMAGE_KEY!r}: ...}}, got keys {sorted(item)}")
+        return base64.b64decode(item[IMAGE_KEY], validate=True)
+    return item
+
+
+class HttpReward:
+    """A reward function (TRL signature) backed by a remote server."""
+
+    def __init__(self, url: str, *, batch_size: int = 32, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"reward server URL must start with http:// or https://, got {url!r}")
+        if batch_size < 1 or retries < 0 or timeout <= 0:
+            raise ValueError("batch_size >= 1, retries >= 0 and timeout > 0 are required")
+        self.url, self.batch_size, self.timeout, self.retries, self.backoff = url, batch_size, timeout, retries, backoff
+
+    def __call__(self, prompts: list[str], completions: list[Any], **columns: list[Any]) -> list[float | None]:
+        out: list[float | None] = []
+        for start in range(0, len(completions), self.batch_size):
+            rows = slice(start, start + self.batch_size)
+            body = {
+                "prompts": list(prompts[rows]),
+                "completions": [encode_item(c) for c in completions[rows]],
+                "columns": {k: list(v[rows]) for k, v in columns.items()},
+            }
+            rewards = self._post(body)
+            if len(rewards) != len(body["completions"]):
+                raise RewardServerError(f"{self.url}: sent {len(body['completions'])} completions, got {len(rewards)} rewards")
+            out += [None if r is None else float(r) for r in rewards]
+        return out
+
+    def _post(self, body: dict[str, Any]) -> list[Any]:
+        data = json.dumps(body).encode("utf-8")
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            request = urllib.request.Request(self.url, data=data, method="POST", headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    doc = json.loads(response.read().decode("utf-8"))
+            except urllib.error.HTTPError as err:
+                detail = err.read().decode("utf-8", "replace")[:300]
+                if err.code < 500:
+                    raise RewardServerError(f"{self.url}: HTTP {err.code}: {detail}") from None
+                last = RewardServerError(f"HTTP {err.code}: {detail}")
+                continue
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+                last = err
+                continue
+            except json.JSONDecodeError as err:
+                raise RewardServerError(f"{self.url}: the answer is not JSON: {err}") from None
+            if not isinstance(doc, dict) or not isinstance(doc.get("rewards"), list):
+                raise RewardServerError(f"{self.url}: the answer must be {{\"rewards\": [...]}}, got {str(doc)[:200]}")
+            return doc["rewards"]
+        raise RewardServerError(
+            f"reward server {self.url} is unreachable or failing after {self.retries + 1} attempts: {last}"
+        ) from None
