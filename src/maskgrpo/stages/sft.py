@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-from maskgrpo.specs import SftSpec, SftSpecPart, spec_hash
+from maskgrpo.specs import ModelSpec, SftSpec, SftSpecPart, spec_hash
+from maskgrpo.stages import distributed
+from maskgrpo.stages.distributed import Rank, TorchStepper, local_part
 from maskgrpo.stages.common import Policy, load_source_policy, new_tiny_policy, remember_policy, save_policy, stage_generator, stage_main, weight_digest
 from maskgrpo.stages.data import completion_length, encode_answers, encode_prompts, load_examples
 from maskgrpo.store import Store
@@ -56,8 +58,11 @@ def sft_targets(examples: list[Example], label_noise: float, seed: int) -> list[
 
 
 def train_sft(policy: Policy, examples: list[Example], part: SftSpecPart, gen_length: int, seed: int,
-              progress: bool = True) -> list[float]:
-    """Train in place; returns the loss of every step."""
+              progress: bool = True, model_spec: ModelSpec | None = None, rank: Rank = Rank()) -> list[float]:
+    """Train in place; returns the loss of every step.
+
+    Under DeepSpeed (``model_spec.deepspeed``, stages/distributed.py) every rank draws the same
+    batch and trains on its slice; each micro-batch's loss is its exact share of the batch loss."""
     tok = policy.tokenizer
     device = policy.device
     prompt_ids, _ = encode_prompts(tok, [e.prompt for e in examples])
@@ -67,6 +72,8 @@ def train_sft(policy: Policy, examples: list[Example], part: SftSpecPart, gen_le
     positions = torch.arange(prompt_len, data.shape[1], device=device)
     generator = stage_generator(seed, salt=1)
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=part.lr, weight_decay=part.weight_decay)
+    stepper = TorchStepper(policy.model, optimizer, None) if model_spec is None else \
+        distributed.make_stepper(policy, optimizer, model_spec, rank, None)
     policy.model.train()
     losses = []
     for _ in tqdm(range(part.steps), desc="sft", disable=not progress, leave=False):
@@ -77,13 +84,18 @@ def train_sft(policy: Policy, examples: list[Example], part: SftSpecPart, gen_le
         masked = torch.rand(target.shape, generator=generator).to(device) < t.unsqueeze(1)  # (B, L_o)
         noisy = x.clone()
         noisy[:, prompt_len:] = torch.where(masked, torch.full_like(target, tok.mask_id), target)
-        logits = policy.logits(noisy, positions.expand(len(x), -1)).float()  # (B, L_o, V)
-        ce = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, L_o)
-        loss = (ce * masked / t.unsqueeze(1)).sum() / target.numel()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.detach().item())
+        loss = 0.0
+        for rows in local_part(torch.arange(len(x), device=device), rank):
+            keep = 1.0 if len(rows) else 0.0  # an empty part runs one row with zero weight
+            rows = rows if len(rows) else torch.arange(1, device=device)
+            logits = policy.logits(noisy[rows], positions.expand(len(rows), -1)).float()  # (b, L_o, V)
+            ce = F.cross_entropy(logits.transpose(1, 2), target[rows], reduction="none")  # (b, L_o)
+            share = (ce * masked[rows] / t[rows].unsqueeze(1)).sum() * keep / target.numel()
+            stepper.backward(share)
+            loss += share.detach().item()
+        stepper.step()
+        losses.append(loss)
+    distributed.unwrap(policy)
     policy.model.eval()
     return losses
 
@@ -104,7 +116,20 @@ def run(spec: SftSpec, store: Store) -> SftResult:
         policy = new_tiny_policy(spec.model, max_len, spec.seed)
     else:
         policy = load_source_policy(spec.model)
-    losses = train_sft(policy, examples, spec.sft, gen_length, spec.seed) if spec.sft.enabled else []
+    rank = distributed.setup(spec.model)
+    losses = train_sft(policy, examples, spec.sft, gen_length, spec.seed, model_spec=spec.model, rank=rank) if spec.sft.enabled else []
+    if spec.model.deepspeed.enabled:  # rank 0 writes the gathered weights (stages/distributed.py)
+        with distributed.gathered(policy.model, spec.model):
+            result = SftResult(steps=len(losses), loss_first=losses[0] if losses else 0.0, loss_last=losses[-1] if losses else 0.0,
+                               wall_seconds=time.perf_counter() - start, weight_digest=weight_digest(policy.model))
+            if rank.is_main:
+                with store.begin(spec.run_id, STAGE, 0, digest) as attempt:
+                    save_policy(attempt, policy)
+                    attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
+                    attempt.put_json("losses.json", losses)
+                    attempt.commit()
+        distributed.barrier(spec.model)
+        return result
     result = SftResult(
         steps=len(losses), loss_first=losses[0] if losses else 0.0, loss_last=losses[-1] if losses else 0.0,
         wall_seconds=time.perf_counter() - start, weight_digest=weight_digest(policy.model),
