@@ -1,0 +1,118 @@
+"""GPU check (`make gpu-check`): one short prepared command for a CUDA machine, JSON out.
+
+    python bench/gpu.py --out bench/results/gpu.json
+
+1. the tiny toy pipeline's stages on the GPU (sft -> rollout -> score -> update -> evaluate);
+2. a DeepSpeed ZeRO-2 update with NCCL (torchrun over every visible GPU) on the tiny round;
+3. sampler tokens/s and update tokens/s of a LLaDA-8B-shaped random model (generic bidirectional
+   adapter, bf16, no download): one 256-token block-decoding pass and one forward+backward.
+Without CUDA it exits 0 writing {"skipped": "no CUDA device"}. Not run in CI (no GPU there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def tiny_pipeline(tmp: Path) -> dict:
+    from maskgrpo.plan import build_plan
+    from maskgrpo.specs import RunSpec
+    from maskgrpo.stages import get_stage
+    from maskgrpo.store import open_store
+
+    doc = {"name": "gpu", "model": {"device": "cuda"}, "task": {"name": "sort", "params": {"length": 6}},
+           "sft": {"steps": 50}, "rl": {"rounds": 1, "prompts_per_round": 16, "group_size": 4, "minibatch_size": 32,
+                                        "sampler": {"gen_length": 8, "steps": 8, "block_length": 8}}}
+    store = open_store(f"file://{tmp}/runs")
+    start, out = time.perf_counter(), {}
+    calls = build_plan(RunSpec.model_validate(doc), "gpu", store.uri, num_shards=1)
+    for c in calls:
+        out[c.name] = get_stage(c.kind)(c.spec, store).model_dump()
+    update = next(c for c in calls if c.kind == "update").spec
+    return {"seconds": time.perf_counter() - start, "stages": list(out), "update_spec": update.model_dump_json(),
+            "store": str(tmp / "runs")}
+
+
+def zero2_nccl(tmp: Path, update_json: str) -> dict:
+    spec = json.loads(update_json)
+    spec["model"]["deepspeed"] = {"enabled": True, "zero_stage": 2, "backend": "nccl"}
+    spec["run_id"] = "gpu"
+    (tmp / "ds.json").write_text(json.dumps(spec))
+    # a fresh output: remove the committed update so the DeepSpeed run writes its own
+    import shutil
+    shutil.rmtree(Path(spec["store"].removeprefix("file://")) / "gpu" / "update", ignore_errors=True)
+    n = torch.cuda.device_count()
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", f"--nproc_per_node={n}",
+           "-m", "maskgrpo.stages.update", "--spec", f"@{tmp / 'ds.json'}"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    return {"gpus": n, "returncode": proc.returncode, "seconds": time.perf_counter() - start,
+            "stderr_tail": proc.stderr[-2000:] if proc.returncode else ""}
+
+
+def llada_8b_throughput(batch: int = 4, prompt: int = 256, gen: int = 256, block: int = 32) -> dict:
+    from maskgrpo.models.adapters import llada_8b_config, random_model
+
+    model = random_model(llada_8b_config(), dtype=torch.bfloat16, device="cuda")
+    seq = prompt + gen
+    x = torch.randint(0, 126000, (batch, seq), device="cuda")
+    mask = torch.ones_like(x)
+    with torch.no_grad():  # sampler: one forward per step, LM head only on the current block
+        model(x, attention_mask=mask, logits_positions=torch.arange(block, device="cuda").expand(batch, -1))
+        torch.cuda.synchronize()
+        steps, start = 8, time.perf_counter()
+        for s in range(steps):
+            pos = (prompt + (s * block) % gen + torch.arange(block, device="cuda")).expand(batch, -1)
+            model(x, attention_mask=mask, logits_positions=pos)
+        torch.cuda.synchronize()
+        sampler_s = (time.perf_counter() - start) / steps
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, p in model.named_parameters():  # update cost without optimizer memory: train the last 4 blocks
+        if any(f"layers.{i}." in name for i in range(28, 32)):
+            p.requires_grad_(True)
+    pos = torch.arange(prompt, seq, device="cuda").expand(batch, -1)
+    start = time.perf_counter()
+    for _ in range(3):
+        model(x, attention_mask=mask, logits_positions=pos).logits.float().logsumexp(-1).mean().backward()
+    torch.cuda.synchronize()
+    update_s = (time.perf_counter() - start) / 3
+    return {"batch": batch, "sequence": seq, "sampler_tokens_per_s": batch * block / sampler_s,
+            "sampler_forward_s": sampler_s, "update_tokens_per_s": batch * seq / update_s, "update_step_s": update_s,
+            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench/results/gpu.json")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not torch.cuda.is_available():
+        out.write_text(json.dumps({"skipped": "no CUDA device"}, indent=2) + "\n")
+        print(f"skipped (no CUDA); wrote {out}")
+        return 0
+    os.environ.setdefault("MASKGRPO_CACHE", str(Path.home() / ".cache" / "maskgrpo"))
+    result: dict = {"device": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny = tiny_pipeline(Path(tmp))
+        result["tiny_pipeline"] = {k: v for k, v in tiny.items() if k != "update_spec"}
+        result["zero2_nccl"] = zero2_nccl(Path(tmp), tiny["update_spec"])
+    result["llada_8b_shape"] = llada_8b_throughput()
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0 if result["zero2_nccl"]["returncode"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
