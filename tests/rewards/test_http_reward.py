@@ -91,3 +91,12 @@ def test_bad_request_is_not_retried(served):
         HttpReward(url, retries=0)(["p"], [GOOD])
     with pytest.raises(ValueError, match="http://"):
         HttpReward("ftp://x")
+
+
+def test_doctests():
+    import doctest
+
+    import maskgrpo.rewards.http as module
+
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
