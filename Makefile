@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install install-dev generate policy bench clean
+.PHONY: demo test install install-dev generate policy bench gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(STAMP)-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[s3,local,cluster,dev]'
+	DS_BUILD_OPS=0 $(BIN)/pip install -q -e '.[s3,local,cluster,train,dev]'
 	touch $@
 
 install: $(STAMP)
@@ -41,6 +41,11 @@ policy:
 ## make bench: the benchmarks in bench/ (JSON under bench/results/).
 bench: $(STAMP)-dev
 	$(BIN)/python bench/sampler.py
+
+## make gpu-check: on a CUDA machine, the tiny pipeline on GPU, a ZeRO-2 NCCL update and 8B-shaped
+## throughput (JSON in bench/results/gpu.json); exits 0 with {"skipped": ...} without CUDA.
+gpu-check: $(STAMP)-dev
+	$(BIN)/python bench/gpu.py --out bench/results/gpu.json
 
 clean:
 	rm -rf $(VENV) runs bench/results .pytest_cache

@@ -24,7 +24,7 @@ from maskgrpo.core.importance import EstimatorInput, cache_logprobs, completion_
 from maskgrpo.core.text_sampler import sample_text
 from maskgrpo.plan import rollout_output
 from maskgrpo.specs import RlSpec, RolloutSpec, spec_hash
-from maskgrpo.stages.common import Policy, load_policy, stage_generator, stage_main
+from maskgrpo.stages.common import Policy, load_policy, reference_logits, stage_generator, stage_main
 from maskgrpo.stages.data import decode, encode_prompts, load_examples
 from maskgrpo.store import Store
 from maskgrpo.tasks import Example
@@ -113,7 +113,7 @@ def run(spec: RolloutSpec, store: Store) -> RolloutResult:
     policy = load_policy(store, spec.run_id, spec.policy, spec.model)
     train = load_examples(spec.task, "train", spec.data_seed)
     examples, groups = round_prompts(train, rl, spec.seed, spec.shard, spec.num_shards)
-    width = max(len(e.prompt) for e in train)  # fixed prompt width: shards concatenate
+    width = policy.tokenizer.encode_batch_left_padded([e.prompt for e in train]).shape[1]  # fixed: shards concatenate
     input_ids, prompt_len, forwards = generate(policy, [e.prompt for e in examples], rl, spec.seed + spec.shard, width)
     row_ids = torch.tensor([g * rl.group_size + i for g in groups for i in range(rl.group_size)])
     inp = estimator_input(input_ids, prompt_len, row_ids.to(input_ids.device), policy.pad_id, policy.eos_id)
@@ -125,10 +125,14 @@ def run(spec: RolloutSpec, store: Store) -> RolloutResult:
         "prompt_length": torch.tensor([prompt_len]), "old_logprobs": old.logprobs.cpu(),
         "loss_masks": old.loss_masks.cpu(), "masked": old.masked.cpu(),
     }
-    if spec.reference is not None and rl.beta > 0:
-        reference = load_policy(store, spec.run_id, spec.reference, spec.model)
-        reference.model.eval()
-        ref = cache_logprobs(reference.logits, rl.estimator, inp, seeds, policy.mask_id, chunk_rows=rl.logprob_chunk_rows, **options)
+    if rl.beta > 0 and (spec.model.lora is not None or spec.reference is not None):
+        if spec.model.lora is not None:  # the base with adapters disabled: no second model in memory
+            reference_fn = reference_logits(policy)
+        else:
+            reference = load_policy(store, spec.run_id, spec.reference, spec.model)
+            reference.model.eval()
+            reference_fn = reference.logits
+        ref = cache_logprobs(reference_fn, rl.estimator, inp, seeds, policy.mask_id, chunk_rows=rl.logprob_chunk_rows, **options)
         tensors["ref_logprobs"] = ref.logprobs.cpu()
     completions = decode(policy.tokenizer, input_ids[:, prompt_len:].cpu())
     samples = [

@@ -17,6 +17,7 @@ from maskgrpo.store import Store
 SUMMARY = "summary.json"
 REPORT = "report.md"
 CURVE = "curve.png"
+IMAGES = "images.png"  # written by image evaluations (stages/image.py)
 
 
 def _metrics(store: Store, run_id: str, call: StageCall) -> dict[str, Any]:
@@ -101,7 +102,16 @@ def write_summary(run: RunSpec, store: Store, run_id: str, calls: list[StageCall
     last = store.open(run_id, evals[-1].output, evals[-1].round).get_jsonl("samples.jsonl")
     store.write_run_file(run_id, SUMMARY, json.dumps(summary, indent=2).encode())
     store.write_run_file(run_id, CURVE, _curve_png(summary))
-    store.write_run_file(run_id, REPORT, _report_md(summary, first, last, run.evaluate.num_samples).encode())
+    report = _report_md(summary, first, last, run.evaluate.num_samples)
+    grids = []  # image runs: the evaluate stages' PNG grids (same prompts), baseline vs final
+    for label, call in (("baseline", evals[0]), ("final", evals[-1])):
+        committed = store.open(run_id, call.output, call.round)
+        if IMAGES in committed.files():
+            store.write_run_file(run_id, f"images-{label}.png", committed.get_bytes(IMAGES))
+            grids.append(f"{label}: ![{label}](images-{label}.png)")
+    if grids:
+        report += "\n## Images (same held-out prompts)\n\n" + "\n\n".join(grids) + "\n"
+    store.write_run_file(run_id, REPORT, report.encode())
     return summary
 
 
