@@ -6,7 +6,8 @@
     maskgrpo compile PIPELINE.yaml -o PACKAGE.yaml [--image IMAGE] [--run-id ID] [--store URI]
     maskgrpo submit PIPELINE.yaml --host URL [--experiment NAME] [--namespace NS] ...
     maskgrpo schedule PIPELINE.yaml (--host URL | --local) --cron EXPR [--max-concurrency N] ...
-    maskgrpo gc STORE_URI [--run-id ID] [--dry-run]
+    maskgrpo gc STORE_URI [--run-id ID] [--dry-run] [--min-age SECONDS]
+    maskgrpo merge ADAPTER_DIR OUT_DIR [--base BASE_DIR]    fold LoRA adapters into full weights
 
 Exit status: 0 success, 2 invalid document or arguments (nothing was written), 1 a failure while
 running (the message names the stage, file or URI).
@@ -141,6 +142,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from maskgrpo.models.lora import merge_adapters
+
+    out = merge_adapters(args.adapter_dir, args.out_dir, args.base, trust_remote_code=args.trust_remote_code)
+    print(f"wrote merged checkpoint {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskgrpo", description="MaskGRPO for masked diffusion models, as a pipeline.")
     parser.add_argument("--version", action="version", version=f"maskgrpo {__version__}")
@@ -204,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-age", type=float, default=3600.0, metavar="SECONDS",
                    help="spare attempts younger than this: a writer may still be running (default 3600)")
     p.set_defaults(func=cmd_gc)
+
+    p = sub.add_parser("merge", help="fold a LoRA checkpoint's adapters into full weights")
+    p.add_argument("adapter_dir", help="checkpoint folder holding the PEFT adapters")
+    p.add_argument("out_dir", help="folder to write the merged transformers checkpoint to")
+    p.add_argument("--base", help="base checkpoint folder (default: the one recorded in the adapter config)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the base's custom modelling code")
+    p.set_defaults(func=cmd_merge)
     return parser
 
 
