@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from statistics import fmean
 from typing import Any
 
 from maskgrpo.plan import StageCall
@@ -27,6 +28,10 @@ def _metrics(store: Store, run_id: str, call: StageCall) -> dict[str, Any]:
 def build_summary(run: RunSpec, store: Store, run_id: str, calls: list[StageCall], wall_seconds: float) -> dict[str, Any]:
     evaluations = [(c.round, _metrics(store, run_id, c)) for c in calls if c.kind == "evaluate"]
     updates = {c.round: _metrics(store, run_id, c) for c in calls if c.kind == "update"}
+    lengths: dict[int, list[float]] = {}
+    for c in calls:
+        if c.kind == "rollout":
+            lengths.setdefault(c.round, []).append(_metrics(store, run_id, c)["completion_length_mean"])
     rounds = []
     for call in calls:
         if call.kind != "score":
@@ -36,6 +41,8 @@ def build_summary(run: RunSpec, store: Store, run_id: str, calls: list[StageCall
             "round": call.round, "reward_mean": score["reward_mean"], "reward_std": score["reward_std"],
             "zero_std_ratio": score["zero_std_ratio"], "rollout_accuracy": score["accuracy"], "kl": update["kl"],
             "clip_fraction": update["clip_fraction"], "loss": update["loss"], "grad_norm": update["grad_norm"],
+            "ratio_deviation": update["ratio_deviation"],
+            "completion_length": fmean(lengths[call.round]),
         })
     pick = lambda m: {"accuracy": m["accuracy"], "reward_mean": m["reward_mean"]}  # noqa: E731
     final = updates[max(updates)]["weight_digest"] if updates else _metrics(store, run_id, calls[0])["weight_digest"]
