@@ -8,6 +8,7 @@
     maskgrpo schedule PIPELINE.yaml (--host URL | --local) --cron EXPR [--max-concurrency N] ...
     maskgrpo gc STORE_URI [--run-id ID] [--dry-run] [--min-age SECONDS]
     maskgrpo merge ADAPTER_DIR OUT_DIR [--base BASE_DIR]    fold LoRA adapters into full weights
+    maskgrpo serve-reward NAME [--host 127.0.0.1] [--port 8000]   a registered reward over HTTP/JSON
 
 Exit status: 0 success, 2 invalid document or arguments (nothing was written), 1 a failure while
 running (the message names the stage, file or URI).
@@ -150,6 +151,16 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_reward(args: argparse.Namespace) -> int:
+    from maskgrpo.rewards import get_reward
+    from maskgrpo.rewards.server import serve_reward
+
+    get_reward(args.name)  # an unknown name fails now, listing the valid ones
+    print(f"serving reward {args.name!r} on http://{args.host}:{args.port}/ (POST JSON; GET /health)", flush=True)
+    serve_reward(args.name, args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskgrpo", description="MaskGRPO for masked diffusion models, as a pipeline.")
     parser.add_argument("--version", action="version", version=f"maskgrpo {__version__}")
@@ -220,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="base checkpoint folder (default: the one recorded in the adapter config)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the base's custom modelling code")
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("serve-reward", help="serve a registered reward function over HTTP (JSON, images as base64 PNG)")
+    p.add_argument("name", help="reward registry name")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.set_defaults(func=cmd_serve_reward)
     return parser
 
 
