@@ -7,10 +7,9 @@ Every function: ``fn(prompts: list[str], completions: list[str], **columns) -> l
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Callable
 
+from maskgrpo.core.registry import LazyRegistry
 from maskgrpo.rewards.combine import combine, weighted_sum
 
 __all__ = ["combine", "get_reward", "list_rewards", "weighted_sum"]
@@ -39,21 +38,14 @@ _REWARDS: dict[str, str] = {
 }
 
 
-def _plugins() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in _REWARDS}
+_REGISTRY = LazyRegistry("reward", _REWARDS, ENTRY_POINT_GROUP)
 
 
 def list_rewards() -> list[str]:
     """Every reward name: built-in and plugins, sorted."""
-    return sorted(set(_REWARDS) | set(_plugins()))
+    return _REGISTRY.names()
 
 
 def get_reward(name: str) -> Callable[..., list]:
     """The reward function registered as ``name``; unknown -> ValueError listing the names."""
-    if name in _REWARDS:
-        module, _, attr = _REWARDS[name].partition(":")
-        return getattr(importlib.import_module(module), attr)
-    plugins = _plugins()
-    if name in plugins:
-        return plugins[name].load()
-    raise ValueError(f"unknown reward {name!r}; valid rewards: {', '.join(list_rewards())}")
+    return _REGISTRY.load(name)

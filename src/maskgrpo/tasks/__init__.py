@@ -7,11 +7,10 @@ then calls it with ``params``. Unknown names fail listing the valid ones.
 
 from __future__ import annotations
 
-import importlib
 import inspect
-from importlib.metadata import entry_points
 from typing import Any
 
+from maskgrpo.core.registry import LazyRegistry
 from maskgrpo.tasks.base import Example, Task, collate_columns, split_of
 from maskgrpo.tasks.tokenizer import DEFAULT_CHARS, CharTokenizer
 
@@ -41,28 +40,17 @@ _TASKS: dict[str, str] = {
 }
 
 
-def _plugins() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in _TASKS}
+_REGISTRY = LazyRegistry("task", _TASKS, ENTRY_POINT_GROUP)
 
 
 def list_tasks() -> list[str]:
     """Every task name: built-in and plugins, sorted."""
-    return sorted(set(_TASKS) | set(_plugins()))
-
-
-def _load(name: str) -> Any:
-    if name in _TASKS:
-        module, _, attr = _TASKS[name].partition(":")
-        return getattr(importlib.import_module(module), attr)
-    plugins = _plugins()
-    if name in plugins:
-        return plugins[name].load()
-    raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(list_tasks())}")
+    return _REGISTRY.names()
 
 
 def get_task(name: str, **params: Any) -> Task:
     """The task ``name`` built with ``params``; unknown name or parameter -> ValueError."""
-    factory = _load(name)
+    factory = _REGISTRY.load(name)
     try:
         sig = inspect.signature(factory)
     except (TypeError, ValueError):  # builtins without a signature: let the call decide
