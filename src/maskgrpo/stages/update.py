@@ -129,7 +129,7 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
         return fmean(getattr(s, field) for s in stats) if stats else 0.0
 
     return UpdateResult(
-        optimizer_steps=len(stats), loss=mean("loss"), clip_fraction=mean("clip_fraction"), kl=mean("kl"),
+        optimizer_steps=len(grad_norms), loss=mean("loss"), clip_fraction=mean("clip_fraction"), kl=mean("kl"),
         ratio_deviation=mean("ratio_deviation"), grad_norm=fmean(grad_norms) if grad_norms else 0.0,
         forwards_per_completion=forwards * rank.world_size / max(len(rows), 1), wall_seconds=0.0, weight_digest="",
     )
