@@ -85,3 +85,20 @@ def test_rollout_caches_image_slot_logprobs_that_the_update_reproduces(image_run
         fresh = estimate_logprobs(policy.logits, views, inp, vocab_slice=layout.vocab_slice)
         assert torch.allclose(fresh, rollout["old_logprobs"][j - 1], atol=1e-5)  # ratio 1 before the first step
         assert (fresh <= 0).all()
+
+
+def test_quadrant_placement_is_compositional_and_passes_the_strict_checks():
+    from maskgrpo.rewards.geneval import geneval_strict
+    from maskgrpo.tasks.geneval import ToyGenEvalTask
+
+    task = ToyGenEvalTask(8, ["colors", "color_attr", "position"], placement="quadrants")
+    problems = {e.prompt: e for e in task.enumerate_problems()}
+    assert len(problems) == 16 + 192 + 768
+    assert geneval_strict(None, [e.answer for e in problems.values()], [e.columns["metadata"] for e in problems.values()]) == [1.0] * 976
+    # the first object always sits at the top-left quadrant slot (1, 1): its colour is the prompt's
+    pair = problems["a red square and a blue bar"].answer
+    assert pair[9] == "1" and pair[8 + 5] == "3"  # red square at (1, 1), blue bar at (1, 5)
+    assert problems["a red square and a green bar"].answer[9] == "1"
+    assert ToyGenEvalTask(8).params() == {"grid_size": 8, "tags": list(ToyGenEvalTask(8).tags)}  # default seeding unchanged
+    with pytest.raises(ValueError, match="placement"):
+        ToyGenEvalTask(8, placement="corners")
