@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from maskgrpo.plan import build_plan
-from maskgrpo.specs import RunSpec
+from maskgrpo.specs import RunSpec, spec_hash
 
 
 def plan(num_shards=None, **doc):
@@ -116,3 +116,15 @@ def test_derived_specs_carry_the_right_sub_specs():
 
 def test_plan_is_deterministic():
     assert plan(rl={"rounds": 2}) == plan(rl={"rounds": 2})
+
+
+def test_lineage_invalidates_every_stage_downstream_of_a_change():
+    """Resume safety: a changed rl.lr changes rollout_1 and everything after it (evaluate_4 too,
+    though its own fields are unchanged), while sft and the baseline evaluation keep their hashes."""
+    before = build_plan(RunSpec(name="x"), "r", "file:///tmp/s")
+    after = build_plan(RunSpec(name="x", rl={"lr": 1e-4}), "r", "file:///tmp/s")
+    same = {a.name for a, b in zip(before, after) if spec_hash(a.spec) == spec_hash(b.spec)}
+    assert same == {"sft", "evaluate_0"}
+    final_eval_before, final_eval_after = before[-1].spec, after[-1].spec
+    assert final_eval_before.evaluate == final_eval_after.evaluate  # its own fields are equal...
+    assert final_eval_before.lineage != final_eval_after.lineage  # ...its upstream is not

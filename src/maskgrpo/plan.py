@@ -4,16 +4,19 @@
         -> rollout_1 [x shards] -> score_1 -> update_1 -> rollout_2 -> ... -> update_R -> evaluate_R
     with evaluate_k after update_k every E rounds.
 
-Rounds are unrolled here (KFP v2 has no loops over changing state). Every stage's output location
+Rounds are unrolled here (KFP v2 has no loops over changing state). Every stage spec carries the
+hash of its dependencies' specs (``lineage``), so a stage's spec hash changes whenever anything
+upstream of it changes. Every stage's output location
 is a pure function of (run_id, stage name, round), so a call names its inputs by reference
 (``"update/3"``) and any runner, local or KFP, finds them in the store.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 
-from .specs import EvaluateSpec, RolloutSpec, RunSpec, ScoreSpec, SftSpec, UpdateSpec
+from .specs import EvaluateSpec, RolloutSpec, RunSpec, ScoreSpec, SftSpec, UpdateSpec, spec_hash
 
 
 @dataclass(frozen=True)
@@ -79,4 +82,16 @@ def build_plan(run: RunSpec, run_id: str, store: str, num_shards: int | None = N
         policy = previous_update = update
         if k == run.rl.rounds or (run.evaluate.every and k % run.evaluate.every == 0):
             calls.append(evaluate(k, update))
-    return calls
+    return with_lineage(calls)
+
+
+def with_lineage(calls: list[StageCall]) -> list[StageCall]:
+    """Stamp each spec with the hash of its dependencies' specs (which carry theirs): a Merkle
+    chain, so changing any upstream stage (say rl.lr on --resume) changes the spec hash of every
+    stage downstream and none of them reuses a stale committed output."""
+    stamped: dict[str, StageCall] = {}
+    for call in calls:
+        parents = ",".join(spec_hash(stamped[name].spec) for name in call.after)
+        lineage = hashlib.sha256(parents.encode()).hexdigest()[:16] if call.after else ""
+        stamped[call.name] = replace(call, spec=call.spec.model_copy(update={"lineage": lineage}))
+    return list(stamped.values())

@@ -318,6 +318,7 @@ class _StageSpec(_Spec):
     seed: int = Field(0, ge=0, description="Seed of this stage's random draws.")
     data_seed: int = Field(0, ge=0, description="Seed of the run's fixed train and eval problem sets.")
     policy: str | None = Field(None, description="Store reference 'stage/round' of the input policy checkpoint, or a source for SFT.")
+    lineage: str = Field("", description="Hash of the specs of the stages this one depends on (set by the plan): an upstream change invalidates this stage's committed output.")
 
 
 class SftSpec(_StageSpec):
