@@ -209,7 +209,7 @@ def run_sft(spec, store):
     """``sft.run`` for an image spec: a fresh tiny image model (or a checkpoint), MaskGIT SFT."""
     from maskgrpo.specs import spec_hash
     from maskgrpo.stages import sft
-    from maskgrpo.stages.common import load_policy_dir, remember_policy, save_policy, weight_digest
+    from maskgrpo.stages.common import load_policy_dir, remember_policy
     from maskgrpo.stages.data import load_examples
 
     digest = spec_hash(spec)
@@ -224,16 +224,8 @@ def run_sft(spec, store):
     layout = image_layout(spec.image, policy.tokenizer)
     targets = sft.sft_targets(examples, spec.sft.label_noise, spec.seed)
     losses = train_image_sft(policy, layout, examples, spec.sft, spec.image, targets, spec.seed) if spec.sft.enabled else []
-    result = sft.SftResult(
-        steps=len(losses), loss_first=losses[0] if losses else 0.0, loss_last=losses[-1] if losses else 0.0,
-        wall_seconds=time.perf_counter() - start, weight_digest=weight_digest(policy.model),
-    )
-    with store.begin(spec.run_id, sft.STAGE, 0, digest) as attempt:
-        save_policy(attempt, policy)
-        attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
-        attempt.put_json("losses.json", losses)
-        committed = attempt.commit()
-    remember_policy(committed, policy)
+    result = sft.sft_result(policy, losses, start)
+    remember_policy(sft.commit_sft(spec, store, digest, policy, result, losses), policy)
     return result
 
 

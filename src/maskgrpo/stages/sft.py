@@ -24,7 +24,7 @@ from maskgrpo.stages import distributed
 from maskgrpo.stages.distributed import Rank, TorchStepper, local_part
 from maskgrpo.stages.common import Policy, load_source_policy, new_tiny_policy, remember_policy, save_policy, stage_generator, stage_main, weight_digest
 from maskgrpo.stages.data import completion_length, encode_answers, encode_prompts, load_examples
-from maskgrpo.store import Store
+from maskgrpo.store import Committed, Store
 from maskgrpo.tasks import Example
 
 STAGE = "sft"
@@ -120,27 +120,31 @@ def run(spec: SftSpec, store: Store) -> SftResult:
     losses = train_sft(policy, examples, spec.sft, gen_length, spec.seed, model_spec=spec.model, rank=rank) if spec.sft.enabled else []
     if spec.model.deepspeed.enabled:  # rank 0 writes the gathered weights (stages/distributed.py)
         with distributed.gathered(policy.model, spec.model):
-            result = SftResult(steps=len(losses), loss_first=losses[0] if losses else 0.0, loss_last=losses[-1] if losses else 0.0,
-                               wall_seconds=time.perf_counter() - start, weight_digest=weight_digest(policy.model))
+            result = sft_result(policy, losses, start)
             if rank.is_main:
-                with store.begin(spec.run_id, STAGE, 0, digest) as attempt:
-                    save_policy(attempt, policy)
-                    attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
-                    attempt.put_json("losses.json", losses)
-                    attempt.commit()
+                commit_sft(spec, store, digest, policy, result, losses)
         distributed.barrier(spec.model)
         return result
-    result = SftResult(
+    result = sft_result(policy, losses, start)
+    remember_policy(commit_sft(spec, store, digest, policy, result, losses), policy)
+    return result
+
+
+def sft_result(policy: Policy, losses: list[float], start: float) -> SftResult:
+    """The SFT stage's metrics (shared by the text, DeepSpeed and image paths)."""
+    return SftResult(
         steps=len(losses), loss_first=losses[0] if losses else 0.0, loss_last=losses[-1] if losses else 0.0,
         wall_seconds=time.perf_counter() - start, weight_digest=weight_digest(policy.model),
     )
+
+
+def commit_sft(spec: SftSpec, store: Store, digest: str, policy: Policy, result: SftResult, losses: list[float]) -> Committed:
+    """Write the warm-started checkpoint, metrics and loss curve as the committed SFT output."""
     with store.begin(spec.run_id, STAGE, 0, digest) as attempt:
         save_policy(attempt, policy)
         attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
         attempt.put_json("losses.json", losses)
-        committed = attempt.commit()
-    remember_policy(committed, policy)
-    return result
+        return attempt.commit()
 
 
 def main(argv: list[str] | None = None) -> int:
