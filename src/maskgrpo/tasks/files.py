@@ -3,7 +3,10 @@
 Implements:
 1. readers returning a list of row dicts: ``read_jsonl``, ``read_csv`` (header row),
    ``read_parquet`` (needs pyarrow; a clear error otherwise) and ``read_records`` (by suffix).
-   Local paths only: stages fetch objects from the store first (tasks never import s3fs).
+   ``path``/``eval_path`` are local paths or store URIs of plain objects
+   (``s3://maskgrpo/datasets/gsm8k/train.jsonl``, ``file:///data/test.jsonl``): ``local_copy``
+   downloads such an object through the store's backend (``maskgrpo.store.backend``; tasks never
+   import s3fs themselves) into a temporary folder for the read, so each load sees the current object.
 2. ``FileTask``: rows -> ``Example``; duplicate prompts are kept once; splits are disjoint:
    either ``eval_path`` is the eval split (rows of ``path`` whose prompt is also in it are
    dropped from train), or a stable hash of the prompt puts ``eval_permille``/1000 of the rows
@@ -27,6 +30,9 @@ from __future__ import annotations
 import csv
 import json
 import random
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +45,8 @@ __all__ = [
     "read_csv",
     "read_parquet",
     "read_records",
+    "is_uri",
+    "local_copy",
     "FileTask",
     "GSM8KTask",
     "Math500Task",
@@ -131,6 +139,31 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     return reader(path)
 
 
+def is_uri(path: str | Path) -> bool:
+    """True for a store URI (``s3://...``, ``file://...``), False for a local path."""
+    return isinstance(path, str) and "://" in path
+
+
+@contextmanager
+def local_copy(path: str | Path) -> Iterator[Path]:
+    """A local path to read ``path`` from: a local path as is, a store URI's object downloaded
+    into a temporary folder (removed on exit). A missing object -> FileNotFoundError naming the URI."""
+    if not is_uri(path):
+        yield Path(path)
+        return
+    from maskgrpo.store.backend import open_backend
+
+    parent, _, name = str(path).rstrip("/").rpartition("/")
+    if "://" not in parent or not name:
+        raise ValueError(f"dataset URI {path!r}: expected <scheme>://<bucket or folder>/.../<file>")
+    backend = open_backend(parent)
+    with tempfile.TemporaryDirectory(prefix="maskgrpo-data-") as tmp:
+        local = Path(tmp) / name
+        if backend.get_file(name, local) is None:
+            raise _missing(path)
+        yield local
+
+
 def _last_boxed(text: str) -> str | None:
     """Argument of the last ``\\boxed{...}`` (balanced braces) in a reference solution."""
     idx = text.rfind("\\boxed{")
@@ -162,8 +195,8 @@ class FileTask:
             raise ValueError(f"task {self.name!r}: eval_permille must be an integer in [0, 1000], got {eval_permille!r}")
         if isinstance(completion_length, bool) or not isinstance(completion_length, int) or completion_length < 1:
             raise ValueError(f"task {self.name!r}: completion_length must be a positive integer")
-        self.path = Path(path)
-        self.eval_path = None if eval_path is None else Path(eval_path)
+        self.path = path if is_uri(path) else Path(path)
+        self.eval_path = None if eval_path is None else eval_path if is_uri(eval_path) else Path(eval_path)
         self.eval_permille = eval_permille
         self.completion_length = completion_length
         self.instruction = instruction
@@ -181,10 +214,18 @@ class FileTask:
             raise KeyError(f"column {name!r} is missing (columns: {sorted(row)})")
         return row[name]
 
-    def load(self, path: Path) -> list[Example]:
+    def read_rows(self, path: str | Path) -> list[dict[str, Any]]:
+        """The rows of a dataset file or store URI (errors name ``path``, not a temporary copy)."""
+        with local_copy(path) as local:
+            try:
+                return read_records(local)
+            except ValueError as err:
+                raise ValueError(str(err).replace(str(local), str(path))) from None
+
+    def load(self, path: str | Path) -> list[Example]:
         """Every distinct example of a file, in file order."""
         out, seen = [], set()
-        for i, row in enumerate(read_records(path)):
+        for i, row in enumerate(self.read_rows(path)):
             try:
                 ex = self.make_example(row)
             except (KeyError, ValueError, TypeError) as err:
