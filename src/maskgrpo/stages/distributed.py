@@ -17,9 +17,16 @@ or ``deepspeed --num_gpus N --module maskgrpo.stages.update --spec ...`` (that l
    unchanged: iteration j of a minibatch uses mask j on every rank (ALGORITHM.md §3).
 4. Only rank 0 writes to the store; under ZeRO-3 the weights are gathered first.
 
-Deviation: under DeepSpeed the AdamW state is not carried to the next round (ZeRO partitions it
-into flat buffers); each round's update starts with fresh moments. Without ``enabled`` nothing
-here runs and the plain PyTorch path is used (``TorchStepper``).
+5. The AdamW state carries over between rounds as on the plain path, in the same files
+   (``optimizer.safetensors`` + ``optimizer.json``, stages/common.py ``save_optimizer``): at the
+   end of a round every rank joins in assembling each parameter's full ``exp_avg`` /
+   ``exp_avg_sq`` from the ZeRO partitions (``deepspeed.utils.safe_get_full_optimizer_state``,
+   ZeRO 0-3) and rank 0 writes them keyed ``{index}.{key}`` (index = position in
+   ``model.parameters()``) with the step count; at the next round's start each rank loads them
+   and writes its partitions back (``safe_set_full_optimizer_state``) before the first step. The
+   files are interchangeable with the plain path's (either can resume the other).
+
+Without ``enabled`` nothing here runs and the plain PyTorch path is used (``TorchStepper``).
 """
 
 from __future__ import annotations
@@ -95,6 +102,86 @@ class DeepSpeedStepper:
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else 0.0
 
+    # -- AdamW state in the plain path's layout (module docstring, 5) ---------------------------
+
+    def _flat_state_owners(self) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
+        """The torch optimizer that holds the state and the tensors it is keyed by: ZeRO 1-2,
+        ZeRO-3 and the bf16 wrapper step their client optimizer over flat fp32 partitions; ZeRO-0
+        in fp32 steps it over the parameters themselves."""
+        opt = self.engine.optimizer
+        for name in ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat", "fp32_groups_flat_partition"):
+            flats = getattr(opt, name, None)
+            if flats is not None:
+                return opt.optimizer, list(flats)
+        return opt, [p for group in opt.param_groups for p in group["params"] if p.requires_grad]
+
+    def export_optimizer(self, keep: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+        """``(tensors, meta)`` as ``common.save_optimizer`` writes them. Collective: every rank
+        calls it; ``keep=False`` (ranks other than 0) drops the assembled tensors at once."""
+        from deepspeed.utils import safe_get_full_optimizer_state
+
+        inner, flats = self._flat_state_owners()
+        params = list(self.engine.module.parameters())
+        steps = [inner.state[f]["step"] for f in flats if "step" in inner.state.get(f, {})]
+        tensors: dict[str, torch.Tensor] = {}
+        if steps:  # else no step was taken: nothing to carry, like an empty torch state
+            step = torch.tensor(float(steps[0]), dtype=torch.float32)
+            for index, param in enumerate(params):
+                if not param.requires_grad:
+                    continue
+                for key in ADAM_KEYS:
+                    if _fragmented(param):
+                        value = safe_get_full_optimizer_state(param, key)
+                    else:
+                        value = inner.state[param][key] if key in inner.state.get(param, {}) else None
+                    if value is not None and keep:
+                        tensors[f"{index}.{key}"] = value.detach().float().cpu().clone()
+                if keep and f"{index}.exp_avg" in tensors:
+                    tensors[f"{index}.step"] = step.clone()
+        group = inner.param_groups[0]
+        hyper = {k: (list(group[k]) if isinstance(group[k], tuple) else group[k]) for k in inner.defaults if k in group}
+        meta = {"param_groups": [{**hyper, "params": list(range(len(params)))}], "scalars": {}}
+        return tensors, meta
+
+    def import_optimizer(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Load full per-parameter AdamW state (``export_optimizer``'s or the plain path's
+        tensors) into this rank's partitions; call on every rank before the first step."""
+        from deepspeed.utils import safe_set_full_optimizer_state
+
+        steps = [float(v) for k, v in tensors.items() if k.endswith(".step")]
+        if not steps:
+            return
+        inner, flats = self._flat_state_owners()
+        for flat in flats:  # torch AdamW creates its state lazily at the first step: do it now
+            state = inner.state[flat]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32)
+                for key in ADAM_KEYS:
+                    state[key] = torch.zeros_like(flat, memory_format=torch.preserve_format)
+            state["step"].fill_(max(steps))  # every parameter steps together
+        link = getattr(self.engine.optimizer, "_lazy_init_hp_params_optimizer_state", None)
+        if link is not None:  # ZeRO 1-2 / bf16: point the fragments at the new state tensors
+            link()
+        for index, param in enumerate(self.engine.module.parameters()):
+            if not param.requires_grad:
+                continue
+            for key in ADAM_KEYS:
+                value = tensors.get(f"{index}.{key}")
+                if value is None:
+                    continue
+                if _fragmented(param):
+                    safe_set_full_optimizer_state(param, value.to(param.device, torch.float32), key)
+                else:
+                    inner.state[param][key].copy_(value)
+
+
+ADAM_KEYS = ("exp_avg", "exp_avg_sq")
+
+
+def _fragmented(param: torch.Tensor) -> bool:
+    """Whether DeepSpeed keeps this parameter's fp32 copy and state in partitions (ZeRO 1-3, bf16)."""
+    return hasattr(param, "ds_id") or hasattr(param, "_hp_mapping")
+
 
 def _parse_env() -> Rank:
     return Rank(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
@@ -142,9 +229,9 @@ def ds_config(spec: ModelSpec, rank: Rank, grad_clip: float | None) -> dict:
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
+        # always explicit: DeepSpeed's default is 1.0, which clipped SFT (no clipping) at norm 1
+        "gradient_clipping": float(grad_clip) if grad_clip else 0.0,
     }
-    if grad_clip:
-        config["gradient_clipping"] = grad_clip
     return config
 
 

@@ -4,7 +4,8 @@ For each minibatch (rows shuffled with the round seed), iteration j = 1..mu is i
 optimizer step: the estimator rebuilds mask j from the stored seed S_j and the rows' global ids,
 so the new log-probs use exactly the mask the old ones were cached with; the loss is the clipped
 surrogate (+ k3 KL with beta > 0) over the iteration's loss tokens ("current") or the union of all
-mu masks ("union"). AdamW state carries over between rounds (stored beside the checkpoint).
+mu masks ("union"). AdamW state carries over between rounds (stored beside the checkpoint; under
+DeepSpeed too, stages/distributed.py).
 
     python -m maskgrpo.stages.update --spec @update.json
 """
@@ -23,8 +24,8 @@ from maskgrpo.core.loss import grpo_loss
 from maskgrpo.plan import rollout_output
 from maskgrpo.specs import ImageSpec, RlSpec, UpdateSpec, spec_hash
 from maskgrpo.stages.common import (
-    Policy, load_optimizer, load_policy, parse_ref, remember_policy, save_optimizer, save_policy, stage_generator,
-    stage_main, weight_digest,
+    OPTIMIZER_META, OPTIMIZER_TENSORS, Policy, load_optimizer, load_policy, parse_ref, remember_policy, save_optimizer,
+    save_policy, stage_generator, stage_main, weight_digest,
 )
 from maskgrpo.stages.rollout import ROLLOUT_FILE, estimator_input, estimator_options
 from maskgrpo.stages.score import SCORES_FILE
@@ -147,14 +148,18 @@ def run(spec: UpdateSpec, store: Store) -> UpdateResult:
     rank = distributed.setup(spec.model)
     policy = load_policy(store, spec.run_id, spec.policy, spec.model, mutable=True)
     optimizer = make_optimizer(policy, spec.rl)
-    if spec.optimizer_from and not spec.model.deepspeed.enabled:  # ZeRO restarts the moments (distributed.py)
+    deepspeed = spec.model.deepspeed.enabled
+    if spec.optimizer_from and not deepspeed:
         load_optimizer(store.open(spec.run_id, *parse_ref(spec.optimizer_from)), optimizer)
     stepper = distributed.make_stepper(policy, optimizer, spec.model, rank, spec.rl.grad_clip)
+    if spec.optimizer_from and deepspeed:  # into the ZeRO partitions (distributed.py, 5)
+        stepper.import_optimizer(store.open(spec.run_id, *parse_ref(spec.optimizer_from)).get_tensors(OPTIMIZER_TENSORS))
     result = optimize(policy, optimizer, load_round(store, spec), spec.rl, spec.seed, image=spec.image,
                       stepper=stepper, rank=rank)
-    distributed.unwrap(policy)
-    if spec.model.deepspeed.enabled:
-        return _commit_distributed(spec, store, policy, result, rank, digest, start)
+    if deepspeed:
+        state = stepper.export_optimizer(keep=rank.is_main)  # collective: every rank
+        distributed.unwrap(policy)
+        return _commit_distributed(spec, store, policy, result, rank, digest, start, state)
     result = result.model_copy(update={"wall_seconds": time.perf_counter() - start, "weight_digest": weight_digest(policy.model)})
     with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:
         save_policy(attempt, policy)
@@ -166,14 +171,16 @@ def run(spec: UpdateSpec, store: Store) -> UpdateResult:
 
 
 def _commit_distributed(spec: UpdateSpec, store: Store, policy: Policy, result: UpdateResult, rank: Rank,
-                        digest: str, start: float) -> UpdateResult:
-    """Rank 0 writes the (gathered) weights; the others wait. No optimizer state (distributed.py)."""
+                        digest: str, start: float, state: tuple[dict[str, torch.Tensor], dict]) -> UpdateResult:
+    """Rank 0 writes the (gathered) weights and the assembled AdamW state; the others wait."""
     with distributed.gathered(policy.model, spec.model):
         result = result.model_copy(update={"wall_seconds": time.perf_counter() - start,
                                            "weight_digest": weight_digest(policy.model)})
         if rank.is_main:
             with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:
                 save_policy(attempt, policy)
+                attempt.put_tensors(OPTIMIZER_TENSORS, state[0])
+                attempt.put_json(OPTIMIZER_META, state[1])
                 attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
                 attempt.commit()
     distributed.barrier(spec.model)
