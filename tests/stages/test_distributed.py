@@ -1,12 +1,19 @@
-"""The update stage under DeepSpeed on CPU (stages/distributed.py): torchrun with one and two
-gloo processes, ZeRO-2 and ZeRO-3 (and the ``deepspeed`` launcher, which appends
-``--local_rank=N``), each compared with the single-process PyTorch update of the same round.
+"""The update and SFT stages under DeepSpeed on CPU (stages/distributed.py): torchrun with one and
+two gloo processes, ZeRO-2 and ZeRO-3 (and the ``deepspeed`` launcher, which appends
+``--local_rank=N``), each compared with the single-process PyTorch stage on the same data.
 
 Tolerance: float32 everywhere; the ranks' gradients are summed in a different order than one
-process sums them, so weights agree to rounding, not bit for bit: max |dW| <= 1e-5 (measured
-after 4 AdamW steps at lr 1e-3: 7.5e-9 ZeRO-2 x1, 1.4e-7 ZeRO-2 x2 with accumulation 2,
-5.7e-7 ZeRO-3 x2). A wrong share of the loss (e.g. each rank's own token
-mean, or no division by the accumulation steps) moves the weights by ~lr = 1e-3.
+process sums them, so weights agree to rounding, not bit for bit: max |dW| <= TOL = 1e-5, and the
+AdamW moments to 1e-5 of their largest value. Measured:
+
+- update, round 1 (4 AdamW steps at lr 1e-3): |dW| 7.5e-9 ZeRO-2 x1, 1.4e-7 ZeRO-2 x2 with
+  accumulation 2, 5.7e-7 ZeRO-3 x2; moments 2.6e-7 / 5.2e-7 / 4.4e-7;
+- two rounds (round 2 resumes the exported AdamW state): |dW| 1.2e-7 ZeRO-2 x1, 5.7e-7 ZeRO-3 x2;
+  moments 9.5e-8 / 1.8e-7 (round 2 with fresh moments differs by 6.0e-3);
+- SFT (20 steps, no clipping): |dW| 0 ZeRO-2 x1 (bit-identical), 1.2e-7 ZeRO-2 x2.
+
+A wrong share of the loss (e.g. each rank's own token mean, or no division by the accumulation
+steps) moves the weights by ~lr = 1e-3.
 
 DeepSpeed JIT-builds a helper op the first time (about a minute): it is cached under
 ``$MASKGRPO_CACHE/torch_extensions`` (default ~/.cache/maskgrpo), so later runs skip it.
@@ -90,18 +97,26 @@ def _with_deepspeed(spec, store_uri: str, **ds):
     return spec.model_copy(update={"store": store_uri, "model": model})
 
 
-def _launch(tmp_path: Path, spec, module: str, procs: int, launcher: str = "torchrun") -> None:
-    """Run ``python -m maskgrpo.stages.<module> --spec ...`` under torchrun or deepspeed."""
+def _launch(tmp_path: Path, spec, module: str, procs: int, launcher: str = "torchrun") -> dict:
+    """Run ``python -m maskgrpo.stages.<module> --spec ... --metrics-path ...`` under torchrun or
+    deepspeed; returns the KFP metrics file, which every rank writes (so they must agree)."""
     path = tmp_path / f"{module}-{spec.round if hasattr(spec, 'round') else 0}.json"
     path.write_text(spec.model_dump_json())
+    metrics = path.with_suffix(".metrics.json")
     bin_dir = Path(sys.executable).parent
     if launcher == "torchrun":
         cmd = [str(bin_dir / "torchrun"), "--standalone", f"--nproc_per_node={procs}", "-m", f"maskgrpo.stages.{module}"]
     else:
         cmd = [str(bin_dir / "deepspeed"), f"--num_gpus={procs}", "--master_port=29611", "--module", f"maskgrpo.stages.{module}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    out = subprocess.run(cmd + ["--spec", f"@{path}"], capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(cmd + ["--spec", f"@{path}", "--metrics-path", str(metrics)], capture_output=True, text=True,
+                         env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(metrics.read_text())
+
+
+def _numbers(metrics: dict) -> dict:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _weights(store_uri: str, ref: str, model) -> dict:
@@ -142,8 +157,11 @@ def test_deepspeed_update_equals_single_process(tmp_path, round_store, stage, pr
     """Round 1 under DeepSpeed: the weights and the exported AdamW state equal the plain run's."""
     update = round_store["calls"]["update_1"].spec
     uri = _copy_store(round_store["pristine"], tmp_path / "runs")
-    _launch(tmp_path, _with_deepspeed(update, uri, zero_stage=stage, gradient_accumulation_steps=accum), "update", procs, launcher)
-    assert open_store(uri).open("r", "update", 1).get_json("metrics.json")["optimizer_steps"] > 0
+    reported = _launch(tmp_path, _with_deepspeed(update, uri, zero_stage=stage, gradient_accumulation_steps=accum),
+                       "update", procs, launcher)
+    committed = open_store(uri).open("r", "update", 1).get_json("metrics.json")
+    assert committed["optimizer_steps"] > 0
+    assert reported == _numbers(committed)  # every rank reported rank 0's metrics
     plain = round_store["plain"].uri
     diff = _max_diff(_weights(uri, "update/1", update.model), _weights(plain, "update/1", update.model))
     moved = _max_diff(_weights(plain, "update/1", update.model), _weights(plain, "sft/0", update.model))
@@ -205,9 +223,12 @@ def test_deepspeed_sft_equals_in_process(tmp_path, round_store, stage, procs):
     clipping, so SFT's gradients (norm ~4.6 at the first step) were clipped."""
     sft = round_store["calls"]["sft"].spec
     uri = f"file://{tmp_path}/runs"
-    _launch(tmp_path, _with_deepspeed(sft, uri, zero_stage=stage), "sft", procs)
-    losses = open_store(uri).open("r", "sft", 0).get_json("losses.json")
+    reported = _launch(tmp_path, _with_deepspeed(sft, uri, zero_stage=stage), "sft", procs)
+    committed = open_store(uri).open("r", "sft", 0)
+    assert reported == _numbers(committed.get_json("metrics.json"))  # every rank reported rank 0's metrics
+    losses, plain = committed.get_json("losses.json"), round_store["plain"].open("r", "sft", 0).get_json("losses.json")
     assert len(losses) == 20 and sum(losses[-5:]) < sum(losses[:5])  # masked-diffusion CE went down
+    assert max(abs(a - b) for a, b in zip(losses, plain)) <= TOL * max(plain)  # the whole batch's loss, not a rank's
     diff = _max_diff(_weights(uri, "sft/0", sft.model), _weights(round_store["plain"].uri, "sft/0", sft.model))
     print(f"SFT ZeRO-{stage} x{procs}: max |dW| vs in-process {diff:.2e}")
     assert diff <= TOL

@@ -15,7 +15,10 @@ or ``deepspeed --num_gpus N --module maskgrpo.stages.update --spec ...`` (that l
    and micro-batches the gradient equals the single-process one: the result does not depend on
    the number of processes (up to float summation order; the tests measure it). The masks are
    unchanged: iteration j of a minibatch uses mask j on every rank (ALGORITHM.md §3).
-4. Only rank 0 writes to the store; under ZeRO-3 the weights are gathered first.
+4. Only rank 0 writes to the store; under ZeRO-3 the weights are gathered first. The stage's
+   metrics (SFT losses, update loss/clip/KL means, forwards, wall time) are reduced over the ranks,
+   so every rank returns the same result and writes the same KFP outputs (the ranks of one pod
+   share those files).
 
 5. The AdamW state carries over between rounds as on the plain path, in the same files
    (``optimizer.safetensors`` + ``optimizer.json``, stages/common.py ``save_optimizer``): at the
@@ -40,7 +43,8 @@ import torch
 
 from maskgrpo.specs import ModelSpec
 
-__all__ = ["Rank", "Stepper", "TorchStepper", "DeepSpeedStepper", "setup", "ds_config", "local_part", "gathered", "barrier"]
+__all__ = ["Rank", "Stepper", "TorchStepper", "DeepSpeedStepper", "setup", "ds_config", "local_part", "gathered", "barrier",
+           "all_reduce"]
 
 
 @dataclass(frozen=True)
@@ -277,3 +281,14 @@ def gathered(model: torch.nn.Module, spec: ModelSpec) -> Iterator[None]:
 def barrier(spec: ModelSpec) -> None:
     if spec.deepspeed.enabled and torch.distributed.is_initialized():
         torch.distributed.barrier()
+
+
+def all_reduce(values: list[float], rank: Rank, op: str = "sum") -> list[float]:
+    """``values`` summed (``op="max"``: maximised) over the ranks; as given in one process."""
+    if rank.world_size == 1:
+        return list(values)
+    dist = torch.distributed
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return tensor.tolist()

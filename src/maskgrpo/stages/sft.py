@@ -95,6 +95,7 @@ def train_sft(policy: Policy, examples: list[Example], part: SftSpecPart, gen_le
             loss += share.detach().item()
         stepper.step()
         losses.append(loss)
+    losses = distributed.all_reduce(losses, rank) if losses else losses  # the whole batch's loss on every rank
     distributed.unwrap(policy)
     policy.model.eval()
     return losses
@@ -120,7 +121,9 @@ def run(spec: SftSpec, store: Store) -> SftResult:
     losses = train_sft(policy, examples, spec.sft, gen_length, spec.seed, model_spec=spec.model, rank=rank) if spec.sft.enabled else []
     if spec.model.deepspeed.enabled:  # rank 0 writes the gathered weights (stages/distributed.py)
         with distributed.gathered(policy.model, spec.model):
-            result = sft_result(policy, losses, start)
+            result = sft_result(policy, losses, start)  # the same on every rank (distributed.py, 4):
+            wall = distributed.all_reduce([result.wall_seconds], rank, op="max")[0]
+            result = result.model_copy(update={"wall_seconds": wall})
             if rank.is_main:
                 commit_sft(spec, store, digest, policy, result, losses)
         distributed.barrier(spec.model)

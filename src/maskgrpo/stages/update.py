@@ -125,14 +125,16 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
             grad_norms.append(stepper.step())
     bar.close()
     policy.model.eval()
-
-    def mean(field: str) -> float:
-        return fmean(getattr(s, field) for s in stats) if stats else 0.0
-
+    fields = ("loss", "clip_fraction", "kl", "ratio_deviation")
+    if rank.world_size == 1:
+        means = {f: fmean(getattr(s, f) for s in stats) if stats else 0.0 for f in fields}
+    else:  # the mean over every rank's parts, the same on all ranks (distributed.py, 4)
+        *sums, count, forwards = distributed.all_reduce([sum(getattr(s, f) for s in stats) for f in fields]
+                                                        + [len(stats), forwards], rank)
+        means = {f: total / count if count else 0.0 for f, total in zip(fields, sums)}
     return UpdateResult(
-        optimizer_steps=len(grad_norms), loss=mean("loss"), clip_fraction=mean("clip_fraction"), kl=mean("kl"),
-        ratio_deviation=mean("ratio_deviation"), grad_norm=fmean(grad_norms) if grad_norms else 0.0,
-        forwards_per_completion=forwards * rank.world_size / max(len(rows), 1), wall_seconds=0.0, weight_digest="",
+        optimizer_steps=len(grad_norms), **means, grad_norm=fmean(grad_norms) if grad_norms else 0.0,
+        forwards_per_completion=forwards / max(len(rows), 1), wall_seconds=0.0, weight_digest="",
     )
 
 
@@ -174,8 +176,8 @@ def _commit_distributed(spec: UpdateSpec, store: Store, policy: Policy, result: 
                         digest: str, start: float, state: tuple[dict[str, torch.Tensor], dict]) -> UpdateResult:
     """Rank 0 writes the (gathered) weights and the assembled AdamW state; the others wait."""
     with distributed.gathered(policy.model, spec.model):
-        result = result.model_copy(update={"wall_seconds": time.perf_counter() - start,
-                                           "weight_digest": weight_digest(policy.model)})
+        wall = distributed.all_reduce([time.perf_counter() - start], rank, op="max")[0]  # same on every rank
+        result = result.model_copy(update={"wall_seconds": wall, "weight_digest": weight_digest(policy.model)})
         if rank.is_main:
             with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:
                 save_policy(attempt, policy)
