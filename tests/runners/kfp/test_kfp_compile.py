@@ -161,3 +161,49 @@ def test_update_as_trainjob_launcher(tmp_path):
     assert "accelerator" not in update["resources"] and update["resources"]["resourceCpuLimit"] == "500m"
     assert "nodeSelector" not in platform["exec-update-1"]
     assert spec["deploymentSpec"]["executors"]["exec-rollout-1"]["container"]["command"][-1] == "maskgrpo.stages.rollout"
+
+
+def _commands(spec) -> dict[str, list[str]]:
+    return {name: ex["container"]["command"] for name, ex in spec["deploymentSpec"]["executors"].items()}
+
+
+def _with(run: RunSpec, **update) -> RunSpec:
+    return RunSpec.model_validate({**run.model_dump(mode="json"), **update})
+
+
+def test_deepspeed_update_and_sft_on_one_multi_gpu_node_run_under_torchrun(tmp_path):
+    run = run_spec(rounds=1)
+    four = {**GPU, "accelerator_count": 4}
+    ds = _with(run, model={**run.model.model_dump(mode="json"), "deepspeed": {"enabled": True, "zero_stage": 3}},
+               cluster={**run.cluster.model_dump(mode="json"),
+                        "resources": {**run.cluster.resources.model_dump(mode="json"), "update": four, "sft": GPU}})
+    commands = _commands(compile_ir(tmp_path, ds)[0])
+    assert commands["exec-update-1"] == ["torchrun", "--standalone", "--nproc_per_node", "4", "-m", "maskgrpo.stages.update"]
+    assert commands["exec-sft"] == ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "maskgrpo.stages.sft"]
+    assert commands["exec-rollout-1"] == ["python", "-m", "maskgrpo.stages.rollout"]  # not a DeepSpeed stage
+    # one accelerator (or none): the plain command, even with DeepSpeed on
+    one = _with(ds, cluster={**ds.cluster.model_dump(mode="json"),
+                             "resources": {**ds.cluster.resources.model_dump(mode="json"),
+                                           "update": {**GPU, "accelerator_count": 1}, "sft": {"cpu": "2", "memory": "8Gi"}}})
+    commands = _commands(compile_ir(tmp_path, one)[0])
+    assert commands["exec-update-1"] == ["python", "-m", "maskgrpo.stages.update"]
+    assert commands["exec-sft"] == ["python", "-m", "maskgrpo.stages.sft"]
+    # DeepSpeed off: the plain command on a multi-GPU pod (run_spec's update asks for 2)
+    assert _commands(compile_ir(tmp_path, run)[0])["exec-update-1"] == ["python", "-m", "maskgrpo.stages.update"]
+    # a Trainer TrainJob launches the ranks itself: the KFP step stays the launcher
+    trainer = _commands(compile_ir(tmp_path, ds, trainer=TrainJobOptions(num_nodes=2))[0])
+    assert trainer["exec-update-1"] == ["python", "-m", "maskgrpo.runners.kfp.trainer"]
+
+
+def test_llada_gsm8k_update_runs_under_torchrun_on_its_8_gpus(tmp_path):
+    from pathlib import Path
+
+    from maskgrpo.specs import load_run_spec
+
+    run = load_run_spec(Path(__file__).resolve().parents[3] / "pipelines" / "llada-gsm8k.yaml")
+    assert run.model.deepspeed.enabled and run.cluster.resources.update.accelerator_count == 8
+    commands = _commands(compile_ir(tmp_path, run)[0])
+    updates = {name: cmd for name, cmd in commands.items() if name.startswith("exec-update-")}
+    assert updates and all(cmd == ["torchrun", "--standalone", "--nproc_per_node", "8", "-m", "maskgrpo.stages.update"]
+                           for cmd in updates.values())
+    assert commands["exec-sft"] == ["python", "-m", "maskgrpo.stages.sft"]  # its pod has one GPU

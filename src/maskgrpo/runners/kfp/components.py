@@ -59,7 +59,8 @@ def stage_component(kind: str, image: str, *, name: str | None = None,
     """The container component of one stage kind.
 
     ``name`` names the component (and so the KFP task key), e.g. 'score_3'; ``command`` replaces
-    the default ``python -m maskgrpo.stages.<kind>`` (the Trainer launcher uses it) and
+    the default ``python -m maskgrpo.stages.<kind>`` (the Trainer launcher and torchrun on a
+    multi-GPU pod use it, pipeline.py) and
     ``extra_args`` are appended after the standard arguments.
     """
     if kind not in STAGE_KINDS:

@@ -19,6 +19,10 @@
    passes ``<run id>-[[ScheduledTime]]`` so each tick trains afresh.
 6. Optional: ``trainer=TrainJobOptions(...)`` runs each update as a Kubeflow Trainer TrainJob
    (``trainer.py``), launched and awaited by a small CPU step.
+7. One multi-GPU node: with ``model.deepspeed.enabled``, an update (and a text SFT) whose pod has
+   ``accelerator_count`` > 1 runs ``torchrun --standalone --nproc_per_node <count> -m
+   maskgrpo.stages.<kind>``, one DeepSpeed rank per GPU (stages/distributed.py); otherwise the
+   command stays ``python -m maskgrpo.stages.<kind>``.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline signature at runtime.
@@ -34,7 +38,7 @@ from maskgrpo.specs import RunSpec, StageResources
 from .components import stage_component
 from .trainer import TrainJobLaunch, TrainJobOptions
 
-__all__ = ["build_pipeline", "compile_run", "resolve_target", "S3_SECRET_KEYS", "S3_SECRET_OPTIONAL_KEYS"]
+__all__ = ["build_pipeline", "compile_run", "resolve_target", "stage_command", "S3_SECRET_KEYS", "S3_SECRET_OPTIONAL_KEYS"]
 
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 S3_SECRET_OPTIONAL_KEYS = ("MASKGRPO_S3_ENDPOINT_URL", "AWS_REGION")
@@ -77,6 +81,17 @@ def _configure(task: dsl.PipelineTask, res: StageResources, *, display: str, ret
     kubernetes.use_secret_as_env(task, s3_secret, {k: k for k in S3_SECRET_OPTIONAL_KEYS}, optional=True)
 
 
+def stage_command(call: StageCall, run: RunSpec, res: StageResources) -> list[str] | None:
+    """torchrun over the pod's GPUs for a DeepSpeed update or text SFT on more than one
+    accelerator (module docstring, 7); None keeps the component's default command."""
+    if not run.model.deepspeed.enabled or res.accelerator_count <= 1:
+        return None
+    if call.kind == "update" or (call.kind == "sft" and getattr(call.spec, "image", None) is None):
+        return ["torchrun", "--standalone", "--nproc_per_node", str(res.accelerator_count),
+                "-m", f"maskgrpo.stages.{call.kind}"]
+    return None  # the image SFT has no DeepSpeed path (stages/image.py)
+
+
 def _rounds_of_shards(calls: list[StageCall]) -> dict[int, list[StageCall]]:
     shards: dict[int, list[StageCall]] = {}
     for call in calls:
@@ -112,7 +127,8 @@ def build_pipeline(run: RunSpec, *, image: str | None = None, run_id: str | None
                 res = LAUNCHER_RESOURCES
             else:  # a round's shards share one component and task, named after the round
                 sharded_round = call.kind == "rollout" and call.round in sharded
-                comp = stage_component(call.kind, image, name=f"rollout_{call.round}" if sharded_round else call.name)
+                comp = stage_component(call.kind, image, name=f"rollout_{call.round}" if sharded_round else call.name,
+                                       command=stage_command(call, run, res))
             upstream = [tasks[name] for name in call.after if name not in shard_names]
             loops = list(dict.fromkeys(tasks[name] for name in call.after if name in shard_names))
             if loops:  # fan-in after a ParallelFor: only the score stage merges shards
