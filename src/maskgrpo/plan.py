@@ -70,7 +70,7 @@ def build_plan(run: RunSpec, run_id: str, store: str, num_shards: int | None = N
         calls.extend(rollouts)
         score = StageCall(f"score_{k}", "score", "score", k,
                           ScoreSpec(**common, round=k, seed=round_seed, task=run.task, reward=run.reward, rl=run.rl,
-                                    num_shards=shards),
+                                    num_shards=shards, image=run.image if run.image and run.image.decoder else None),
                           tuple(r.name for r in rollouts))
         calls.append(score)
         update = StageCall(f"update_{k}", "update", "update", k,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_serializer, model_validator
 
 __all__ = [
     "RunSpec", "SftSpec", "RolloutSpec", "ScoreSpec", "UpdateSpec", "EvaluateSpec", "StageSpec",
@@ -28,6 +28,16 @@ __all__ = [
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _drop_unset(data: Any, spec: BaseModel, *names: str) -> Any:
+    """Serialised ``spec`` without the fields ``names`` that are empty/None: a field added later
+    leaves the JSON, hence ``spec_hash`` and compiled packages, of documents without it unchanged."""
+    if isinstance(data, dict):
+        for name in names:
+            if not getattr(spec, name):
+                data.pop(name, None)
+    return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,6 +136,22 @@ class TaskSpec(_Spec):
 class RewardFunctionSpec(_Spec):
     name: str = Field(description="Reward registry name (maskgrpo.rewards.list_rewards()).")
     weight: float = Field(1.0, description="Weight w_f in r = sum_f w_f R_f.")
+    params: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="Keyword arguments bound into every call of the reward, e.g. {url: http://..., timeout: 120} for "
+        "'http'. Never a secret: name an environment variable instead (http: headers_env).",
+    )
+
+    @model_validator(mode="after")
+    def _params_fit(self) -> "RewardFunctionSpec":
+        from maskgrpo.rewards import check_reward_params  # lazy: only the named reward's module is imported
+
+        check_reward_params(self.name, self.params)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: Any) -> Any:
+        return _drop_unset(handler(self), self, "params")
 
 
 class RewardSpec(_Spec):
@@ -220,6 +246,19 @@ class ImageSamplerSpec(_Spec):
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the code draws (0 = argmax).")
 
 
+class ImageDecoderSpec(_Spec):
+    """A VQ decoder turning image codes into pixels for the rewards (maskgrpo.models.vq)."""
+
+    class_path: str = Field(
+        pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$",
+        description="'package.module:Class' with from_pretrained(folder) and decode_code(codes (B, N)) -> (B, 3, H, W) "
+        "in [-1, 1] (MMaDA: its repository's models.modeling_magvitv2:MAGVITv2, importable in the image).",
+    )
+    source: str = Field(description="The decoder's weights: a local folder or a store URI (imported like a checkpoint).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the decoder runs; auto = cuda if available.")
+    batch_size: int = Field(16, ge=1, description="Images decoded per decode_code call.")
+
+
 class ImageSpec(_Spec):
     """Text-to-image settings (modality 'image'; ALGORITHM.md §1, §2.2-2.3, §5)."""
 
@@ -234,6 +273,13 @@ class ImageSpec(_Spec):
         default_factory=lambda: ImageSamplerSpec(sampler="maskgit", temperature=0.0),
         description="Evaluation sampler (MaskGIT, argmax codes by default).",
     )
+    decoder: ImageDecoderSpec | None = Field(
+        None, description="Decode the codes to PIL images before the rewards see them (None: rewards get the code text).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: Any) -> Any:
+        return _drop_unset(handler(self), self, "decoder")
 
     @model_validator(mode="after")
     def _mmada(self) -> "ImageSpec":
@@ -346,6 +392,13 @@ class ScoreSpec(_StageSpec):
     reward: RewardSpec = Field(description="Reward functions and weights.")
     rl: RlSpec = Field(description="Advantage settings.")
     num_shards: int = Field(1, ge=1, description="Rollout shards to merge.")
+    image: ImageSpec | None = Field(
+        None, description="Text-to-image settings, set only when image.decoder is (scoring then decodes codes to pixels).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: Any) -> Any:
+        return _drop_unset(handler(self), self, "image")
 
 
 class UpdateSpec(_StageSpec):

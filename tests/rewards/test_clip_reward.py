@@ -69,3 +69,19 @@ def test_registered_reward_reads_the_folder_from_a_column_or_env(tiny_clip, monk
 def test_missing_checkpoint_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         ClipScorer(tmp_path)
+
+
+def test_clip_model_as_a_reward_param_local_or_store_uri(tiny_clip, tmp_path, monkeypatch):
+    from maskgrpo.rewards import bind_reward
+    from maskgrpo.stages.common import import_checkpoint
+
+    monkeypatch.delenv("MASKGRPO_CLIP_MODEL", raising=False)
+    prompts, images = ["a red square", "a blue plus"], _images()
+    expected = ClipScorer(tiny_clip).score(prompts, images)
+    # {name: clip_score, params: {clip_model: <folder>}}: a string, not a per-row column
+    assert bind_reward("clip_score", {"clip_model": str(tiny_clip)})(prompts, images) == pytest.approx(expected, abs=1e-5)
+    monkeypatch.setenv("MASKGRPO_CACHE", str(tmp_path / "cache"))
+    source = import_checkpoint(tiny_clip, f"file://{tmp_path}/models", "clip")  # file:// stands in for s3://
+    got = bind_reward("clip_score", {"clip_model": source})(prompts, images)
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert any((tmp_path / "cache" / "models").rglob("config.json"))  # fetched into the cache

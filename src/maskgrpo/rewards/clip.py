@@ -7,8 +7,11 @@ Implements:
    processor still works.
 2. Score = max(cos(text embedding, image embedding), 0): torchmetrics' CLIPScore divided by 100
    (Hessel et al. 2021 use 2.5 x the same clipped cosine), computed in batches under no_grad.
-3. ``clip_score``: the registered reward. The model folder comes from the ``clip_model`` column or
-   the ``MASKGRPO_CLIP_MODEL`` environment variable; loaded scorers are cached per folder.
+3. ``clip_score``: the registered reward. The model folder comes from ``clip_model``: a reward
+   parameter (``{name: clip_score, params: {clip_model: <folder or store URI>}}``; a store URI is a
+   checkpoint imported with ``import_checkpoint``, fetched into ``$MASKGRPO_CACHE/models``) or a
+   column (one folder per row, the first is used), else the ``MASKGRPO_CLIP_MODEL`` environment
+   variable; loaded scorers are cached per folder.
    Completions are ``PIL.Image``s or PNG bytes; anything else scores None (skipped in the sum).
 """
 
@@ -88,9 +91,30 @@ def _scorer(path: str) -> ClipScorer:
     return ClipScorer(path, device="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def clip_score(prompts: list[str], completions: list[Any], clip_model: list[str] | None = None, **_: Any) -> list[float | None]:
+def _local_folder(source: str) -> str:
+    """A store URI's committed checkpoint fetched into the cache (as ``stages.common.local_source``
+    does for model.source; rewards may not import stages); anything else as is."""
+    import hashlib
+
+    from maskgrpo.models.loading import CHECKPOINT_DIR, cache_root, fetch_with_progress, parse_store_source
+
+    found = parse_store_source(source)
+    if found is None:
+        return source
+    from maskgrpo.store import open_store
+
+    committed = open_store(found.store).open(found.run_id, found.stage, found.round)
+    local = cache_root() / "models" / hashlib.sha256(committed.uri.encode()).hexdigest()[:16] / committed.attempt_id
+    return str(fetch_with_progress(committed, CHECKPOINT_DIR, local, progress=False))
+
+
+def clip_score(prompts: list[str], completions: list[Any], clip_model: str | list[str] | None = None,
+               **_: Any) -> list[float | None]:
     """CLIP score of each image completion against its prompt (None for non-images)."""
-    path = (clip_model[0] if clip_model else None) or os.environ.get(ENV_VAR)
+    if isinstance(clip_model, str):  # a reward parameter
+        path = _local_folder(clip_model)
+    else:  # a column, or the environment
+        path = (clip_model[0] if clip_model else None) or os.environ.get(ENV_VAR)
     if not path:
         raise ValueError(f"clip_score needs a local CLIP folder: set {ENV_VAR} or pass a clip_model column")
     images = [_as_image(c) for c in completions]

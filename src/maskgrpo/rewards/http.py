@@ -8,10 +8,19 @@ Protocol (``POST <url>``, ``Content-Type: application/json``):
 An ``item`` is a string, or an image as ``{"image_png_base64": "<base64 PNG>"}`` (``PIL.Image``
 and PNG ``bytes`` completions are sent that way). ``rewards`` has one entry per completion.
 
-``HttpReward(url, batch_size, timeout, retries, backoff)`` splits the call into batches; each
-batch is retried on connection errors, timeouts and 5xx answers with exponential backoff
+``HttpReward(url, batch_size, timeout, retries, backoff, headers)`` splits the call into batches;
+each batch is retried on connection errors, timeouts and 5xx answers with exponential backoff
 (``backoff * 2**attempt`` seconds), then fails with an error naming the URL. A 4xx answer is not
-retried. ``maskgrpo.rewards.server.serve_reward`` is the matching reference server.
+retried. ``headers`` are sent with every request and never shown (repr, errors).
+``maskgrpo.rewards.server.serve_reward`` is the matching reference server.
+
+``http_reward`` is the registered reward ``http``: the pipeline names the server in
+``RewardFunctionSpec.params`` (``{url: ..., timeout: 120, batch_size: 16}``). A secret header (an
+API key) comes only from an environment variable named in ``params.headers_env``
+(``{Authorization: REWARD_API_AUTH}`` sends the variable's value as ``Authorization``), read when
+the reward is called, never from the spec. Deviation from STYLE.md 4 (secrets read in ``main()``):
+the variable is read at call time, inside the score stage, because the stage does not know which
+rewards need which variables; its value is never logged or stored.
 
 >>> encode_item("0120")
 '0120'
@@ -24,12 +33,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
-__all__ = ["HttpReward", "RewardServerError", "encode_item", "decode_item", "IMAGE_KEY"]
+__all__ = ["HttpReward", "RewardServerError", "encode_item", "decode_item", "http_reward", "IMAGE_KEY"]
 
 IMAGE_KEY = "image_png_base64"
 
@@ -63,12 +73,17 @@ def decode_item(item: Any) -> Any:
 class HttpReward:
     """A reward function (TRL signature) backed by a remote server."""
 
-    def __init__(self, url: str, *, batch_size: int = 32, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5) -> None:
-        if not url.startswith(("http://", "https://")):
+    def __init__(self, url: str, *, batch_size: int = 32, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
+                 headers: dict[str, str] | None = None) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"reward server URL must start with http:// or https://, got {url!r}")
         if batch_size < 1 or retries < 0 or timeout <= 0:
             raise ValueError("batch_size >= 1, retries >= 0 and timeout > 0 are required")
         self.url, self.batch_size, self.timeout, self.retries, self.backoff = url, batch_size, timeout, retries, backoff
+        self._headers = dict(headers or {})
+
+    def __repr__(self) -> str:  # never the headers: they may hold a secret
+        return f"HttpReward(url={self.url!r}, batch_size={self.batch_size}, timeout={self.timeout})"
 
     def __call__(self, prompts: list[str], completions: list[Any], **columns: list[Any]) -> list[float | None]:
         out: list[float | None] = []
@@ -91,7 +106,8 @@ class HttpReward:
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
-            request = urllib.request.Request(self.url, data=data, method="POST", headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(self.url, data=data, method="POST",
+                                             headers={**self._headers, "Content-Type": "application/json"})
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     doc = json.loads(response.read().decode("utf-8"))
@@ -112,3 +128,24 @@ class HttpReward:
         raise RewardServerError(
             f"reward server {self.url} is unreachable or failing after {self.retries + 1} attempts: {last}"
         ) from None
+
+
+def http_reward(prompts: list[str], completions: list[Any], *, url: str, timeout: float = 30.0, batch_size: int = 32,
+                retries: int = 3, backoff: float = 0.5, headers_env: dict[str, str] | None = None,
+                **columns: list[Any]) -> list[float | None]:
+    """The reward ``http``: ``HttpReward`` built from the spec's params (module docstring).
+
+    ``headers_env`` maps a header name to the environment variable holding its value; a variable
+    that is unset or empty fails naming ``params.headers_env`` and the variable (never a value).
+    """
+    headers = {}
+    for header, var in (headers_env or {}).items():
+        if not isinstance(var, str) or not var:
+            raise ValueError(f"reward 'http': params.headers_env.{header} must name an environment variable, got {var!r}")
+        value = os.environ.get(var)
+        if not value:
+            raise ValueError(f"reward 'http': params.headers_env.{header}: environment variable {var} is not set")
+        headers[header] = value
+    client = HttpReward(url, batch_size=batch_size, timeout=timeout, retries=retries, backoff=backoff, headers=headers)
+    return client(prompts, completions, **columns)
+

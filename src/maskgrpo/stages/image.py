@@ -298,7 +298,7 @@ def run_evaluate(spec, store):
     input_ids, forwards = generate(policy, layout, [e.prompt for e in examples], spec.image.evaluate, generator, progress=False)
     completions = decode(layout, input_ids)
     rows = [{"prompt": e.prompt, "answer": e.answer, "columns": e.columns, "completion": c} for e, c in zip(examples, completions)]
-    _, totals = score_rows(rows, spec.reward, spec.task)
+    _, totals = score_rows(rows, spec.reward, spec.task, spec.image)
     for row, total in zip(rows, totals):
         row["reward"] = total
     rewards = torch.tensor(totals)
