@@ -1,11 +1,15 @@
 """Emerge vs MaskGIT rollouts from the same SFT checkpoint: the paper's diversity claim (§2.3).
 
-For each seed: run the pipeline's SFT once, then for each sampler (same steps, CFG, temperature)
-sample G images per prompt for the same training prompts and report the in-group reward std,
-the zero-std group ratio and the rollout accuracy; with ``--rounds R > 0`` also run R MaskGRPO
-rounds per sampler and report held-out accuracy before and after. JSON goes to bench/results/.
+For each seed: run the pipeline's SFT once; for each rollout sampler (same steps, CFG and
+temperature; only the sampler differs) sample G images per training prompt from that SFT
+checkpoint and report the in-group reward std, the zero-std group ratio, distinct images per
+group and the rollout accuracy; then run the pipeline's MaskGRPO rounds with that sampler (both
+from the same SFT checkpoint) and report held-out accuracy before and after (the pipeline's own
+evaluation protocol). ``--rounds 0``: the diversity part only. JSON (per seed and mean/std over
+seeds) goes to bench/results/emerge_vs_maskgit.json.
 
-    .venv/bin/python bench/emerge_vs_maskgit.py pipelines/toy-image.yaml --seeds 0 1 2 --rounds 0
+    .venv/bin/python bench/emerge_vs_maskgit.py pipelines/toy-image.yaml --seeds 0 1 2
+    # or one process per seed, then: --merge s0.json s1.json s2.json
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
-from statistics import fmean
+from statistics import fmean, stdev
 
 import torch
 
@@ -48,39 +53,79 @@ def diversity(run, store, run_id: str, sampler: str, seed: int, prompts: int) ->
             "distinct_images_per_group": distinct}
 
 
+def run_variant(run, store, run_id: str, sampler: str, reuse_sft_from: str | None) -> dict:
+    """The pipeline with ``sampler`` for the rollouts; the SFT of ``reuse_sft_from`` when given."""
+    image_doc = run.image.model_copy(update={"rollout": run.image.rollout.model_copy(update={"sampler": sampler})})
+    variant = run.model_copy(update={"image": image_doc})
+    evals, rollouts = {}, []
+    for call in build_plan(variant, run_id, store.uri, num_shards=1):
+        if call.kind == "sft" and reuse_sft_from is not None:
+            # the same SFT checkpoint for both samplers (the claim is about the rollouts, not the
+            # SFT); copied inside the bench's temporary file store
+            shutil.copytree(Path(store.uri.removeprefix("file://")) / reuse_sft_from / "sft",
+                            Path(store.uri.removeprefix("file://")) / run_id / "sft")
+            continue
+        result = importlib.import_module(f"maskgrpo.stages.{call.kind}").run(call.spec, store)
+        if call.kind == "evaluate":
+            evals[call.round] = result.accuracy
+        if call.kind == "score":
+            rollouts.append(result.accuracy)
+    return {"accuracy_before": evals.get(0), "accuracy_after": evals.get(max(evals)) if evals else None,
+            "rollout_accuracy_by_round": rollouts}
+
+
+def summarise(results: list[dict]) -> dict:
+    """Mean and sample std over seeds of every numeric field, per sampler."""
+    out = {}
+    for sampler in ("emerge", "maskgit"):
+        rows = [r for r in results if r["sampler"] == sampler]
+        keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and k != "seed"] if rows else []
+        out[sampler] = {k: {"mean": fmean(r[k] for r in rows),
+                            "std": stdev([r[k] for r in rows]) if len(rows) > 1 else 0.0} for k in keys}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pipeline")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rounds", type=int, default=0, help="MaskGRPO rounds per sampler (0: diversity only)")
-    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=None, help="MaskGRPO rounds per sampler (default: the pipeline's; 0: diversity only)")
+    parser.add_argument("--prompts", type=int, default=64, help="training prompts for the diversity measurement")
     parser.add_argument("--set", action="append", default=[], help="pipeline overrides")
     parser.add_argument("--out", default="bench/results/emerge_vs_maskgit.json")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="combine the result files of parallel runs (e.g. one seed each) into --out; runs nothing")
     args = parser.parse_args()
+    if args.merge:
+        docs = [json.loads(Path(f).read_text()) for f in args.merge]
+        results = sorted((r for d in docs for r in d["results"]), key=lambda r: (r["seed"], r["sampler"]))
+        write(args.out, {**docs[0], "results": results, "summary": summarise(results)})
+        return
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     results = []
     for seed in args.seeds:
-        run = load_run_spec(args.pipeline, args.set + [f"seed={seed}", f"rl.rounds={args.rounds}"])
+        overrides = args.set + [f"seed={seed}"] + ([f"rl.rounds={args.rounds}"] if args.rounds is not None else [])
+        run = load_run_spec(args.pipeline, overrides)
         with tempfile.TemporaryDirectory() as tmp:
             store = open_store(f"file://{tmp}")
+            first = None
             for sampler in ("emerge", "maskgit"):
                 start = time.perf_counter()
-                image_doc = run.image.model_copy(update={"rollout": run.image.rollout.model_copy(update={"sampler": sampler})})
-                variant = run.model_copy(update={"image": image_doc})
                 run_id = f"s{seed}-{sampler}"
-                calls = build_plan(variant, run_id, store.uri, num_shards=1)
-                # same spec and seed: SFT is deterministic on CPU, so both samplers start from equal weights
-                evals = {}
-                for call in calls:
-                    result = importlib.import_module(f"maskgrpo.stages.{call.kind}").run(call.spec, store)
-                    if call.kind == "evaluate":
-                        evals[call.round] = result.accuracy
+                accuracies = run_variant(run, store, run_id, sampler, first)
+                first = first or run_id
                 row = {"seed": seed, "sampler": sampler, **diversity(run, store, run_id, sampler, seed, args.prompts),
-                       "accuracy_before": evals.get(0), "accuracy_after": evals.get(max(evals)) if evals else None,
-                       "wall_seconds": time.perf_counter() - start}
-                print(json.dumps(row))
+                       **accuracies, "wall_seconds": time.perf_counter() - start}
+                print(json.dumps(row), flush=True)
                 results.append(row)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"pipeline": args.pipeline, "rounds": args.rounds, "results": results}, indent=2) + "\n")
+    write(args.out, {"pipeline": args.pipeline, "overrides": args.set, "rounds": args.rounds, "results": results,
+                     "summary": summarise(results)})
+
+
+def write(path: str, doc: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps(doc["summary"], indent=1))
 
 
 if __name__ == "__main__":

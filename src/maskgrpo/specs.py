@@ -273,6 +273,10 @@ class ImageSpec(_Spec):
         default_factory=lambda: ImageSamplerSpec(sampler="maskgit", temperature=0.0),
         description="Evaluation sampler (MaskGIT, argmax codes by default).",
     )
+    eval_images_per_prompt: int = Field(
+        1, ge=1, description="Images per held-out prompt at evaluation; accuracy is the mean over all of them "
+                             "(GenEval's protocol: 4 sampled images per prompt; needs a sampling evaluate sampler).",
+    )
     decoder: ImageDecoderSpec | None = Field(
         None, description="Decode the codes to PIL images before the rewards see them (None: rewards get the code text).",
     )
@@ -285,6 +289,9 @@ class ImageSpec(_Spec):
     def _mmada(self) -> "ImageSpec":
         if self.layout == "mmada" and self.codebook_size != 8192:
             raise ValueError(f"layout 'mmada' has codebook_size 8192, got {self.codebook_size}")
+        if self.eval_images_per_prompt > 1 and self.evaluate.temperature == 0.0:
+            raise ValueError("eval_images_per_prompt > 1 with evaluate.temperature 0: every image of a prompt "
+                             "would be the same; sample (temperature > 0) or evaluate one image per prompt")
         return self
 
 

@@ -102,3 +102,23 @@ def test_quadrant_placement_is_compositional_and_passes_the_strict_checks():
     assert ToyGenEvalTask(8).params() == {"grid_size": 8, "tags": list(ToyGenEvalTask(8).tags)}  # default seeding unchanged
     with pytest.raises(ValueError, match="placement"):
         ToyGenEvalTask(8, placement="corners")
+
+
+def test_evaluation_scores_several_sampled_images_per_prompt(tmp_path):
+    """GenEval's protocol: k sampled images per held-out prompt, accuracy over all of them."""
+    doc = {**DOC, "image": {**DOC["image"], "eval_images_per_prompt": 3,
+                            "evaluate": {"sampler": "emerge", "steps": 4, "cfg_scale": 0.0, "temperature": 1.0}}}
+    store = open_store(f"file://{tmp_path}")
+    calls = {c.name: c for c in build_plan(RunSpec.model_validate(doc), "k", store.uri, num_shards=1)}
+    image.run_sft(calls["sft"].spec, store)
+    result = image.run_evaluate(calls["evaluate_0"].spec, store)
+    rows = store.open("k", "evaluate", 0).get_jsonl("samples.jsonl")
+    assert result.examples == 6 and len(rows) == 6
+    assert [r["prompt"] for r in rows[:3]] == [rows[0]["prompt"]] * 3 and rows[3]["prompt"] != rows[0]["prompt"]
+    assert result.accuracy == pytest.approx(sum(r["reward"] >= 1.0 for r in rows) / 6)
+
+
+def test_several_images_per_prompt_need_a_sampling_evaluator():
+    bad = {**DOC, "image": {**DOC["image"], "eval_images_per_prompt": 4}}  # evaluate temperature 0: argmax
+    with pytest.raises(ValueError, match="eval_images_per_prompt"):
+        RunSpec.model_validate(bad)

@@ -13,8 +13,10 @@ pipeline (score, update, store layout, report) is shared.
 3. Rollout: G images per prompt with the spec's sampler (emerge by default, CFG against the
    empty prompt), then, with the same weights in eval mode, the estimator's log-probs for the mu
    seeded masks over the image slots only (``modality="image"``) with the codebook softmax.
-4. Evaluation: the eval sampler (MaskGIT, argmax codes by default) on held-out prompts; accuracy
-   as for text; a PNG grid of the first images when the codebook is the toy palette.
+4. Evaluation: the eval sampler (MaskGIT, argmax codes by default) on held-out prompts, with
+   ``eval_images_per_prompt`` sampled images per prompt (GenEval's protocol draws 4); accuracy is
+   the mean over all images, as for text; a PNG grid of the first prompts' images (one row per
+   prompt) when the codebook is the toy palette.
 Completions are stored as code text: one digit per slot when K <= 10, else space-separated codes.
 
 Deviation: MMaDA trains its SFT CE over the whole vocabulary; here it is over the codebook slice,
@@ -294,10 +296,12 @@ def run_evaluate(spec, store):
     policy = load_policy(store, spec.run_id, spec.policy, spec.model)
     layout = image_layout(spec.image, policy.tokenizer)
     examples = load_examples(spec.task, "eval", spec.data_seed)[: spec.evaluate.size or spec.task.eval_size]
+    per_prompt = spec.image.eval_images_per_prompt
+    repeated = [e for e in examples for _ in range(per_prompt)]  # prompt-major: a prompt's images are adjacent
     generator = stage_generator(spec.seed, salt=13)
-    input_ids, forwards = generate(policy, layout, [e.prompt for e in examples], spec.image.evaluate, generator, progress=False)
+    input_ids, forwards = generate(policy, layout, [e.prompt for e in repeated], spec.image.evaluate, generator, progress=False)
     completions = decode(layout, input_ids)
-    rows = [{"prompt": e.prompt, "answer": e.answer, "columns": e.columns, "completion": c} for e, c in zip(examples, completions)]
+    rows = [{"prompt": e.prompt, "answer": e.answer, "columns": e.columns, "completion": c} for e, c in zip(repeated, completions)]
     _, totals = score_rows(rows, spec.reward, spec.task, spec.image)
     for row, total in zip(rows, totals):
         row["reward"] = total
@@ -306,7 +310,9 @@ def run_evaluate(spec, store):
         examples=len(rows), accuracy=float((rewards >= spec.reward.accuracy_threshold).float().mean()),
         reward_mean=float(rewards.mean()), forwards_per_completion=forwards, wall_seconds=time.perf_counter() - start,
     )
-    grid = image_grid_png(completions[: max(spec.evaluate.num_samples, 1)], spec.image.grid_size)
+    # one row of images per prompt (all its images when several), for the first num_samples prompts
+    grid = image_grid_png(completions[: max(spec.evaluate.num_samples, 1) * per_prompt], spec.image.grid_size,
+                          columns=per_prompt if per_prompt > 1 else 8)
     with store.begin(spec.run_id, evaluate.STAGE, spec.round, digest) as attempt:
         attempt.put_jsonl("samples.jsonl", rows)
         attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
