@@ -1,7 +1,6 @@
 """rewards/http.py + rewards/server.py on loopback: the JSON protocol, batching, retries, errors."""
 
 import json
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,22 +12,6 @@ from maskgrpo.tasks.geneval import grid_to_png, text_to_grid
 
 META = {"tag": "colors", "include": [{"class": "bar", "count": 1, "color": "red"}], "prompt": "a red bar"}
 GOOD = "111" + "0" * 61
-
-
-@pytest.fixture
-def served():
-    servers = []
-
-    def start(server):
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def test_registered_reward_over_http_with_png_images_and_batches(served):

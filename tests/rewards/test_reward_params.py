@@ -2,7 +2,6 @@
 against the loopback reference server, secret headers only from the environment, and scoring."""
 
 import json
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -17,21 +16,6 @@ from maskgrpo.stages.score import score_rows
 META = {"tag": "colors", "include": [{"class": "bar", "count": 1, "color": "red"}], "prompt": "a red bar"}
 GOOD = "111" + "0" * 61  # a red 1x3 bar on an 8x8 grid
 GREEN = GOOD.replace("1", "2")
-
-
-@pytest.fixture
-def served():
-    servers = []
-
-    def start(server):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def rows_of(completions):
