@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -27,8 +26,8 @@ import torch
 
 from maskgrpo.core.advantages import group_advantages
 from maskgrpo.plan import build_plan
-from maskgrpo.specs import load_run_spec
-from maskgrpo.stages import image
+from maskgrpo.specs import load_run_spec, spec_hash
+from maskgrpo.stages import image, sft
 from maskgrpo.stages.common import load_policy, stage_generator
 from maskgrpo.stages.data import load_examples
 from maskgrpo.stages.score import score_rows
@@ -61,9 +60,11 @@ def run_variant(run, store, run_id: str, sampler: str, reuse_sft_from: str | Non
     for call in build_plan(variant, run_id, store.uri, num_shards=1):
         if call.kind == "sft" and reuse_sft_from is not None:
             # the same SFT checkpoint for both samplers (the claim is about the rollouts, not the
-            # SFT); copied inside the bench's temporary file store
-            shutil.copytree(Path(store.uri.removeprefix("file://")) / reuse_sft_from / "sft",
-                            Path(store.uri.removeprefix("file://")) / run_id / "sft")
+            # SFT): committed again as this run's SFT output (a manifest names its own run)
+            source = store.open(reuse_sft_from, sft.STAGE, 0)
+            policy = load_policy(store, reuse_sft_from, f"{sft.STAGE}/0", call.spec.model)
+            result = sft.SftResult(**source.get_json("metrics.json"))
+            sft.commit_sft(call.spec, store, spec_hash(call.spec), policy, result, source.get_json("losses.json"))
             continue
         result = importlib.import_module(f"maskgrpo.stages.{call.kind}").run(call.spec, store)
         if call.kind == "evaluate":
@@ -87,7 +88,7 @@ def summarise(results: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("pipeline")
+    parser.add_argument("pipeline", nargs="?", help="pipeline document (not needed with --merge)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=None, help="MaskGRPO rounds per sampler (default: the pipeline's; 0: diversity only)")
     parser.add_argument("--prompts", type=int, default=64, help="training prompts for the diversity measurement")
@@ -101,6 +102,8 @@ def main() -> None:
         results = sorted((r for d in docs for r in d["results"]), key=lambda r: (r["seed"], r["sampler"]))
         write(args.out, {**docs[0], "results": results, "summary": summarise(results)})
         return
+    if args.pipeline is None:
+        parser.error("the pipeline document is required (unless --merge)")
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     results = []
     for seed in args.seeds:
