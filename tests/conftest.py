@@ -1,9 +1,15 @@
-"""Suite-wide settings: Prefect runs ephemeral, quiet and isolated in a temporary PREFECT_HOME."""
+"""Suite-wide settings and fixtures: Prefect runs ephemeral, quiet and isolated in a temporary
+PREFECT_HOME; one SeaweedFS S3 server on loopback for the whole session (``seaweed``) and
+``s3_env``, which points the process environment at it."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+
+import pytest
+
+from maskgrpo.store.testing import TEST_BUCKET, SeaweedUnavailable, create_bucket, seaweedfs_server, set_s3_env
 
 # Before anything imports prefect: a private home (database) per test session, no telemetry,
 # a startup timeout that suits a loaded 2-core machine.
@@ -11,3 +17,20 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="maskgrpo-prefect-
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """(endpoint_url, env) of a running SeaweedFS with bucket TEST_BUCKET (skips if weed is missing)."""
+    try:
+        with seaweedfs_server(tmp_path_factory.mktemp("weed")) as (endpoint, env):
+            create_bucket(endpoint, env, TEST_BUCKET)
+            yield endpoint, env
+    except SeaweedUnavailable as e:
+        pytest.skip(f"no SeaweedFS S3 server: {e}")
+
+
+@pytest.fixture
+def s3_env(seaweed, monkeypatch):
+    """Point the process environment at the SeaweedFS server; returns the env dict."""
+    return set_s3_env(seaweed[1], monkeypatch)

@@ -1,6 +1,7 @@
-"""Store fixtures: session-wide S3 servers on loopback (SeaweedFS, the reference; moto, whose
-conditional-write errors differ) and a fresh ``store`` per test on each backend (``file``
-always; ``s3`` unless the weed binary is missing; ``moto`` unless moto is missing)."""
+"""Store fixtures: a session-wide moto S3 server on loopback (its conditional-write errors differ
+from SeaweedFS's; ``seaweed`` and ``s3_env`` are in tests/conftest.py) and a fresh ``store`` per
+test on each backend (``file`` always; ``s3`` unless the weed binary is missing; ``moto`` unless
+moto is missing)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,9 @@ import uuid
 import pytest
 
 from maskgrpo.store import open_store
-from maskgrpo.store.s3 import ENDPOINT_VARS
-from maskgrpo.store.testing import SeaweedUnavailable, create_bucket, seaweedfs_server
+from maskgrpo.store.testing import TEST_BUCKET, create_bucket, set_s3_env
 
-BUCKET = "maskgrpo-test"
-
-
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory):
-    """(endpoint_url, env) of a running SeaweedFS with bucket BUCKET."""
-    try:
-        with seaweedfs_server(tmp_path_factory.mktemp("weed")) as (endpoint, env):
-            create_bucket(endpoint, env, BUCKET)
-            yield endpoint, env
-    except SeaweedUnavailable as e:
-        pytest.skip(f"no SeaweedFS S3 server: {e}")
+BUCKET = TEST_BUCKET
 
 
 @pytest.fixture(scope="session")
@@ -49,23 +38,9 @@ def moto(tmp_path_factory):
         server.stop()
 
 
-def _set_env(env, monkeypatch):
-    for var in (*ENDPOINT_VARS, "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
-        monkeypatch.delenv(var, raising=False)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    return env
-
-
-@pytest.fixture
-def s3_env(seaweed, monkeypatch):
-    """Point the process environment at the SeaweedFS server; returns the env dict."""
-    return _set_env(seaweed[1], monkeypatch)
-
-
 @pytest.fixture
 def moto_store(moto, monkeypatch):
-    _set_env(moto[1], monkeypatch)
+    set_s3_env(moto[1], monkeypatch)
     return open_store(f"s3://{BUCKET}/t-{uuid.uuid4().hex[:12]}")
 
 

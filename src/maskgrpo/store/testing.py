@@ -33,6 +33,9 @@ _PORT_FLAGS = {
 }
 
 
+TEST_BUCKET = "maskgrpo-test"  # the bucket the test suite creates on its loopback servers
+
+
 class SeaweedUnavailable(RuntimeError):
     """The SeaweedFS binary is not installed or did not start."""
 
@@ -141,3 +144,15 @@ def _wait_ready(proc, endpoint, env, timeout_s, log_path) -> None:
     _stop(proc)
     raise SeaweedUnavailable(f"SeaweedFS S3 at {endpoint} not ready after {timeout_s} s "
                              f"({last}):\n" + log_path.read_text(errors="replace")[-2000:])
+
+
+def set_s3_env(env: dict, monkeypatch) -> dict:
+    """Replace every S3 endpoint and credential variable of the process by ``env``'s, through
+    pytest's ``monkeypatch`` (undone after the test); returns ``env``."""
+    from maskgrpo.store.s3 import ENDPOINT_VARS
+
+    for var in (*ENDPOINT_VARS, "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env

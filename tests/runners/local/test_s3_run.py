@@ -10,30 +10,13 @@ import pytest
 
 from maskgrpo.cli import main
 from maskgrpo.store import open_store
-from maskgrpo.store.s3 import ENDPOINT_VARS
-from maskgrpo.store.testing import SeaweedUnavailable, create_bucket, seaweedfs_server
-
-BUCKET = "maskgrpo-e2e"
-
-
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory):
-    try:
-        with seaweedfs_server(tmp_path_factory.mktemp("weed")) as (endpoint, env):
-            create_bucket(endpoint, env, BUCKET)
-            yield endpoint, env
-    except SeaweedUnavailable as e:
-        pytest.skip(f"no SeaweedFS S3 server: {e}")
+from maskgrpo.store.testing import TEST_BUCKET
 
 
 @pytest.mark.s3
 @pytest.mark.slow
-def test_tiny_pipeline_on_s3(seaweed, run_args, monkeypatch, capsys):
-    for var in (*ENDPOINT_VARS, "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
-        monkeypatch.delenv(var, raising=False)
-    for key, value in seaweed[1].items():
-        monkeypatch.setenv(key, value)
-    uri = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}"
+def test_tiny_pipeline_on_s3(s3_env, run_args, capsys):
+    uri = f"s3://{TEST_BUCKET}/e2e-{uuid.uuid4().hex[:8]}"
     assert main(["run", *run_args, "--set", "rl.rounds=1", "--store", uri, "--run-id", "s3run"]) == 0
     store = open_store(uri)
     summary = json.loads(store.read_run_file("s3run", "summary.json"))
