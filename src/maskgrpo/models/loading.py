@@ -27,6 +27,8 @@ from typing import Any, Iterable, NamedTuple
 
 import torch
 
+from maskgrpo.core.sequences import eos_filled, left_pad
+
 __all__ = ["StoreSource", "HFTokenizer", "cache_root", "fetch_with_progress", "parse_store_source", "TOKENIZER_META"]
 
 TOKENIZER_META = "maskgrpo_tokenizer.json"
@@ -147,24 +149,11 @@ class HFTokenizer:
 
     def encode_batch_left_padded(self, texts: list[str], length: int | None = None) -> torch.Tensor:
         """(B, L) long tensor, each prompt left-padded with ``pad_id``; ``length`` None = longest."""
-        rows = [self._prompt_ids(t) for t in texts]
-        longest = max((len(r) for r in rows), default=0)
-        length = longest if length is None else length
-        for text, row in zip(texts, rows):
-            if len(row) > length:
-                raise ValueError(f"prompt {text[:60]!r}... has {len(row)} tokens, longer than length={length}")
-        out = torch.full((len(rows), length), self.pad_id, dtype=torch.long)  # (B, L)
-        for b, row in enumerate(rows):
-            if row:
-                out[b, length - len(row):] = torch.tensor(row, dtype=torch.long)
-        return out
+        return left_pad([self._prompt_ids(t) for t in texts], self.pad_id, length, labels=texts)
 
     def encode_completion(self, text: str, length: int) -> list[int]:
         """``text`` + EOS, then EOS up to ``length`` (ALGORITHM.md §1). Too long -> ValueError."""
-        ids = self.encode(text)
-        if len(ids) + 1 > length:
-            raise ValueError(f"completion {text[:60]!r} needs {len(ids) + 1} tokens (text + EOS), more than length={length}")
-        return ids + [self.eos_id] * (length - len(ids))
+        return eos_filled(self.encode(text), self.eos_id, length, label=text)
 
     def decode(self, ids: Iterable[int] | torch.Tensor) -> str:
         """Text up to the first EOS; pad and other special tokens dropped, mask shown as ``_``."""

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from maskgrpo.core.sequences import eos_filled, left_pad
+
 __all__ = ["DEFAULT_CHARS", "CharTokenizer"]
 
 DEFAULT_CHARS = string.digits + string.ascii_lowercase + "+-*/=()<>,.:;|? "
@@ -104,27 +106,11 @@ class CharTokenizer:
 
     def encode_batch_left_padded(self, texts: list[str], length: int | None = None) -> torch.Tensor:
         """(B, L) long tensor, each row left-padded with ``pad_id``; ``length`` None = longest."""
-        rows = [self.encode(t) for t in texts]
-        longest = max((len(r) for r in rows), default=0)
-        if length is None:
-            length = longest
-        for text, row in zip(texts, rows):
-            if len(row) > length:
-                raise ValueError(f"text {text!r} has {len(row)} tokens, longer than length={length}")
-        out = torch.full((len(rows), length), self.pad_id, dtype=torch.long)  # (B, L)
-        for b, row in enumerate(rows):
-            if row:
-                out[b, length - len(row):] = torch.tensor(row, dtype=torch.long)
-        return out
+        return left_pad([self.encode(t) for t in texts], self.pad_id, length, labels=texts)
 
     def encode_completion(self, text: str, length: int) -> list[int]:
         """``text`` + EOS, then EOS up to ``length`` (ALGORITHM.md §1). Too long -> ValueError."""
-        ids = self.encode(text)
-        if len(ids) + 1 > length:
-            raise ValueError(
-                f"completion {text!r} needs {len(ids) + 1} tokens (text + EOS), more than length={length}"
-            )
-        return ids + [self.eos_id] * (length - len(ids))
+        return eos_filled(self.encode(text), self.eos_id, length, label=text)
 
     def save(self, directory: str | Path) -> None:
         """Write ``<directory>/tokenizer.json`` (creates the directory)."""
