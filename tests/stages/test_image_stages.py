@@ -10,7 +10,7 @@ from maskgrpo.core.importance import build_views, estimate_logprobs
 from maskgrpo.models.layout import ImageLayout
 from maskgrpo.plan import build_plan
 from maskgrpo.specs import RunSpec
-from maskgrpo.stages import image
+from maskgrpo.stages import evaluate, image, sft
 from maskgrpo.stages.common import load_policy
 from maskgrpo.store import open_store
 
@@ -110,8 +110,8 @@ def test_evaluation_scores_several_sampled_images_per_prompt(tmp_path):
                             "evaluate": {"sampler": "emerge", "steps": 4, "cfg_scale": 0.0, "temperature": 1.0}}}
     store = open_store(f"file://{tmp_path}")
     calls = {c.name: c for c in build_plan(RunSpec.model_validate(doc), "k", store.uri, num_shards=1)}
-    image.run_sft(calls["sft"].spec, store)
-    result = image.run_evaluate(calls["evaluate_0"].spec, store)
+    sft.run(calls["sft"].spec, store)
+    result = evaluate.run(calls["evaluate_0"].spec, store)
     rows = store.open("k", "evaluate", 0).get_jsonl("samples.jsonl")
     assert result.examples == 6 and len(rows) == 6
     assert [r["prompt"] for r in rows[:3]] == [rows[0]["prompt"]] * 3 and rows[3]["prompt"] != rows[0]["prompt"]

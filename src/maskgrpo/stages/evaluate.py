@@ -36,14 +36,36 @@ class EvaluateResult(BaseModel):
 
 
 def run(spec: EvaluateSpec, store: Store) -> EvaluateResult:
-    if spec.image is not None:  # text-to-image (stages/image.py)
-        from maskgrpo.stages import image
-
-        return image.run_evaluate(spec, store)
     digest = spec_hash(spec)
     if store.is_done(spec.run_id, STAGE, spec.round, digest):
         return EvaluateResult(**store.open(spec.run_id, STAGE, spec.round).get_json("metrics.json"), skipped=True)
     start = time.perf_counter()
+    if spec.image is not None:  # text-to-image (stages/image.py)
+        from maskgrpo.stages import image
+
+        rows, forwards_per_completion, files = image.evaluation_rows(spec, store)
+    else:
+        rows, forwards_per_completion, files = text_evaluation_rows(spec, store)
+    _, totals = score_rows(rows, spec.reward, spec.task, spec.image)
+    for row, total in zip(rows, totals):
+        row["reward"] = total
+    rewards = torch.tensor(totals)
+    result = EvaluateResult(
+        examples=len(rows), accuracy=float((rewards >= spec.reward.accuracy_threshold).float().mean()),
+        reward_mean=float(rewards.mean()), forwards_per_completion=forwards_per_completion,
+        wall_seconds=time.perf_counter() - start,
+    )
+    with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:
+        attempt.put_jsonl("samples.jsonl", rows)
+        attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
+        for name, data in files.items():
+            attempt.put_bytes(name, data)
+        attempt.commit()
+    return result
+
+
+def text_evaluation_rows(spec: EvaluateSpec, store: Store) -> tuple[list[dict], float, dict[str, bytes]]:
+    """(rows to score, model evaluations per completion, no extra files) from the eval sampler."""
     policy = load_policy(store, spec.run_id, spec.policy, spec.model)
     policy.model.eval()
     examples = load_examples(spec.task, "eval", spec.data_seed)[: spec.evaluate.size or spec.task.eval_size]
@@ -63,20 +85,7 @@ def run(spec: EvaluateSpec, store: Store) -> EvaluateResult:
         completions += decode(tok, out.tokens.cpu())
         forwards += int(out.row_forwards.sum())
     rows = [{"prompt": e.prompt, "answer": e.answer, "columns": e.columns, "completion": c} for e, c in zip(examples, completions)]
-    per_fn, totals = score_rows(rows, spec.reward, spec.task)
-    for row, total in zip(rows, totals):
-        row["reward"] = total
-    rewards = torch.tensor(totals)
-    result = EvaluateResult(
-        examples=len(rows), accuracy=float((rewards >= spec.reward.accuracy_threshold).float().mean()),
-        reward_mean=float(rewards.mean()), forwards_per_completion=forwards / max(len(rows), 1),
-        wall_seconds=time.perf_counter() - start,
-    )
-    with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:
-        attempt.put_jsonl("samples.jsonl", rows)
-        attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
-        attempt.commit()
-    return result
+    return rows, forwards / max(len(rows), 1), {}
 
 
 def main(argv: list[str] | None = None) -> int:

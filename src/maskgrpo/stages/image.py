@@ -207,16 +207,12 @@ def image_grid_png(texts: list[str], grid_size: int, columns: int = 8) -> bytes 
 # ------------------------------------------------------------------------------ the stages' image paths
 
 
-def run_sft(spec, store):
-    """``sft.run`` for an image spec: a fresh tiny image model (or a checkpoint), MaskGIT SFT."""
-    from maskgrpo.specs import spec_hash
+def run_sft(spec, store, digest: str):
+    """``sft.run`` for an image spec (not yet committed): a fresh tiny image model (or a checkpoint), MaskGIT SFT."""
     from maskgrpo.stages import sft
     from maskgrpo.stages.common import load_policy_dir, remember_policy
     from maskgrpo.stages.data import load_examples
 
-    digest = spec_hash(spec)
-    if store.is_done(spec.run_id, sft.STAGE, 0, digest):
-        return sft.SftResult(**store.open(spec.run_id, sft.STAGE, 0).get_json("metrics.json"), skipped=True)
     start = time.perf_counter()
     examples = load_examples(spec.task, "train", spec.data_seed)
     if spec.model.source == "builtin:tiny":
@@ -231,18 +227,12 @@ def run_sft(spec, store):
     return result
 
 
-def run_rollout(spec, store):
-    """``rollout.run`` for an image spec: G images per prompt + cached old (and reference) log-probs."""
-    from maskgrpo.plan import rollout_output
-    from maskgrpo.specs import spec_hash
+def run_rollout(spec, store, output: str, digest: str):
+    """``rollout.run`` for an image spec (not yet committed): G images per prompt + cached old (and reference) log-probs."""
     from maskgrpo.stages import rollout
     from maskgrpo.stages.common import load_policy
     from maskgrpo.stages.data import load_examples
 
-    output = rollout_output(spec.shard, spec.num_shards)
-    digest = spec_hash(spec)
-    if store.is_done(spec.run_id, output, spec.round, digest):
-        return rollout.RolloutResult(**store.open(spec.run_id, output, spec.round).get_json("metrics.json"), skipped=True)
     start = time.perf_counter()
     rl = spec.rl
     policy = load_policy(store, spec.run_id, spec.policy, spec.model)
@@ -281,18 +271,12 @@ def run_rollout(spec, store):
     return result
 
 
-def run_evaluate(spec, store):
-    """``evaluate.run`` for an image spec: the eval sampler on held-out prompts, scored, plus a PNG grid."""
-    from maskgrpo.specs import spec_hash
-    from maskgrpo.stages import evaluate
+def evaluation_rows(spec, store) -> tuple[list[dict], float, dict[str, bytes]]:
+    """``evaluate.run``'s generation for an image spec: (rows to score, model evaluations per
+    image, extra files: the PNG grid of the first prompts' images, one row per prompt)."""
     from maskgrpo.stages.common import load_policy
     from maskgrpo.stages.data import load_examples
-    from maskgrpo.stages.score import score_rows
 
-    digest = spec_hash(spec)
-    if store.is_done(spec.run_id, evaluate.STAGE, spec.round, digest):
-        return evaluate.EvaluateResult(**store.open(spec.run_id, evaluate.STAGE, spec.round).get_json("metrics.json"), skipped=True)
-    start = time.perf_counter()
     policy = load_policy(store, spec.run_id, spec.policy, spec.model)
     layout = image_layout(spec.image, policy.tokenizer)
     examples = load_examples(spec.task, "eval", spec.data_seed)[: spec.evaluate.size or spec.task.eval_size]
@@ -302,21 +286,6 @@ def run_evaluate(spec, store):
     input_ids, forwards = generate(policy, layout, [e.prompt for e in repeated], spec.image.evaluate, generator, progress=False)
     completions = decode(layout, input_ids)
     rows = [{"prompt": e.prompt, "answer": e.answer, "columns": e.columns, "completion": c} for e, c in zip(repeated, completions)]
-    _, totals = score_rows(rows, spec.reward, spec.task, spec.image)
-    for row, total in zip(rows, totals):
-        row["reward"] = total
-    rewards = torch.tensor(totals)
-    result = evaluate.EvaluateResult(
-        examples=len(rows), accuracy=float((rewards >= spec.reward.accuracy_threshold).float().mean()),
-        reward_mean=float(rewards.mean()), forwards_per_completion=forwards, wall_seconds=time.perf_counter() - start,
-    )
-    # one row of images per prompt (all its images when several), for the first num_samples prompts
     grid = image_grid_png(completions[: max(spec.evaluate.num_samples, 1) * per_prompt], spec.image.grid_size,
                           columns=per_prompt if per_prompt > 1 else 8)
-    with store.begin(spec.run_id, evaluate.STAGE, spec.round, digest) as attempt:
-        attempt.put_jsonl("samples.jsonl", rows)
-        attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
-        if grid is not None:
-            attempt.put_bytes(GRID_FILE, grid)
-        attempt.commit()
-    return result
+    return rows, forwards, ({GRID_FILE: grid} if grid is not None else {})

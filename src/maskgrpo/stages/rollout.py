@@ -100,14 +100,14 @@ def generate(policy: Policy, prompts: list[str], rl: RlSpec, seed: int, prompt_l
 
 
 def run(spec: RolloutSpec, store: Store) -> RolloutResult:
-    if spec.image is not None:  # text-to-image (stages/image.py)
-        from maskgrpo.stages import image
-
-        return image.run_rollout(spec, store)
     output = rollout_output(spec.shard, spec.num_shards)
     digest = spec_hash(spec)
     if store.is_done(spec.run_id, output, spec.round, digest):
         return RolloutResult(**store.open(spec.run_id, output, spec.round).get_json("metrics.json"), skipped=True)
+    if spec.image is not None:  # text-to-image (stages/image.py)
+        from maskgrpo.stages import image
+
+        return image.run_rollout(spec, store, output, digest)
     start = time.perf_counter()
     rl = spec.rl
     policy = load_policy(store, spec.run_id, spec.policy, spec.model)

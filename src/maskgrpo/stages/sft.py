@@ -102,13 +102,13 @@ def train_sft(policy: Policy, examples: list[Example], part: SftSpecPart, gen_le
 
 
 def run(spec: SftSpec, store: Store) -> SftResult:
-    if spec.image is not None:  # text-to-image (stages/image.py)
-        from maskgrpo.stages import image
-
-        return image.run_sft(spec, store)
     digest = spec_hash(spec)
     if store.is_done(spec.run_id, STAGE, 0, digest):
         return SftResult(**store.open(spec.run_id, STAGE, 0).get_json("metrics.json"), skipped=True)
+    if spec.image is not None:  # text-to-image (stages/image.py)
+        from maskgrpo.stages import image
+
+        return image.run_sft(spec, store, digest)
     start = time.perf_counter()
     examples = load_examples(spec.task, "train", spec.data_seed)
     gen_length = completion_length(spec.task)
