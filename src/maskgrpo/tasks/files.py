@@ -214,11 +214,15 @@ class FileTask:
             raise KeyError(f"column {name!r} is missing (columns: {sorted(row)})")
         return row[name]
 
+    def parse_file(self, local: Path) -> list[dict[str, Any]]:
+        """The rows of a local dataset file (by suffix); subclasses with their own schema override it."""
+        return read_records(local)
+
     def read_rows(self, path: str | Path) -> list[dict[str, Any]]:
         """The rows of a dataset file or store URI (errors name ``path``, not a temporary copy)."""
         with local_copy(path) as local:
             try:
-                return read_records(local)
+                return self.parse_file(local)
             except ValueError as err:
                 raise ValueError(str(err).replace(str(local), str(path))) from None
 

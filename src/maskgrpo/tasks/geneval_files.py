@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from maskgrpo.tasks.base import Example
-from maskgrpo.tasks.files import FileTask, local_copy
+from maskgrpo.tasks.files import FileTask
 from maskgrpo.tasks.geneval import GenEvalMetadata, load_geneval_metadata
 
 __all__ = ["GenEvalFileTask"]
@@ -53,14 +53,9 @@ class GenEvalFileTask(FileTask):
         super().__init__(path, eval_path, eval_permille, completion_length=grid_size * grid_size)
         self.grid_size = grid_size
 
-    def read_rows(self, path: str | Path) -> list[dict[str, Any]]:
-        """Rows as validated metadata JSON (``load_geneval_metadata``; errors name ``path``)."""
-        with local_copy(path) as local:
-            try:
-                rows = load_geneval_metadata(local)
-            except ValueError as err:
-                raise ValueError(str(err).replace(str(local), str(path))) from None
-        return [meta.to_json() for meta in rows]
+    def parse_file(self, local: Path) -> list[dict[str, Any]]:
+        """Rows as validated metadata JSON (``load_geneval_metadata``; a bad row names its line)."""
+        return [meta.to_json() for meta in load_geneval_metadata(local)]
 
     def make_example(self, row: dict[str, Any]) -> Example:
         meta = GenEvalMetadata.from_json(row)
