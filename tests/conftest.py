@@ -34,3 +34,30 @@ def seaweed(tmp_path_factory):
 def s3_env(seaweed, monkeypatch):
     """Point the process environment at the SeaweedFS server; returns the env dict."""
     return set_s3_env(seaweed[1], monkeypatch)
+
+
+@pytest.fixture
+def closing_listener():
+    """(endpoint_url, counter) of a loopback TCP listener that accepts each connection and closes
+    it at once, never answering: an unreachable service whose connection attempts are counted
+    (``counter["n"]``), so a test bounds the work a client does before giving up, not its time."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    counter = {"n": 0}
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # closed at teardown
+                return
+            counter["n"] += 1
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", counter
+    server.close()
+    thread.join(timeout=5)
