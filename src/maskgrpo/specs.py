@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_serializer, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, JsonValue, ValidationError, ValidationInfo, field_validator,
+                      model_serializer, model_validator)
 
 __all__ = [
     "RunSpec", "SftSpec", "RolloutSpec", "ScoreSpec", "UpdateSpec", "EvaluateSpec", "StageSpec",
@@ -128,26 +129,53 @@ class ModelSpec(_Spec):
 
 class TaskSpec(_Spec):
     name: str = Field("sort", description="Task registry name (maskgrpo.tasks.list_tasks()).")
-    params: dict[str, Any] = Field(default_factory=dict, description="Task parameters, e.g. {length: 6} for sort.")
+    params: dict[str, Any] = Field(default_factory=dict, validate_default=True, description="Task parameters, e.g. {length: 6} for sort.")
     train_size: int = Field(2000, ge=1, description="Training problems drawn from the task's train split.")
     eval_size: int = Field(200, ge=1, description="Held-out problems for evaluation (the task's eval split).")
+
+    @field_validator("name")
+    @classmethod
+    def _known_task(cls, name: str) -> str:
+        from maskgrpo.tasks import check_task_name  # lazy: only the named task's module is imported
+
+        check_task_name(name)
+        return name
+
+    @field_validator("params")
+    @classmethod
+    def _task_params_fit(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from maskgrpo.tasks import check_task_params
+
+        if "name" in info.data:  # a bad name is reported on its own field
+            check_task_params(info.data["name"], params)
+        return params
 
 
 class RewardFunctionSpec(_Spec):
     name: str = Field(description="Reward registry name (maskgrpo.rewards.list_rewards()).")
     weight: float = Field(1.0, description="Weight w_f in r = sum_f w_f R_f.")
     params: dict[str, JsonValue] = Field(
-        default_factory=dict,
+        default_factory=dict, validate_default=True,
         description="Keyword arguments bound into every call of the reward, e.g. {url: http://..., timeout: 120} for "
         "'http'. Never a secret: name an environment variable instead (http: headers_env).",
     )
 
-    @model_validator(mode="after")
-    def _params_fit(self) -> "RewardFunctionSpec":
-        from maskgrpo.rewards import check_reward_params  # lazy: only the named reward's module is imported
+    @field_validator("name")
+    @classmethod
+    def _known_reward(cls, name: str) -> str:
+        from maskgrpo.rewards import check_reward_name  # lazy: only the named reward's module is imported
 
-        check_reward_params(self.name, self.params)
-        return self
+        check_reward_name(name)
+        return name
+
+    @field_validator("params")
+    @classmethod
+    def _params_fit(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from maskgrpo.rewards import check_reward_params
+
+        if "name" in info.data:  # a bad name is reported on its own field
+            check_reward_params(info.data["name"], params)
+        return params
 
     @model_serializer(mode="wrap")
     def _serialise(self, handler: Any) -> Any:
