@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -392,9 +393,21 @@ class RunSpec(_Spec):
 # --------------------------------------------------------------------------------------------
 
 
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` when it is a valid run id (the stage specs' pattern), else ValueError saying why:
+    checked by the CLI before any store or orchestrator is touched."""
+    if not re.fullmatch(RUN_ID_PATTERN, run_id) or len(run_id) > 200:
+        raise ValueError(f"--run-id {run_id!r}: a run id is 1-200 letters, digits, '.', '_' or '-', starting with a "
+                         "letter or digit (it is the store prefix of every output)")
+    return run_id
+
+
 class _StageSpec(_Spec):
     store: str = Field(description="Store root URI (file:// or s3://).")
-    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run identifier; the store prefix of every output.")
+    run_id: str = Field(pattern=RUN_ID_PATTERN, description="Run identifier; the store prefix of every output.")
     round: int = Field(0, ge=0, description="Round index (0 for SFT and the baseline evaluation).")
     seed: int = Field(0, ge=0, description="Seed of this stage's random draws.")
     data_seed: int = Field(0, ge=0, description="Seed of the run's fixed train and eval problem sets.")
@@ -482,15 +495,36 @@ def format_validation_error(err: ValidationError, source: str = "") -> str:
 
 
 def set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
-    """Apply one ``--set a.b.c=value`` override to a raw document (value parsed as YAML)."""
+    """Apply one ``--set a.b.c=value`` override to a raw document (value parsed as YAML); an
+    integer key indexes a list (``reward.functions.0.params.bonus=1.0``), ``-1`` the last item."""
     keys = dotted.split(".")
-    node = doc
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ValueError(f"--set {dotted}: {key!r} is not a mapping")
-        node = child
-    node[keys[-1]] = value
+    if not all(keys):
+        raise ValueError(f"--set {dotted}: empty key")
+    node: Any = doc
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        where = ".".join(keys[:depth]) or "the document"
+        if isinstance(node, list):
+            try:
+                index = int(key)
+                node[index]  # noqa: B018  (IndexError when out of range)
+            except ValueError:
+                raise ValueError(f"--set {dotted}: {where} is a list: {key!r} is no index") from None
+            except IndexError:
+                raise ValueError(f"--set {dotted}: {where} has {len(node)} item(s): no index {key}") from None
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                if node.get(key) is None:  # absent or null (model.lora: null): a new mapping
+                    node[key] = {}
+                node = node[key]
+        else:
+            raise ValueError(f"--set {dotted}: {where} is not a mapping or a list")
 
 
 def load_run_spec(path: str | Path, overrides: list[str] | None = None) -> RunSpec:
@@ -500,6 +534,10 @@ def load_run_spec(path: str | Path, overrides: list[str] | None = None) -> RunSp
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ValueError(f"{path}: no such pipeline document") from None
+    except OSError as err:  # a directory, unreadable, ...
+        raise ValueError(f"{path}: cannot read the pipeline document ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text (UTF-8) pipeline document") from None
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(doc, dict):
@@ -508,7 +546,11 @@ def load_run_spec(path: str | Path, overrides: list[str] | None = None) -> RunSp
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected dotted.key=value")
         key, raw = item.split("=", 1)
-        set_dotted(doc, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ValueError(f"--set {key.strip()}: the value is not valid YAML ({str(err).splitlines()[0]})") from None
+        set_dotted(doc, key.strip(), value)
     try:
         return RunSpec.model_validate(doc)
     except ValidationError as err:
