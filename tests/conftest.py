@@ -59,5 +59,9 @@ def closing_listener():
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.getsockname()[1]}", counter
+    try:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (close alone does not)
+    except OSError:
+        pass
     server.close()
     thread.join(timeout=5)

@@ -48,3 +48,72 @@ def test_unknown_command_exits_2(capsys):
 def test_show_rejects_a_bare_name(capsys):
     assert main(["show", "runid-only"]) == 2
     assert "'runid-only' is not a run URI" in capsys.readouterr().err
+
+
+def _outcome(argv: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's usage errors
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+def _misuses(tmp_path: Path) -> list[list[str]]:
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("name: [unclosed\n")
+    not_a_mapping = tmp_path / "list.yaml"
+    not_a_mapping.write_text("- 1\n- 2\n")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00name")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    doc = str(PIPELINE)
+    dead = "http://127.0.0.1:9"  # the discard port: nothing listens
+    return [
+        [], ["frobnicate"],
+        ["validate"], ["validate", str(tmp_path / "missing.yaml")], ["validate", str(tmp_path)],
+        ["validate", str(bad_yaml)], ["validate", str(not_a_mapping)], ["validate", str(binary)],
+        ["validate", doc, "--set", "rl.rounds=[1, 2"], ["validate", doc, "--set", "rl.rounds"],
+        ["validate", doc, "--set", "rl.rounds.x=1"], ["validate", doc, "--set", "reward.functions.7.weight=1"],
+        ["validate", doc, "--set", "nope=1"], ["validate", doc, "--set", "task.name=sortt"],
+        ["validate", doc, "--set", "rl.lr=abc"],
+        ["run", doc, "--run-id", "../escape"], ["run", doc, "--run-id", "a b"], ["run", doc, "--resume"],
+        ["run", doc, "--store", "bogus://x", "--run-id", "r"], ["run", doc, "--runner", "nope"],
+        ["run", doc, "--log-format", "xml"], ["run", doc, "--store", f"file://{a_file}", "--run-id", "r"],
+        ["show"], ["show", "runid-only"], ["show", f"file://{tmp_path}/nothing/r"], ["show", f"file://{a_file}/r"],
+        ["compile", doc], ["compile", doc, "-o", str(tmp_path), "--run-id", "ok"],
+        ["compile", doc, "-o", str(tmp_path / "x.yaml"), "--run-id", "../x"],
+        ["submit", doc], ["submit", doc, "--host", dead], ["submit", doc, "--host", "not a url"],
+        ["schedule", doc, "--cron", "0 3 * * *"], ["schedule", doc, "--host", dead, "--cron", "banana"],
+        ["gc"], ["gc", "bogus://x"], ["gc", f"file://{a_file}"], ["gc", f"file://{tmp_path}", "--min-age", "soon"],
+        ["merge", str(tmp_path / "none"), str(tmp_path / "out")], ["merge", str(tmp_path)],
+        ["serve-reward"], ["serve-reward", "no-such-reward"], ["serve-reward", "sort_exact", "--port", "99999"],
+        ["serve-reward", "sort_exact", "--port", "http"],
+        ["serve-reward", "sort_exact", "--host", "no.such.host.invalid", "--port", "0"],
+    ]
+
+
+def test_every_subcommand_with_bad_arguments_fails_in_one_line(tmp_path, capsys):
+    failures = []
+    for argv in _misuses(tmp_path):
+        code, err = _outcome(argv, capsys)
+        lines = err.strip().splitlines()
+        errors = [line for line in lines if line.startswith("maskgrpo")]
+        usage = [line for line in lines if line.startswith(("usage:", " "))]
+        if code not in (1, 2) or "Traceback" in err or len(errors) != 1 or len(errors) + len(usage) != len(lines):
+            failures.append(f"{argv}: exit {code}\n{err}")
+    assert failures == [], "\n".join(failures)
+
+
+def test_debug_shows_the_traceback(capsys):
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+        main(["validate", str(PIPELINE), "--set", "nope=1", "--debug"])
+
+
+def test_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for code in ("0 ", "1 ", "2 ", "130", "143"):
+        assert f"\n  {code}" in out or f", {code}" in out, out
+    assert "--debug" in out

@@ -120,6 +120,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     root, run_id = _split_run_uri(args.run_uri)
     store = open_store(root)
+    store.check_reachable()
     stages = store.list_stages(run_id)
     if not stages:
         return _fail(f"no run {run_id!r} in {store.uri} (runs there: {', '.join(store.list_runs()) or 'none'})")
@@ -155,6 +156,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def _kfp_host(host: str) -> Iterator[None]:
     """One line for an unreachable or failing KFP API, not urllib3's retry traceback."""
     import warnings
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.netloc or " " in host:
+        raise ValueError(f"--host {host!r}: expected the KFP API URL, http(s)://host[:port][/path]")
 
     warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline", category=FutureWarning)
     import urllib3
@@ -197,7 +203,9 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     from maskgrpo.store import open_store
 
-    removed = open_store(args.store).gc(args.run_id, dry_run=args.dry_run, min_age_s=args.min_age)
+    store = open_store(args.store)
+    store.check_reachable()
+    removed = store.gc(args.run_id, dry_run=args.dry_run, min_age_s=args.min_age)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {len(removed)} orphan attempt(s)", *removed, sep="\n  ")
     return 0

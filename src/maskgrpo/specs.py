@@ -527,6 +527,13 @@ def set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
             raise ValueError(f"--set {dotted}: {where} is not a mapping or a list")
 
 
+def _yaml_error_line(err: yaml.YAMLError) -> str:
+    """One line for a YAML error: what went wrong and where (line, column)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def load_run_spec(path: str | Path, overrides: list[str] | None = None) -> RunSpec:
     """Read, override and validate a pipeline document. Raises ValueError with field paths."""
     path = Path(path)
@@ -539,7 +546,7 @@ def load_run_spec(path: str | Path, overrides: list[str] | None = None) -> RunSp
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a text (UTF-8) pipeline document") from None
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
+        raise ValueError(f"{path}: not valid YAML: {_yaml_error_line(err)}") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: a pipeline document is a mapping, got {type(doc).__name__}")
     for item in overrides or []:
@@ -549,7 +556,7 @@ def load_run_spec(path: str | Path, overrides: list[str] | None = None) -> RunSp
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as err:
-            raise ValueError(f"--set {key.strip()}: the value is not valid YAML ({str(err).splitlines()[0]})") from None
+            raise ValueError(f"--set {key.strip()}: the value is not valid YAML ({_yaml_error_line(err)})") from None
         set_dotted(doc, key.strip(), value)
     try:
         return RunSpec.model_validate(doc)
