@@ -97,5 +97,5 @@ def test_prefect_runner_leaves_no_process_behind(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert "[  7/7] evaluate_1" in out and "held-out accuracy" in out
+    assert "[  6/6] evaluate_1" in out and "held-out accuracy" in out
     assert session_processes(proc.pid) == []
