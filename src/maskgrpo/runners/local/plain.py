@@ -105,15 +105,18 @@ def run_pipeline(run: RunSpec, store_uri: str, run_id: str, *, echo: Callable[[s
     """Run the whole plan of ``run``; returns the run summary. ``on_start`` and ``on_done`` are
     called around each stage (after its progress line; the JSON log and tracking hooks)."""
     from maskgrpo.runners.local.report import write_summary
+    from maskgrpo.runners.local.tracking import TensorBoardTracker
 
     store = open_store(store_uri)
     store.check_reachable()
     calls = build_plan(run, run_id, store.uri, num_shards=1)
     started = time.perf_counter()
+    tracker = TensorBoardTracker(store, run_id, echo=echo)
 
     def progress(call: StageCall, result: Any, seconds: float) -> None:
         index = calls.index(call) + 1
         echo(f"[{index:>3}/{len(calls)}] {call.name:<14} {seconds:6.1f}s  {describe(call, result)}")
+        tracker.stage_done(call, result, seconds)
         if on_done is not None:
             on_done(call, result, seconds)
 
@@ -121,7 +124,10 @@ def run_pipeline(run: RunSpec, store_uri: str, run_id: str, *, echo: Callable[[s
     if executor is execute:
         kwargs["on_retry"] = lambda call, err: echo(f"      {call.name} failed ({type(err).__name__}: {err}); retrying")
         kwargs["on_start"] = on_start
-    executor(calls, store, retries=1, **kwargs)
+    try:
+        executor(calls, store, retries=1, **kwargs)
+    finally:
+        tracker.close()
     return write_summary(run, store, run_id, calls, wall_seconds=time.perf_counter() - started)
 
 
