@@ -117,3 +117,38 @@ def test_help_documents_the_exit_codes(capsys):
     for code in ("0 ", "1 ", "2 ", "130", "143"):
         assert f"\n  {code}" in out or f", {code}" in out, out
     assert "--debug" in out
+
+
+def test_list_names_descriptions_and_params(capsys):
+    assert main(["list", "tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "sort " in out and "params: length=8, digits=10" in out and "countdown-lite" in out
+    assert main(["list", "rewards"]) == 0
+    out = capsys.readouterr().out
+    assert "sort_exact" in out and "params: answer_tag=None" in out and "params: url, timeout=30.0" in out
+    assert main(["list", "estimators"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["maskgrpo", "d1", "unigrpo", "coupled"]
+    assert main(["list", "samplers"]) == 0
+    assert "image/emerge" in capsys.readouterr().out
+
+
+def test_config_prints_the_resolved_document_with_defaults(tmp_path, capsys):
+    assert main(["config", str(PIPELINE), "--set", "rl.rounds=3"]) == 0
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(capsys.readouterr().out)
+    text = resolved.read_text()
+    assert "rounds: 3" in text and "weight_decay: 0.0" in text  # a default the document does not spell out
+    assert main(["validate", str(resolved)]) == 0  # the output is itself a valid document
+
+
+def test_a_closed_pipe_is_not_an_error(monkeypatch, capsys):
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["list", "tasks"]) == 0  # `maskgrpo list tasks | head -1`
+    assert "Traceback" not in capsys.readouterr().err

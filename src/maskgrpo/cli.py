@@ -2,6 +2,8 @@
 
     maskgrpo run PIPELINE.yaml [--store URI] [--run-id ID] [--set key=value ...] [--resume]
     maskgrpo validate PIPELINE.yaml [--set key=value ...]
+    maskgrpo config PIPELINE.yaml [--set key=value ...]    the resolved document, defaults included
+    maskgrpo list tasks|rewards|estimators|samplers       registered names, one-line descriptions, params
     maskgrpo show RUN_URI                       e.g. file://./runs/toy-text-20261129-101500
     maskgrpo compile PIPELINE.yaml -o PACKAGE.yaml [--image IMAGE] [--run-id ID] [--store URI]
     maskgrpo submit PIPELINE.yaml --host URL [--experiment NAME] [--namespace NS] ...
@@ -232,6 +234,69 @@ def cmd_serve_reward(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signature(fn, keyword_only: bool) -> str:
+    """``name=default, ...`` of the parameters a document may set (``params``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return ""
+    kinds = (inspect.Parameter.KEYWORD_ONLY,) if keyword_only else (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}"
+                     for p in params if p.kind in kinds and p.name != "self")
+
+
+def _first_line(obj) -> str:
+    return ((obj.__doc__ or "").strip().splitlines() or [""])[0]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from typing import get_args
+
+    from maskgrpo.specs import ImageSamplerSpec, RlSpec, TextSamplerSpec
+
+    rows: list[tuple[str, str, str]] = []
+    if args.what in ("tasks", "rewards"):
+        if args.what == "tasks":
+            from maskgrpo.tasks import _REGISTRY as registry
+        else:
+            from maskgrpo.rewards import _REGISTRY as registry
+        for name in registry.names():
+            try:
+                obj = registry.load(name)
+            except ImportError as err:  # an optional dependency of that one entry
+                rows.append((name, "", f"(cannot import: {err})"))
+                continue
+            rows.append((name, _signature(obj, keyword_only=args.what == "rewards"), _first_line(obj)))
+    elif args.what == "estimators":
+        import re
+
+        from maskgrpo.core import importance  # the module docstring describes each estimator
+
+        for name in get_args(RlSpec.model_fields["estimator"].annotation):
+            found = re.search(rf"``{name}``: (.*?)(?:\n\d\. |\n\n)", importance.__doc__ or "", flags=re.S)
+            rows.append((name, "", " ".join(found.group(1).split()) if found else ""))
+    else:  # samplers
+        for name in get_args(TextSamplerSpec.model_fields["remasking"].annotation):
+            rows.append((f"text/{name}", "", "rl.sampler.remasking: semi-AR text sampling, " + name.replace("_", " ")))
+        field = ImageSamplerSpec.model_fields["sampler"]
+        for name in get_args(field.annotation):
+            rows.append((f"image/{name}", "", f"image sampler {name!r}; {field.description}"))
+    width = max(len(r[0]) for r in rows)
+    for name, params, text in rows:
+        print(f"{name:<{width}}  {text}" + (f"\n{'':<{width}}  params: {params}" if params else ""))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    print(yaml.safe_dump(_load(args).model_dump(mode="json"), sort_keys=False, width=110), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskgrpo", description="MaskGRPO for masked diffusion models, as a pipeline.",
                                      epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -265,6 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a pipeline document; print each error with its field path")
     doc(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("config", help="print the resolved document: every field, defaults included (YAML)")
+    doc(p)
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("list", help="the registered tasks, rewards (with their params), estimators or samplers")
+    p.add_argument("what", choices=["tasks", "rewards", "estimators", "samplers"])
+    p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help="show a run's stages and summary")
     p.add_argument("run_uri", help="<store>/<run_id>, e.g. file://./runs/toy-text-20261129-101500")
