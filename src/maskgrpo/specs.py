@@ -13,6 +13,7 @@ task of §9 where they are not (model size, lengths, learning rates).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import re
 from pathlib import Path
@@ -128,28 +129,32 @@ class ModelSpec(_Spec):
         return self
 
 
+def _registered(package: str) -> tuple[Any, Any]:
+    """The two field validators of a spec naming an entry of ``maskgrpo.<package>`` (tasks,
+    rewards) with its ``params``: the name resolves (else the valid names are listed) and the
+    params fit what it declares (core/registry.py parameter_error). The package is imported lazily:
+    only the named entry's module loads."""
+    kind = package[:-1]
+
+    def known(cls: Any, name: str) -> str:
+        getattr(importlib.import_module(f"maskgrpo.{package}"), f"check_{kind}_name")(name)
+        return name
+
+    def fits(cls: Any, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "name" in info.data:  # a bad name is reported on its own field
+            getattr(importlib.import_module(f"maskgrpo.{package}"), f"check_{kind}_params")(info.data["name"], params)
+        return params
+
+    return field_validator("name")(classmethod(known)), field_validator("params")(classmethod(fits))
+
+
 class TaskSpec(_Spec):
     name: str = Field("sort", description="Task registry name (maskgrpo.tasks.list_tasks()).")
     params: dict[str, Any] = Field(default_factory=dict, validate_default=True, description="Task parameters, e.g. {length: 6} for sort.")
     train_size: int = Field(2000, ge=1, description="Training problems drawn from the task's train split.")
     eval_size: int = Field(200, ge=1, description="Held-out problems for evaluation (the task's eval split).")
 
-    @field_validator("name")
-    @classmethod
-    def _known_task(cls, name: str) -> str:
-        from maskgrpo.tasks import check_task_name  # lazy: only the named task's module is imported
-
-        check_task_name(name)
-        return name
-
-    @field_validator("params")
-    @classmethod
-    def _task_params_fit(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        from maskgrpo.tasks import check_task_params
-
-        if "name" in info.data:  # a bad name is reported on its own field
-            check_task_params(info.data["name"], params)
-        return params
+    _known_name, _params_fit = _registered("tasks")
 
 
 class RewardFunctionSpec(_Spec):
@@ -161,22 +166,7 @@ class RewardFunctionSpec(_Spec):
         "'http'. Never a secret: name an environment variable instead (http: headers_env).",
     )
 
-    @field_validator("name")
-    @classmethod
-    def _known_reward(cls, name: str) -> str:
-        from maskgrpo.rewards import check_reward_name  # lazy: only the named reward's module is imported
-
-        check_reward_name(name)
-        return name
-
-    @field_validator("params")
-    @classmethod
-    def _params_fit(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        from maskgrpo.rewards import check_reward_params
-
-        if "name" in info.data:  # a bad name is reported on its own field
-            check_reward_params(info.data["name"], params)
-        return params
+    _known_name, _params_fit = _registered("rewards")
 
     @model_serializer(mode="wrap")
     def _serialise(self, handler: Any) -> Any:
