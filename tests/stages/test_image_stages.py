@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from maskgrpo.core.importance import build_views, estimate_logprobs
+from maskgrpo.core.importance import MaskGrpoConfig, build_views, estimate_logprobs
 from maskgrpo.models.layout import ImageLayout
 from maskgrpo.plan import build_plan
 from maskgrpo.specs import RunSpec
@@ -79,10 +79,10 @@ def test_rollout_caches_image_slot_logprobs_that_the_update_reproduces(image_run
     inp = image.estimator_input(layout, rollout["input_ids"], rollout["row_ids"])
     seeds = rollout["mask_seeds"].tolist()
     for j in (1, 2):
-        views = build_views("maskgrpo", inp, seeds[j - 1], j, 2, layout.mask_id, min_mask_rate=0.8, modality="image")
+        views = build_views("maskgrpo", inp, seeds[j - 1], j, 2, layout.mask_id, MaskGrpoConfig(min_mask_rate=0.8))
         masked_cols = (views.inputs[0] == layout.mask_id).any(0).nonzero().squeeze(1)
         assert masked_cols.min() >= layout.image_start and masked_cols.max() < layout.seq_len - 1  # image slots only
-        fresh = estimate_logprobs(policy.logits, views, inp, vocab_slice=layout.vocab_slice)
+        fresh = estimate_logprobs(policy.logits, views, inp)
         assert torch.allclose(fresh, rollout["old_logprobs"][j - 1], atol=1e-5)  # ratio 1 before the first step
         assert (fresh <= 0).all()
 

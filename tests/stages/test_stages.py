@@ -58,7 +58,7 @@ def test_rollout_caches_old_logprobs_equal_to_a_fresh_estimate(tiny_run):
     inp = estimator_input(data["input_ids"], prompt_len, data["row_ids"], policy.pad_id, policy.eos_id)
     advantages = tiny_run.store.open(RUN_ID, "score", 1).get_tensors(SCORES_FILE)["advantages"]
     for j in range(1, mu + 1):
-        views = build_views(spec.rl.estimator, inp, seeds[j - 1], j, mu, policy.mask_id, **estimator_options(spec.rl))
+        views = build_views(spec.rl.estimator, inp, seeds[j - 1], j, mu, policy.mask_id, estimator_options(spec.rl))
         assert torch.equal(views.loss_mask, data["loss_masks"][j - 1])  # same mask rebuilt from the seed
         with torch.no_grad():
             fresh = estimate_logprobs(policy.logits, views, inp, chunk_rows=spec.rl.logprob_chunk_rows)

@@ -12,7 +12,7 @@ pipeline (score, update, store layout, report) is shared.
    so classifier-free guidance has an unconditional model to contrast with.
 3. Rollout: G images per prompt with the spec's sampler (emerge by default, CFG against the
    empty prompt), then, with the same weights in eval mode, the estimator's log-probs for the mu
-   seeded masks over the image slots only (``modality="image"``) with the codebook softmax.
+   seeded masks over the image slots only (``ramp_start`` None) with the codebook softmax.
 4. Evaluation: the eval sampler (MaskGIT, argmax codes by default) on held-out prompts, with
    ``eval_images_per_prompt`` sampled images per prompt (GenEval's protocol draws 4); accuracy is
    the mean over all images, as for text; a PNG grid of the first prompts' images (one row per
@@ -100,7 +100,8 @@ def estimator_input(layout: ImageLayout, input_ids: torch.Tensor, row_ids: torch
     prompt_valid = torch.zeros_like(input_ids, dtype=torch.bool)
     prompt_valid[:, : layout.text_slots] = input_ids[:, : layout.text_slots] != layout.pad_id
     return EstimatorInput(input_ids=input_ids, target_positions=positions, row_ids=row_ids, prompt_valid=prompt_valid,
-                          loss_valid=torch.ones(input_ids.shape[0], positions.numel(), dtype=torch.bool, device=input_ids.device))
+                          loss_valid=torch.ones(input_ids.shape[0], positions.numel(), dtype=torch.bool, device=input_ids.device),
+                          ramp_start=None, vocab_slice=layout.vocab_slice)
 
 
 # ------------------------------------------------------------------------------ SFT
@@ -174,9 +175,8 @@ def generate(policy: Policy, layout: ImageLayout, prompts: list[str], sampler: I
 
 
 def cache_old_logprobs(policy: Policy, layout: ImageLayout, estimator: str, inp: EstimatorInput, seeds: list[int],
-                       options: dict, chunk_rows: int):
-    return cache_logprobs(policy.logits, estimator, inp, seeds, layout.mask_id, chunk_rows=chunk_rows,
-                          vocab_slice=layout.vocab_slice, **{**options, "modality": "image"})
+                       options, chunk_rows: int):
+    return cache_logprobs(policy.logits, estimator, inp, seeds, layout.mask_id, chunk_rows=chunk_rows, config=options)
 
 
 def image_grid_png(texts: list[str], grid_size: int, columns: int = 8) -> bytes | None:

@@ -20,7 +20,7 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-from maskgrpo.core.importance import EstimatorInput, cache_logprobs, completion_loss_valid
+from maskgrpo.core.importance import EstimatorInput, cache_logprobs, completion_loss_valid, estimator_config, get_estimator
 from maskgrpo.core.text_sampler import sample_text
 from maskgrpo.plan import rollout_output
 from maskgrpo.specs import RlSpec, RolloutSpec, spec_hash
@@ -57,8 +57,10 @@ def round_prompts(train: list[Example], rl: RlSpec, seed: int, shard: int, num_s
     return [train[chosen[g]] for g in groups], groups
 
 
-def estimator_options(rl: RlSpec) -> dict:
-    return {"min_mask_rate": rl.min_mask_rate, "ar_span": rl.ar_span}
+def estimator_options(rl: RlSpec):
+    """The estimator's typed config from the RlSpec fields of the same names (others: defaults)."""
+    fields = get_estimator(rl.estimator).config.__dataclass_fields__
+    return estimator_config(rl.estimator, **{f: getattr(rl, f) for f in fields if f in RlSpec.model_fields})
 
 
 def estimator_input(input_ids: torch.Tensor, prompt_len: int, row_ids: torch.Tensor, pad_id: int, eos_id: int) -> EstimatorInput:
@@ -71,6 +73,7 @@ def estimator_input(input_ids: torch.Tensor, prompt_len: int, row_ids: torch.Ten
         row_ids=row_ids,
         prompt_valid=prompt_valid,
         loss_valid=completion_loss_valid(completion, eos_id),
+        ramp_start=prompt_len,
     )
 
 
@@ -119,7 +122,7 @@ def run(spec: RolloutSpec, store: Store) -> RolloutResult:
     inp = estimator_input(input_ids, prompt_len, row_ids.to(input_ids.device), policy.pad_id, policy.eos_id)
     seeds = mask_seeds(spec.seed, rl.num_iterations)
     options = estimator_options(rl)
-    old = cache_logprobs(policy.logits, rl.estimator, inp, seeds, policy.mask_id, chunk_rows=rl.logprob_chunk_rows, **options)
+    old = cache_logprobs(policy.logits, rl.estimator, inp, seeds, policy.mask_id, chunk_rows=rl.logprob_chunk_rows, config=options)
     tensors = {
         "input_ids": input_ids.cpu(), "row_ids": row_ids, "mask_seeds": torch.tensor(seeds, dtype=torch.int64),
         "prompt_length": torch.tensor([prompt_len]), "old_logprobs": old.logprobs.cpu(),
@@ -132,7 +135,7 @@ def run(spec: RolloutSpec, store: Store) -> RolloutResult:
             reference = load_policy(store, spec.run_id, spec.reference, spec.model)
             reference.model.eval()
             reference_fn = reference.logits
-        ref = cache_logprobs(reference_fn, rl.estimator, inp, seeds, policy.mask_id, chunk_rows=rl.logprob_chunk_rows, **options)
+        ref = cache_logprobs(reference_fn, rl.estimator, inp, seeds, policy.mask_id, chunk_rows=rl.logprob_chunk_rows, config=options)
         tensors["ref_logprobs"] = ref.logprobs.cpu()
     completions = decode(policy.tokenizer, input_ids[:, prompt_len:].cpu())
     samples = [

@@ -91,7 +91,6 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
         from maskgrpo.stages import image as image_stage
 
         layout = image_stage.image_layout(image, policy.tokenizer)
-        options = {**options, "modality": "image"}
     policy.model.train()
     stats, grad_norms, forwards = [], [], 0
     minibatches = [rows[i:i + rl.minibatch_size] for i in range(0, len(rows), rl.minibatch_size)]
@@ -110,9 +109,8 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
                 if layout is not None:
                     inp = image_stage.estimator_input(layout, inp.input_ids, inp.row_ids)
                 weights = (mb_weights[part] if len(part) else torch.zeros_like(mb_weights[:1])).to(device)
-                views = build_views(rl.estimator, inp, seeds[j - 1], j, rl.num_iterations, policy.mask_id, **options)
-                pi = estimate_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows,
-                                       vocab_slice=layout.vocab_slice if layout is not None else None)
+                views = build_views(rl.estimator, inp, seeds[j - 1], j, rl.num_iterations, policy.mask_id, options)
+                pi = estimate_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows)
                 forwards += views.inputs.shape[0] * len(part)
                 ref = data["ref_logprobs"][j - 1][sub].to(device) if "ref_logprobs" in data else None
                 loss, s = grpo_loss(
