@@ -489,7 +489,8 @@ def format_validation_error(err: ValidationError, source: str = "") -> str:
     prefix = f"{source}: " if source else ""
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(document)"
+        loc = [p for k, p in enumerate(e["loc"]) if not (k and e["loc"][k - 1] == "sampler" and p in ("text", "image"))]
+        path = ".".join(str(p) for p in loc) or "(document)"  # (the sampler union's tag is not a field)
         lines.append(f"{prefix}{path}: {e['msg']}")
     return "\n".join(lines)
 
