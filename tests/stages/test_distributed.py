@@ -239,9 +239,9 @@ def test_deepspeed_sft_equals_in_process(tmp_path, round_store, stage, procs):
 
 IMAGE_DOC = {
     "name": "ds-image", "seed": 0, "modality": "image",
-    "image": {"grid_size": 4, "codebook_size": 5, "text_slots": 20},
+    "image": {"grid_size": 6, "codebook_size": 5, "text_slots": 20},
     "model": {"device": "cpu", "tiny": {"hidden_size": 32, "num_heads": 4}},
-    "task": {"name": "toy-geneval", "params": {"grid_size": 4, "tags": ["colors"]}, "train_size": 8, "eval_size": 2},
+    "task": {"name": "toy-geneval", "params": {"grid_size": 6, "tags": ["colors"]}, "train_size": 8, "eval_size": 2},
     "reward": {"functions": [{"name": "geneval_soft"}]},
     "sft": {"steps": 10, "batch_size": 8, "lr": 1e-3},
     "rl": {"rounds": 1, "prompts_per_round": 4, "group_size": 4, "minibatch_size": 8, "num_iterations": 2,
