@@ -41,7 +41,7 @@ LAYERS = {
     "core": set(),
     "artifacts": set(),
     "maskgrpo": set(),
-    "store": set(),
+    "store": {"core"},
     "models": {"core", "artifacts"},
     "tasks": {"core"},
     "rewards": {"core"},

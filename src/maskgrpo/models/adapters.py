@@ -26,7 +26,6 @@ no download, for benchmarks.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Callable
@@ -34,6 +33,8 @@ from typing import Callable
 import torch
 from torch import nn
 from transformers.modeling_outputs import MaskedLMOutput
+
+from maskgrpo.core.registry import LazyRegistry
 
 __all__ = [
     "ADAPTERS", "BidirectionalLM", "RemoteCodeLM", "adapter_for", "load_model", "llada_8b_config", "random_model",
@@ -175,8 +176,7 @@ def load_model(path: str | Path, *, adapter: str = "auto", dtype: torch.dtype = 
     """Load the checkpoint folder ``path`` through its adapter (see the module docstring)."""
     path = Path(path)
     name = adapter_for(path, adapter)
-    module, _, attr = ADAPTERS[name].partition(":")
-    loader: Callable[..., nn.Module] = getattr(importlib.import_module(module), attr)
+    loader: Callable[..., nn.Module] = LazyRegistry("adapter", ADAPTERS).load(name)  # core/registry.py
     return loader(path, dtype, trust_remote_code, _quantization(load_in_4bit, path))
 
 
