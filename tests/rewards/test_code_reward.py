@@ -145,7 +145,9 @@ def test_escapes_are_contained_and_score_zero(monkeypatch):
             if os.path.exists(path):
                 os.remove(path)
                 pytest.fail(f"the sandbox wrote {path}")
-    assert dict(zip(escapes, rewards)) == dict.fromkeys(escapes, 0.0)
+    # The write to /tmp lands in the sandbox's private tmpfs (checked absent above), so that
+    # correct solution runs on and scores 2.0; every other escape fails and scores 0.
+    assert dict(zip(escapes, rewards)) == {**dict.fromkeys(escapes, 0.0), "write-tmp": 2.0}
     # The infinite loop is stopped by the 5 s per-stage alarm (2 workers run the rest).
     assert wall < 5.0 + 1.0 + 2.0, wall
 
