@@ -104,12 +104,11 @@ def post_json(url: str, data: bytes, headers: dict[str, str], timeout: float,
     parts = urllib.parse.urlsplit(url)
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = kind(parts.hostname, parts.port, timeout=timeout)
-    expired = threading.Event()
+    expired, socks = threading.Event(), []
 
-    def expire() -> None:
+    def expire() -> None:  # the response keeps the socket after conn.sock is dropped: keep it too
         expired.set()
-        sock = conn.sock
-        if sock is not None:
+        for sock in socks:
             try:
                 sock.shutdown(2)
             except OSError:
@@ -119,6 +118,10 @@ def post_json(url: str, data: bytes, headers: dict[str, str], timeout: float,
     watchdog.daemon = True
     watchdog.start()
     try:
+        conn.connect()
+        socks.append(conn.sock)
+        if expired.is_set():
+            expire()
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         conn.request("POST", path, body=data, headers={**headers, "Content-Length": str(len(data))})
         response = conn.getresponse()

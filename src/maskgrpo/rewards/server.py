@@ -4,14 +4,14 @@
 and ``GET /health`` (``{"reward": name}``) until interrupted; ``make_server`` returns the server
 without serving (tests run it in a thread). What bounds it (issue 14):
 
-- **Parameters** are fixed by the server's configuration (``params``, e.g. ``--param url=...``),
+- **Parameters** are fixed by the server's configuration (``make_server(..., params=...)``),
   never by a request: request ``columns`` are data only, one list per completion, and only names
   the reward declares (its positional columns; with ``**columns``, any name but its keyword-only
   parameters) are accepted (400 otherwise).
 - **Auth**: with a token (``token=`` or the environment variable ``MASKGRPO_REWARD_TOKEN``, from a
   Kubernetes Secret) every request needs ``Authorization: Bearer <token>`` (401). Bound to a
   non-loopback address the server refuses to start without one, unless
-  ``allow_unauthenticated=True``. The default bind is 127.0.0.1.
+  ``allow_unauthenticated=True`` (API only). The default bind is 127.0.0.1.
 - **Body**: a ``Content-Length`` of digits, at most ``max_body`` bytes, is required (411/413: a
   negative, absent or chunked length cannot bypass it). Images: PNG only, at most
   ``MAX_PIXELS`` pixels, read from the PNG header before anything decodes them
@@ -79,8 +79,8 @@ class BoundedHTTPServer(HTTPServer):
                  workers: int = 4, request_timeout: float = 60.0, token: str | None = None,
                  allow_unauthenticated: bool = False, what: str = "server") -> None:
         if not token and not is_loopback(address[0]) and not allow_unauthenticated:
-            raise ValueError(f"{what}: binding {address[0]} (not loopback) needs a bearer token "
-                             f"({TOKEN_ENV} or --token-env), or --allow-unauthenticated")
+            raise ValueError(f"{what}: binding {address[0]} (not loopback) needs a bearer token: "
+                             f"set {TOKEN_ENV} (e.g. from a Kubernetes Secret)")
         if workers < 1 or not 0 < request_timeout < float("inf"):
             raise ValueError(f"{what}: workers >= 1 and a finite request_timeout > 0 are required")
         self.token, self.request_timeout = token or None, request_timeout
