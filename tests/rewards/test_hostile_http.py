@@ -199,7 +199,7 @@ def test_code_reward_through_the_sandbox_service(served, monkeypatch):
     assert code_reward(["p"] * 3, [right, wrong, hack], test_list=[tests] * 3,
                        sandbox_url=url) == [2.0, 0.0, 0.0]
     res = SandboxClient(url)("import os; print(os.getpid())", timeout_s=5)
-    assert res.ok and res.stdout == "1\n" and "pidns" in res.layers
+    assert res.ok and res.stdout == "2\n" and "pidns" in res.layers  # pid 2 of its namespace
     code, doc = _post(url.rstrip("/") + "/", {"code": "print(1)", "timeout_s": 1e9})
     assert code == 404  # only /run
     body = json.dumps({"code": "print(1)", "timeout_s": float("nan")})

@@ -18,9 +18,9 @@ checked by a real trial run); every `SandboxResult` carries the same tuple.
 5. **mountns**: ``CLONE_NEWNS``; every mount is remounted read-only, a fresh size-limited tmpfs
    is mounted on ``/tmp`` (the cwd: concurrent runs cannot see each other's files) and on
    ``/dev/shm``, and an empty read-only tmpfs covers ``/proc`` (no other process is visible).
-6. **pidns**: ``CLONE_NEWPID``; a trusted prelude forks the code as pid 1 of the namespace
-   (with ``PR_SET_PDEATHSIG``), so killing the prelude kills every process the code started,
-   including ``setsid`` escapees, and no pid outside is addressable.
+6. **pidns**: ``CLONE_NEWPID``; a trusted prelude forks pid 1 of the namespace (with
+   ``PR_SET_PDEATHSIG``), which runs the code as pid 2: killing the prelude kills every process
+   the code started, including ``setsid`` escapees, and no pid outside is addressable.
 7. **audit-hook** (``sys.addaudithook``, optional): refuses sockets, outside writes, subprocesses,
    ctypes and gc introspection with clear errors. NOT a boundary (bypassed in one line through
    ``_posixsubprocess``); layers 1-6 are.
@@ -110,27 +110,18 @@ def secret_env_names(environ: dict[str, str] | None = None, allow: tuple[str, ..
 _PRELUDE = r'''
 import os, sys
 def _maskgrpo_sandbox(audit, network, pidns):  # argv: audit network pidns code-fd
-    if pidns:  # become pid 1 of the new pid namespace; this process only relays the exit status
-        pid = os.fork()
-        if pid:
-            import signal
-            while True:
-                try:
-                    status = os.waitpid(pid, 0)[1]
-                    break
-                except InterruptedError:
-                    continue
-            if os.WIFSIGNALED(status):
-                sig = os.WTERMSIG(status)
-                if sig != signal.SIGKILL:
-                    signal.signal(sig, signal.SIG_DFL)
-                os.kill(os.getpid(), sig)
-            os._exit(os.waitstatus_to_exitcode(status))
+    if pidns:
+        # This process stays outside the new pid namespace and relays the exit status; its child
+        # is pid 1 (init) of the namespace, and the code runs as pid 2, an ordinary process (the
+        # kernel ignores default-action signals such as SIGXCPU for an init). When pid 1 exits,
+        # the kernel kills every process left in the namespace.
+        _relay(os.fork())
         import ctypes
         ppid = os.getppid()
         ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG: SIGKILL
         if os.getppid() != ppid:
             os._exit(137)
+        _relay(os.fork(), init=True)
     with os.fdopen(int(sys.argv[4]), "r", encoding="utf-8") as f:  # an inherited descriptor
         code = compile(f.read(), "main.py", "exec")
     if audit:
@@ -190,6 +181,29 @@ def _install_hook(root, network):
                     refuse(event, f"outside the scratch directory: {args[i]!r}")
 
     sys.addaudithook(hook)
+
+def _relay(pid, init=False):
+    """In the parent of ``pid``: wait for it (as init: reaping every orphan meanwhile), then exit
+    the way it did. Returns in the child."""
+    if not pid:
+        return
+    import signal
+    while True:
+        try:
+            got, status = os.waitpid(-1 if init else pid, 0)
+        except InterruptedError:
+            continue
+        if got == pid:
+            break
+    code = os.waitstatus_to_exitcode(status)
+    if init:  # an init cannot kill itself with a signal: 128 + N says "killed by signal N"
+        os._exit(128 - code if code < 0 else code)
+    if code < 0 or 128 < code < 128 + signal.NSIG:  # (an exit(129..) of the code reads the same)
+        sig = -code if code < 0 else code - 128
+        if sig != signal.SIGKILL:
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(code)
 
 _maskgrpo_sandbox(sys.argv[1] == "1", sys.argv[2] == "1", sys.argv[3] == "1")
 '''
@@ -307,7 +321,7 @@ def _probe() -> _Support:
     steps = [("netns", dict(netns="root" if root else "userns"), "pass"),
              ("mountns", dict(ro_mounts=True), "open('/tmp/probe', 'w').write('x')\n"
               "import os\nassert not os.listdir('/proc')"),
-             ("pidns", dict(pidns=True), "import os\nassert os.getpid() == 1")]
+             ("pidns", dict(pidns=True), "import os\nassert os.getpid() == 2")]
     for name, change, code in steps:
         trial = _Support(**{**support.__dict__, **change})
         res = _spawn(code, trial, audit_hook=False, network=False)
