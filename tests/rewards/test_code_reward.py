@@ -106,7 +106,7 @@ def test_each_test_has_its_own_time_limit():
 ], ids=["sys.exit", "os._exit", "SystemExit", "fake-report"])
 def test_exiting_early_or_faking_reports_scores_zero(hack):
     # A wrong solution that exits with status 0 before the asserts would get full marks from an
-    # exit-status check; here every test needs a nonce-stamped "pass" report from the harness.
+    # exit-status check; here each assert is judged outside the completion's process.
     wrong = "def add(a, b):\n    return None\n"
     assert code_reward(["p"], [wrong + hack], test_list=[ADD_TESTS]) == [0.0]
 
