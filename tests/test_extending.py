@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from maskgrpo.stages.score import SCORES_FILE
+from maskgrpo.artifacts import SCORES
 from maskgrpo.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_the_documented_plugin_installs_and_runs_a_pipeline(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "[  6/6] evaluate_1" in run.stdout
     # the plugin reward scored every rollout of round 1 (16 = 4 prompts x G=4)
-    scores = open_store(f"file://{tmp_path / 'runs'}").open("plugin", "score", 1).get_tensors(SCORES_FILE)
+    scores = open_store(f"file://{tmp_path / 'runs'}").open("plugin", "score", 1).get_tensors(SCORES)
     assert scores["reward.reverse_exact"].shape == (16,)
     check = subprocess.run([str(python), "-c", "from mg_reverse import reverse_exact as r; "
                             "print(r(['p'] * 2, ['321', '391'], answer=['321'] * 2, partial_credit=0.5))"],

@@ -1,6 +1,6 @@
 """The Prefect runner (``maskgrpo run --runner prefect``, and ``maskgrpo schedule --local``): the
 same ``run_pipeline`` as the plain runner (runners/local/plain.py), each stage call a Prefect task
-with retries inside one flow (DESIGN.md, "Orchestration").
+with retries inside one flow (docs/design.md, "Orchestration").
 
 With ``PREFECT_API_URL`` set, the flow reports to that long-lived server (its UI shows the runs);
 without it Prefect 3 starts its ephemeral API server first (a subprocess with its own database:

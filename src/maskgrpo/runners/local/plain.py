@@ -1,5 +1,5 @@
 """The local run without an orchestrator: the plan walked in this process (``--runner plain``,
-the default of ``maskgrpo run``; DESIGN.md, "Orchestration").
+the default of ``maskgrpo run``; docs/design.md, "Orchestration").
 
 Each stage call runs with ``retries`` retries; stages skip themselves when their committed output
 matches their spec hash, so ``--resume`` recomputes nothing that is committed. Models stay in the
@@ -15,7 +15,7 @@ long-lived server's UI and history (``PREFECT_API_URL``), and schedules (``maskg
 Signals (``stop_on_signals``): SIGTERM and SIGINT raise ``Interrupted`` in the main thread at the
 next Python bytecode, a safe point for the store: the open attempt of the running stage exits
 with the exception and is never committed (the commit is one create-only manifest plus one pointer
-swap, DESIGN.md), every committed stage stays, and ``--resume`` continues from there.
+swap, docs/design.md), every committed stage stays, and ``--resume`` continues from there.
 """
 
 from __future__ import annotations

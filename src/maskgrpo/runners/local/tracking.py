@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from maskgrpo.artifacts import METRICS
 from maskgrpo.plan import StageCall
 from maskgrpo.store import Store
 
@@ -55,7 +56,7 @@ class TensorBoardTracker:
     def stage_done(self, call: StageCall, result: Any, seconds: float) -> None:
         if not self.available or getattr(result, "skipped", False):
             return
-        metrics = self.store.open(self.run_id, call.output, call.round).get_json("metrics.json")
+        metrics = self.store.open(self.run_id, call.output, call.round).get_json(METRICS)
         for tag, value in scalars_of(metrics, call.kind).items():
             self._writer.add_scalar(tag, value, global_step=call.round)
         self._writer.add_scalar(f"time/{call.kind}_seconds", seconds, global_step=call.round)
