@@ -112,9 +112,9 @@ def test_file_put_dir_of_10mb_is_near_free(file_store, tmp_path):
     fetched: list[str] = []
     get_file = c._backend.get_file
 
-    def counting(key, tmp):
+    def counting(key, tmp, **kwargs):
         fetched.append(key)
-        return get_file(key, tmp)
+        return get_file(key, tmp, **kwargs)
 
     c._backend.get_file = counting
     c.get_dir("policy", tmp_path / "local")
