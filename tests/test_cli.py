@@ -90,9 +90,12 @@ def _misuses(tmp_path: Path) -> list[list[str]]:
         ["serve-reward"], ["serve-reward", "no-such-reward"], ["serve-reward", "sort_exact", "--port", "99999"],
         ["serve-reward", "sort_exact", "--port", "http"],
         ["serve-reward", "sort_exact", "--host", "no.such.host.invalid", "--port", "0"],
+        ["serve-sandbox", "--port", "99999"], ["serve-sandbox", "--bogus"],
+        ["config"], ["config", str(tmp_path)], ["list"], ["list", "models-and-more"],
     ]
 
 
+@pytest.mark.slow  # ~15 s idle (imports of torch, kfp, transformers), minutes on a loaded machine
 def test_every_subcommand_with_bad_arguments_fails_in_one_line(tmp_path, capsys):
     failures = []
     for argv in _misuses(tmp_path):

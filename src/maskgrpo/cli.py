@@ -1,6 +1,6 @@
 """The ``maskgrpo`` command line.
 
-    maskgrpo run PIPELINE.yaml [--store URI] [--run-id ID] [--set key=value ...] [--resume]
+    maskgrpo run PIPELINE.yaml [--store URI] [--run-id ID] [--set key=value ...] [--resume] [--runner plain|prefect] [--log-format text|json]
     maskgrpo validate PIPELINE.yaml [--set key=value ...]
     maskgrpo config PIPELINE.yaml [--set key=value ...]    the resolved document, defaults included
     maskgrpo list tasks|rewards|estimators|samplers       registered names, one-line descriptions, params
@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--run-id", help="run id in the store (default: the pipeline name)")
         p.add_argument("--store", help="s3:// store URI (default: cluster.store)")
 
-    p = sub.add_parser("run", help="run a pipeline on this machine (Prefect, local store)")
+    p = sub.add_parser("run", help="run a pipeline on this machine (in this process, or --runner prefect; local or s3 store)")
     doc(p)
     p.add_argument("--store", default=DEFAULT_STORE, help=f"store URI, file:// or s3:// (default {DEFAULT_STORE})")
     p.add_argument("--run-id", help="run id (default <name>-<date>-<time>)")
@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve-sandbox", help="run model code for the code reward in a process without credentials "
                        "(set MASKGRPO_SANDBOX_URL for the score stage); refuses to start unless every isolation layer holds")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    p.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+    p.add_argument("--port", type=_port, default=8001, help="port (default 8001)")
     p.add_argument("--insecure", action="store_true",
                    help="UNSAFE: start even when an isolation layer is missing or credentials are in the environment")
     p.set_defaults(func=cmd_serve_sandbox)
