@@ -29,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 
 from maskgrpo.runners.kfp import compile_run
 from maskgrpo.runners.kfp.trainer import (
-    GROUP, PLURAL, VERSION, TrainJobOptions, parse_args, trainer_role, trainjob_name,
+    GROUP, PLURAL, VERSION, TrainJobOptions, launch_and_wait, parse_args, trainer_role, trainjob_name,
 )
 from maskgrpo.specs import load_run_spec
 
@@ -279,3 +279,46 @@ def test_launcher_against_the_api_server(kube, trainer):
     assert gone.value.status == 404
     for case in ("complete", "failed", "suspended"):
         kube.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, names[case])
+
+
+# -- retries: adopt or replace an existing TrainJob (launch_and_wait in process, as the admin) --------
+
+
+def existing(kube, trainer, run_id: str, *, status: dict | None = None, stale: bool = False) -> tuple[dict, str]:
+    """Create the TrainJob a retried step would find; returns (the manifest it would create, old uid)."""
+    argv = launcher_argvs(trainer["packages"]["toy-text", "v2.3"], run_id, trainer["tmp"] / run_id)["update-1"]
+    manifest = parse_args([*argv, "--namespace", trainer["ns"]])[3]
+    old = json.loads(json.dumps(manifest))
+    if stale:
+        old["metadata"]["labels"]["maskgrpo.io/spec-hash"] = "0" * 32
+    ns, name = trainer["ns"], manifest["metadata"]["name"]
+    uid = kube.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, old)["metadata"]["uid"]
+    if status:
+        set_status(kube, ns, name, status)
+    return manifest, uid
+
+
+def test_a_retry_adopts_a_completed_trainjob_of_the_same_spec(kube, trainer):
+    manifest, uid = existing(kube, trainer, "retry-done", status=condition("Complete", "JobsCompleted", "done"))
+    final = launch_and_wait(kube.custom, manifest, poll_seconds=0.05, log=lambda _: None)
+    assert final["metadata"]["uid"] == uid  # adopted: not recreated
+
+
+@pytest.mark.parametrize("case", ["failed", "stale"])
+def test_a_retry_replaces_a_failed_or_stale_trainjob(kube, trainer, case):
+    status = condition("Failed", "JobsFailed", "oom") if case == "failed" else None
+    manifest, uid = existing(kube, trainer, f"retry-{case}", status=status, stale=case == "stale")
+    ns, name = trainer["ns"], manifest["metadata"]["name"]
+
+    def controller(_seconds):  # between polls: complete the recreated job, as the controller would
+        try:
+            obj = kube.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        except ApiException:
+            return
+        if obj["metadata"]["uid"] != uid and not obj.get("status", {}).get("conditions"):
+            set_status(kube, ns, name, condition("Complete", "JobsCompleted", "done"))
+
+    log: list[str] = []
+    final = launch_and_wait(kube.custom, manifest, poll_seconds=0.05, sleep=controller, log=log.append)
+    assert final["metadata"]["uid"] != uid and final["metadata"]["labels"] == manifest["metadata"]["labels"]
+    assert f"deleting the {case} job before recreating it" in log[0]
