@@ -61,11 +61,13 @@ class Kube:
     # -- objects ------------------------------------------------------------------------------
 
     def namespace(self, name: str, *, restricted: bool = True) -> str:
-        """Create namespace ``name`` (PodSecurity ``restricted`` enforced unless told otherwise)."""
+        """Create namespace ``name`` (PodSecurity ``restricted`` enforced unless told otherwise)
+        and its ``default`` ServiceAccount, as kube-controller-manager would (none runs here)."""
         labels = {"pod-security.kubernetes.io/enforce": "restricted",
                   "pod-security.kubernetes.io/enforce-version": "latest"} if restricted else {}
         self.core.create_namespace({"apiVersion": "v1", "kind": "Namespace",
                                     "metadata": {"name": name, "labels": labels}})
+        self.service_account(name, "default")
         return name
 
     def create(self, obj: dict[str, Any], *, dry_run: bool = False, namespace: str | None = None) -> dict[str, Any]:
