@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_K8S = ROOT.parent / "shared" / "k8s"
@@ -55,7 +56,6 @@ class Kube:
         self.authz = client.AuthorizationV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
         self.extensions = client.ApiextensionsV1Api(self.api_client)
-        self._dynamic = dynamic.DynamicClient
         self.dynamic = dynamic.DynamicClient(self.api_client)
 
     # -- objects ------------------------------------------------------------------------------
@@ -116,7 +116,9 @@ class Kube:
                 name = doc["metadata"]["name"]
                 try:
                     current = self.extensions.read_custom_resource_definition(name)
-                except Exception:  # noqa: BLE001  (404: not there yet)
+                except ApiException as err:
+                    if err.status != 404:
+                        raise
                     self.extensions.create_custom_resource_definition(doc)
                 else:
                     doc["metadata"]["resourceVersion"] = current.metadata.resource_version
@@ -127,7 +129,7 @@ class Kube:
                 crd = self.extensions.read_custom_resource_definition_status(name)
                 if any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or []):
                     break
-        self.dynamic = self._dynamic(self.api_client)  # fresh discovery
+        self.dynamic.resources.invalidate_cache()  # discover the new kinds
         return names
 
 

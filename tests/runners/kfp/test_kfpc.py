@@ -3,7 +3,8 @@ server's compile path (``template.New`` upload validation -> ``RunWorkflow`` ->
 ``argocompiler.Compile``, and ``ScheduledWorkflow`` for recurring runs) and Argo 4.0.5's
 ``ValidateWorkflow`` plus a strict unmarshal into Argo's Workflow type.
 
-Packages: every pipelines/*.yaml compiled by the CLI (``maskgrpo compile``), a sharded-rollout
+Packages: every pipelines/*.yaml compiled by the CLI (``maskgrpo compile``, its entry point
+called in this process), a sharded-rollout
 variant (CLI, ``--set cluster.rollout_shards=3``) and the TrainJob variant (``compile_run(...,
 trainer=...)``, the function the CLI calls: the CLI has no TrainJob option). Each package is
 checked with the parameters ``maskgrpo submit`` passes and with those ``maskgrpo schedule``
@@ -17,71 +18,78 @@ anything that runs: there is no KFP server, Argo controller or kubelet here.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import yaml
 from k8s_api import ROOT
 
+from maskgrpo import cli
+from maskgrpo.runners.kfp import compile_run
 from maskgrpo.runners.kfp.client import SCHEDULED_RUN_ID_SUFFIX
+from maskgrpo.runners.kfp.trainer import TrainJobOptions
+from maskgrpo.specs import load_run_spec
 
-TRAINJOB = ("import sys; from maskgrpo.runners.kfp import compile_run; from maskgrpo.runners.kfp.trainer import "
-            "TrainJobOptions; from maskgrpo.specs import load_run_spec; "
-            "compile_run(load_run_spec(sys.argv[1]), sys.argv[2], trainer=TrainJobOptions(num_nodes=2))")
 SLOW = {"llada-gsm8k", "mmada-t2i"}
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the 8B workflows are ~2 MB of YAML
+TOY_TEXT = ROOT / "pipelines" / "toy-text.yaml"
 
 
 def cases():
     for path in sorted((ROOT / "pipelines").glob("*.yaml")):
-        yield path.stem, ["-m", "maskgrpo.cli", "compile", str(path)]
-    yield "toy-text-shards3", ["-m", "maskgrpo.cli", "compile", str(ROOT / "pipelines" / "toy-text.yaml"),
-                               "--set", "cluster.rollout_shards=3"]
-    yield "toy-text-trainjob", ["-c", TRAINJOB, str(ROOT / "pipelines" / "toy-text.yaml")]
+        yield path.stem, ["compile", str(path)]
+    yield "toy-text-shards3", ["compile", str(TOY_TEXT), "--set", "cluster.rollout_shards=3"]
+    yield "toy-text-trainjob", None  # compile_run(..., trainer=...): the CLI has no TrainJob option
 
 
 CASES = dict(cases())
 
 
-def compile_and_check(kfpc, name: str, argv: list[str], tmp) -> dict:
-    """Compile one package in a fresh process, then run kfpc on it; returns outputs and seconds."""
-    out = tmp / name
-    out.mkdir()
+def compile_package(name: str, out: Path) -> Path:
+    """The package of one case, through the CLI's entry point (in this process: one torch import)."""
     package = out / "package.yaml"
-    cmd = [sys.executable, *argv] + (["-o", str(package)] if "maskgrpo.cli" in argv else [str(package)])
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    t0 = time.monotonic()
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
-    compile_seconds = time.monotonic() - t0
-    run_id = yaml.safe_load_all(package.read_text()).__next__()["root"]["inputDefinitions"]["parameters"]["run_id"]["defaultValue"]
+    if CASES[name] is None:
+        compile_run(load_run_spec(TOY_TEXT), package, trainer=TrainJobOptions(num_nodes=2))
+    else:
+        assert cli.main([*CASES[name], "-o", str(package)]) == 0
+    return package
+
+
+def check(kfpc, name: str, package: Path) -> dict:
+    """kfpc on one package, with submit's and schedule's parameters (schedule's only for the 8B ones)."""
+    spec = next(yaml.safe_load_all(package.read_text()))
+    run_id = spec["root"]["inputDefinitions"]["parameters"]["run_id"]["defaultValue"]
     checks = {"schedule": {"run_id": run_id + SCHEDULED_RUN_ID_SUFFIX}}
     if name not in SLOW:
         checks["submit"] = {"run_id": run_id}
-    result = {"package": package, "run_id": run_id, "kfpc": {}, "compile_seconds": compile_seconds}
+    result = {"package": package, "run_id": run_id, "kfpc": {}}
     for mode, params in checks.items():
-        extra = [str(out / f"{mode}.swf.yaml")] if mode == "schedule" else []
+        extra = [str(package.parent / f"{mode}.swf.yaml")] if mode == "schedule" else []
         t0 = time.monotonic()
-        proc = subprocess.run([str(kfpc), str(package), str(out / f"{mode}.wf.yaml"), json.dumps(params), *extra],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([str(kfpc), str(package), str(package.parent / f"{mode}.wf.yaml"), json.dumps(params),
+                               *extra], capture_output=True, text=True, timeout=300)
         result["kfpc"][mode] = {"rc": proc.returncode, "out": proc.stdout + proc.stderr,
-                                "seconds": time.monotonic() - t0, "params": params, "dir": out}
+                                "seconds": time.monotonic() - t0, "params": params, "dir": package.parent}
     return result
 
 
 @pytest.fixture(scope="module")
 def kfpc_results(request, kfpc, tmp_path_factory):
-    """The selected cases, compiled and checked in parallel processes (two at a time: 2 cores)."""
+    """The selected cases compiled here, then checked by kfpc in parallel processes (two at a time)."""
     selected = {item.callspec.params["name"] for item in request.session.items
                 if item.module is request.module and hasattr(item, "callspec") and "name" in item.callspec.params}
     selected |= set(CASES) - SLOW  # the negative control and the variant checks need these
     tmp = tmp_path_factory.mktemp("kfpc")
-    # the slow ones first so that the toy ones fill the other core
-    order = sorted(selected, key=lambda n: n not in SLOW)
+    order = sorted(selected, key=lambda n: n not in SLOW)  # the slow ones first, the toy ones fill in
+    packages = {}
+    for name in order:
+        (tmp / name).mkdir()
+        packages[name] = compile_package(name, tmp / name)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(compile_and_check, kfpc, name, CASES[name], tmp) for name in order}
+        futures = {name: pool.submit(check, kfpc, name, packages[name]) for name in order}
         return {name: f.result() for name, f in futures.items()}
 
 
@@ -103,11 +111,11 @@ def test_kfp_backend_accepts_the_package(kfpc_results, name):
     for mode, check in result["kfpc"].items():
         assert check["rc"] == 0, f"{name} ({mode}): {check['out']}"
         assert check["out"].startswith("OK "), check["out"]
-        workflow = yaml.safe_load((check["dir"] / f"{mode}.wf.yaml").read_text())
+        workflow = yaml.load((check["dir"] / f"{mode}.wf.yaml").read_text(), Loader=LOADER)
         assert workflow["kind"] == "Workflow" and workflow["spec"]["serviceAccountName"] == "pipeline-runner"
         # the run's parameters reach the root DAG driver as its runtime config
         assert json.dumps({"parameterValues": check["params"]}, separators=(",", ":")) in strings(workflow)
-    swf = yaml.safe_load((result["kfpc"]["schedule"]["dir"] / "schedule.swf.yaml").read_text())
+    swf = yaml.load((result["kfpc"]["schedule"]["dir"] / "schedule.swf.yaml").read_text(), Loader=LOADER)
     assert swf["kind"] == "ScheduledWorkflow" and swf["spec"]["noCatchup"] is True
 
 
