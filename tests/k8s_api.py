@@ -106,10 +106,10 @@ class Kube:
 
     # -- CRDs ---------------------------------------------------------------------------------
 
-    def apply_crds(self, directory: Path, *, timeout: float = 60.0) -> list[str]:
-        """Create or replace every CRD in ``directory`` and wait until each is Established."""
+    def apply_crds(self, directory: Path, *, files: str = "*.yaml", timeout: float = 60.0) -> list[str]:
+        """Create or replace every CRD in ``directory`` (``files``) and wait until each is Established."""
         names = []
-        for path in sorted(directory.glob("*.yaml")):
+        for path in sorted(directory.glob(files)):
             for doc in yaml.safe_load_all(path.read_text()):
                 if not doc or doc["kind"] != "CustomResourceDefinition":
                     continue

@@ -7,8 +7,8 @@ so a renamed TrainJob field fails these tests.
 
 No Trainer controller (nor controller-manager or kubelet) runs: the server validates, admits and
 stores TrainJobs, and the tests patch a TrainJob's status the way the Trainer controller would.
-Trainer v2.3.0 and v2.1.0 define the same CRD names, so the v2.1 test replaces the CRDs in place
-on the same server and restores v2.3.0 afterwards (within the one test).
+Trainer v2.3.0 and v2.1.0 define the same CRD names, so the v2.1 test replaces the TrainJob CRD
+in place on the same server and restores v2.3.0's afterwards (within the one test).
 """
 
 from __future__ import annotations
@@ -87,10 +87,10 @@ def refusal(kube, manifest: dict) -> str:
     return json.loads(err.value.body)["message"]
 
 
-def serve_crds(kube, directory: Path, probe: dict) -> None:
-    """Install ``directory``'s CRDs (replacing the current ones) and wait until ``probe`` is
-    accepted, i.e. the server decodes with the new schema."""
-    kube.apply_crds(directory)
+def serve_trainjob_crd(kube, directory: Path, probe: dict) -> None:
+    """Install ``directory``'s TrainJob CRD (replacing the current one) and wait until ``probe``
+    is accepted, i.e. the server decodes with the new schema."""
+    kube.apply_crds(directory, files="trainjobs.yaml")
     for _ in wait(60, f"{directory.name} schema served"):
         try:
             dry_run(kube, probe)
@@ -101,12 +101,12 @@ def serve_crds(kube, directory: Path, probe: dict) -> None:
 
 @contextmanager
 def trainer_v2_1(kube, probe_v21: dict, probe_v23: dict):
-    """Trainer v2.1.0's CRDs in place of v2.3.0's (same names) for the block, then v2.3.0 again."""
-    serve_crds(kube, V21, probe_v21)
+    """Trainer v2.1.0's TrainJob CRD in place of v2.3.0's (same name) for the block, then v2.3.0's again."""
+    serve_trainjob_crd(kube, V21, probe_v21)
     try:
         yield
     finally:
-        serve_crds(kube, V23, probe_v23)
+        serve_trainjob_crd(kube, V23, probe_v23)
 
 
 @pytest.fixture(scope="module")
