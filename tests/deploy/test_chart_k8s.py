@@ -53,7 +53,7 @@ def test_every_object_is_stored_by_the_server(applied, scenario):
     ns, objects, back = applied[scenario]
     assert [(o["kind"], o["metadata"]["name"]) for o in back] == [(o["kind"], o["metadata"]["name"]) for o in objects]
     assert all(o["metadata"]["namespace"] == ns for o in back)
-    assert len(back) == {"cpu-kind": 13, "gpu": 8, "external-s3": 7}[scenario]
+    assert len(back) == len(objects) > 0  # the inventory per scenario is test_chart_render's
     # the helm test Pod was created for real, i.e. admitted by PodSecurity restricted
     assert Counter(o["kind"] for o in back)["Pod"] == 1
 
