@@ -32,6 +32,18 @@ def scenario_in(namespace: str, scenario: str) -> dict:
     return values
 
 
+def runtime_classes(kube, objects: list[dict]) -> None:
+    """The RuntimeClasses the pod templates name (e.g. gVisor's for the sandbox) are a cluster
+    prerequisite: create them as the cluster's admin would (admission only needs them to exist)."""
+    for name in {spec.get("runtimeClassName") for obj in objects for spec in pod_specs(obj)} - {None}:
+        try:
+            kube.create({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": name},
+                         "handler": "runsc"})
+        except ApiException as err:
+            if err.status != 409:  # already there (another scenario)
+                raise
+
+
 @pytest.fixture(scope="module")
 def applied(kube, render):
     """{scenario: (namespace, rendered objects, objects read back from the server)}."""
@@ -39,6 +51,7 @@ def applied(kube, render):
     for scenario in SCENARIOS:
         ns = kube.namespace(f"chart-{scenario}")
         objects = objects_of(render(scenario_in(ns, scenario), namespace=ns))
+        runtime_classes(kube, objects)
         ordered = sorted(objects, key=lambda o: (o["kind"] not in FIRST, FIRST.index(o["kind"]) if o["kind"] in FIRST else 0))
         for obj in ordered:
             kube.create(obj, namespace=ns)
