@@ -111,8 +111,9 @@ def trainer_v2_1(kube, probe_v21: dict, probe_v23: dict):
 
 @pytest.fixture(scope="module")
 def trainer(kube, tmp_path_factory):
-    """Trainer v2.3.0 CRDs and the torch-distributed ClusterTrainingRuntime on the server; two
-    namespaces; the launcher's Role bound to its ServiceAccount."""
+    """Trainer v2.3.0 CRDs and the torch-distributed ClusterTrainingRuntime on the server, a
+    namespace with the launcher's Role bound to its ServiceAccount, and every TrainJob the
+    launcher would create, per (pipeline, trainer_api)."""
     tmp = tmp_path_factory.mktemp("trainjobs")
     packages = {(name, api): compile_with_trainer(name, api, tmp) for name in PIPELINES for api in ("v2.3", "v2.1")}
     ns = kube.namespace("trainer")
