@@ -1,0 +1,92 @@
+"""The 8B pipeline documents end to end at tiny scale, as a user with the real checkpoint runs them.
+
+A checkpoint laid out as a hub download (official weights at tiny width, the real vocabulary
+126464 and special ids, config.json with auto_map, the official .py files, a tokenizer with a
+chat template: official_llada.py) goes through ``maskgrpo import`` into a store, then
+``pipelines/llada-gsm8k.yaml`` runs unchanged except for sizes (``--set`` overrides: tiny rounds,
+CPU, float32, LoRA r 4, no DeepSpeed) through every stage of its plan (SFT with LoRA for two
+steps, which the document skips: see the override; rollout, score, update, evaluate), and ``maskgrpo export`` writes the merged model,
+which the official class (shimmed) loads with the trained policy's logits.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from maskgrpo.cli import main
+from maskgrpo.plan import build_plan
+from maskgrpo.specs import load_run_spec
+from maskgrpo.stages import get_stage
+from maskgrpo.stages.common import load_policy
+from maskgrpo.store import open_store
+
+from official_llada import official, write_hub_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GSM8K = [("Tom has 3 apples and buys 4 more. How many?", "3 + 4 = 7\n#### 7"),
+         ("A box holds 5 pens. How many pens in 2 boxes?", "5 * 2 = 10\n#### 10"),
+         ("Sara had 9 cards and gave away 2. How many are left?", "9 - 2 = 7\n#### 7"),
+         ("There are 6 birds and 6 more arrive. How many birds?", "6 + 6 = 12\n#### 12")]
+HELD_OUT = [("Ann reads 2 pages a day for 4 days. How many pages?", "2 * 4 = 8\n#### 8"),
+            ("A cat has 4 legs. How many legs do 3 cats have?", "4 * 3 = 12\n#### 12")]
+
+
+def _jsonl(path: Path, rows) -> str:
+    path.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in rows))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_llada_gsm8k_pipeline_end_to_end_from_an_imported_hub_checkpoint(tmp_path, monkeypatch, capsys):
+    off = official()  # skips without ../shared
+    monkeypatch.setenv("MASKGRPO_CACHE", str(tmp_path / "cache"))
+    hub = write_hub_checkpoint(tmp_path / "LLaDA-8B-Instruct", "llada")
+    source = f"file://{tmp_path}/models/llada-8b-instruct"
+    assert main(["import", str(hub), source]) == 0
+    assert "native class" in capsys.readouterr().out
+
+    sampler = "{gen_length: 8, steps: 4, block_length: 4, temperature: %s}"
+    run = load_run_spec(ROOT / "pipelines" / "llada-gsm8k.yaml", [
+        f"model.source={source}", "model.device=cpu", "model.dtype=float32", "model.deepspeed.enabled=false",
+        "model.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: all-linear}",
+        f"task.params.path={_jsonl(tmp_path / 'train.jsonl', GSM8K)}",
+        f"task.params.eval_path={_jsonl(tmp_path / 'test.jsonl', HELD_OUT)}",
+        "task.params.completion_length=24", "task.train_size=4", "task.eval_size=2",
+        # SFT on: the document skips it, but with random weights every GSM8K reward is 0 and a
+        # zero-advantage update leaves LoRA at zero; two SFT steps make the export non-trivial
+        "sft.enabled=true", "sft.steps=2", "sft.batch_size=2", "sft.lr=0.01",
+        "rl.rounds=1", "rl.prompts_per_round=2", "rl.group_size=2", "rl.num_iterations=2", "rl.minibatch_size=4",
+        "rl.logprob_chunk_rows=4", "rl.lr=0.01", f"rl.sampler={sampler % 0.9}",
+        "evaluate.every=1", "evaluate.size=2", f"evaluate.sampler={sampler % 0.0}",
+    ])
+    assert run.model.trust_remote_code is False and run.model.adapter == "llada"
+    store = open_store(f"file://{tmp_path}/runs")
+    calls = build_plan(run, "r", store.uri, num_shards=1)
+    kinds = [c.kind for c in calls]
+    assert {"rollout", "score", "update", "evaluate"} <= set(kinds)
+    results = {c.name: get_stage(c.kind)(c.spec, store) for c in calls}
+    update = next(r for n, r in results.items() if n.startswith("update"))
+    assert update.optimizer_steps >= 1
+
+    # export: the committed LoRA checkpoint merged into the imported base, a plain folder
+    out = tmp_path / "exported"
+    assert main(["export", f"{store.uri}/r/update/1", str(out)]) == 0
+    assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
+    assert json.loads((out / "config.json").read_text())["model_type"] == "llada"
+    policy = load_policy(store, "r", "update/1", calls[-1].spec.model)
+    exported = off.LLaDAModelLM.from_pretrained(out).eval()  # the official class, shimmed
+    base = off.LLaDAModelLM.from_pretrained(hub).eval()
+    x = policy.tokenizer.encode_batch_left_padded(["Tom has 3 apples", "How many pens in 2 boxes?"])
+    x = x[:, -8:]  # no padding: the official mask-only path would be causal (models/llada.py)
+    with torch.no_grad():
+        trained = policy.model.eval()(x).logits
+        theirs = exported(x).logits
+        moved = (base(x).logits - theirs).abs().max().item()
+    diff = (trained - theirs).abs().max().item()
+    print(f"exported vs trained policy max |dlogit| = {diff:.3g}; base vs exported {moved:.3g}")
+    assert diff <= 1e-4 and moved > 100 * diff  # the update is in the export, to merge rounding
