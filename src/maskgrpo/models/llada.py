@@ -48,7 +48,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, Pretrained
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
-__all__ = ["LLaDAConfig", "LLaDAModelLM", "MMadaConfig", "MMadaModelLM", "NATIVE_MODEL_TYPES", "LORA_TARGETS"]
+__all__ = ["LLaDAConfig", "LLaDAModelLM", "MMadaConfig", "MMadaModelLM", "NATIVE_MODEL_TYPES", "LORA_TARGETS",
+           "llada_8b_config"]
 
 # The official ModelConfig defaults (a config.json that omits a field means these).
 _DEFAULTS: dict = dict(
@@ -340,6 +341,18 @@ class MMadaModelLM(LLaDAModelLM):
     """MMaDA's network: LLaDA's, with MMaDA's config (vocabulary of text + image codes)."""
 
     config_class = MMadaConfig
+
+
+def llada_8b_config(**overrides) -> LLaDAConfig:
+    """LLaDA-8B-Instruct's config.json fields (4096 wide, 32 layers and heads, MLP 12288, vocabulary
+    126464, untied, RMSNorm, RoPE 500000, no dropout): for random-weight benchmarks, no download."""
+    fields = dict(d_model=4096, n_heads=32, n_kv_heads=32, n_layers=32, mlp_hidden_size=12288, activation_type="silu",
+                  block_type="llama", rope=True, rope_theta=500000.0, layer_norm_type="rms", bias_for_layer_norm=False,
+                  include_bias=False, weight_tying=False, vocab_size=126464, embedding_size=126464,
+                  attention_dropout=0.0, residual_dropout=0.0, embedding_dropout=0.0, max_sequence_length=4096,
+                  mask_token_id=126336, eos_token_id=126081, pad_token_id=126081)
+    fields.update(overrides)
+    return LLaDAConfig(**fields)
 
 
 NATIVE_MODEL_TYPES = {LLaDAConfig.model_type: LLaDAModelLM, MMadaConfig.model_type: MMadaModelLM}
