@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag, ValidationError, model_serializer, model_validator
+
+from maskgrpo.store.layout import RUN_ID_PATTERN
 
 __all__ = [
     "RunSpec", "SftSpec", "RolloutSpec", "ScoreSpec", "UpdateSpec", "EvaluateSpec", "StageSpec",
@@ -174,6 +176,7 @@ class RewardSpec(_Spec):
 
 
 class TextSamplerSpec(_Spec):
+    kind: Literal["text"] = Field("text", description="Sampler kind: 'text' (semi-AR low-confidence); must match the run's modality.")
     gen_length: int = Field(16, ge=1, description="Completion length L_o (tokens), EOS-filled after the answer.")
     steps: int = Field(16, ge=1, description="Denoising steps S over the whole completion.")
     block_length: int = Field(8, ge=1, description="Semi-AR block length b; must divide gen_length.")
@@ -191,6 +194,13 @@ class TextSamplerSpec(_Spec):
         if self.steps % blocks:
             raise ValueError(f"steps ({self.steps}) must be divisible by the number of blocks ({blocks})")
         return self
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: Any) -> Any:  # 'text' is the default kind: documents without it stay unchanged
+        data = handler(self)
+        if isinstance(data, dict):
+            data.pop("kind", None)
+        return data
 
 
 class SftSpecPart(_Spec):
@@ -229,7 +239,7 @@ class RlSpec(_Spec):
     normalization: Literal["token", "sequence"] = Field("token", description="Token mean over the minibatch, or per-sequence mean.")
     ratio_level: Literal["token", "sequence"] = Field("token", description="Per-token ratios, or one per sequence.")
     logprob_chunk_rows: int = Field(64, ge=1, description="Rows per chunk when computing log-probs (bounds memory).")
-    sampler: TextSamplerSpec = Field(default_factory=TextSamplerSpec, description="Rollout sampler.")
+    sampler: "SamplerSpec" = Field(default_factory=lambda: TextSamplerSpec(), description="Rollout sampler (its kind matches the modality).")
 
     @model_validator(mode="after")
     def _batches(self) -> "RlSpec":
@@ -242,14 +252,15 @@ class RlSpec(_Spec):
 class EvalSpecPart(_Spec):
     every: int = Field(0, ge=0, description="Evaluate every E rounds (0 = only after SFT and at the end).")
     size: int | None = Field(None, ge=1, description="Held-out prompts to evaluate (None = task.eval_size).")
-    sampler: TextSamplerSpec = Field(
+    sampler: "SamplerSpec" = Field(
         default_factory=lambda: TextSamplerSpec(temperature=0.0),
-        description="Evaluation sampler (greedy by default).",
+        description="Evaluation sampler (its kind matches the modality; text: greedy by default, image: MaskGIT argmax).",
     )
     num_samples: int = Field(16, ge=0, description="Sample completions shown in the report.")
 
 
 class ImageSamplerSpec(_Spec):
+    kind: Literal["image"] = Field("image", description="Sampler kind: 'image' (over the image slots); must match the run's modality.")
     sampler: Literal["emerge", "maskgit"] = Field("emerge", description="Image sampler: MaskGRPO's emerge (diverse) or MaskGIT cosine (confidence-greedy).")
     steps: int = Field(12, ge=1, description="Denoising steps T over the image slots.")
     cfg_scale: float = Field(3.0, ge=0.0, description="Classifier-free guidance scale w against the empty prompt (0 = off).")
@@ -278,11 +289,6 @@ class ImageSpec(_Spec):
     text_slots: int = Field(40, ge=4, description="Length of the left-padded text segment (MMaDA: 257).")
     min_masking_rate: float = Field(0.0, ge=0.0, lt=1.0, description="SFT: masked fraction max(cos(pi u / 2), this) of the image slots.")
     cond_dropout: float = Field(0.1, ge=0.0, le=1.0, description="SFT: probability of training on the empty prompt (makes CFG work).")
-    rollout: ImageSamplerSpec = Field(default_factory=ImageSamplerSpec, description="Rollout sampler (paper: emerge, 12 steps, CFG 3.0-3.5).")
-    evaluate: ImageSamplerSpec = Field(
-        default_factory=lambda: ImageSamplerSpec(sampler="maskgit", temperature=0.0),
-        description="Evaluation sampler (MaskGIT, argmax codes by default).",
-    )
     eval_images_per_prompt: int = Field(
         1, ge=1, description="Images per held-out prompt at evaluation; accuracy is the mean over all of them "
                              "(GenEval's protocol: 4 sampled images per prompt; needs a sampling evaluate sampler).",
@@ -299,10 +305,20 @@ class ImageSpec(_Spec):
     def _mmada(self) -> "ImageSpec":
         if self.layout == "mmada" and self.codebook_size != 8192:
             raise ValueError(f"layout 'mmada' has codebook_size 8192, got {self.codebook_size}")
-        if self.eval_images_per_prompt > 1 and self.evaluate.temperature == 0.0:
-            raise ValueError("eval_images_per_prompt > 1 with evaluate.temperature 0: every image of a prompt "
-                             "would be the same; sample (temperature > 0) or evaluate one image per prompt")
         return self
+
+
+def _sampler_kind(value: Any) -> str:
+    return value.get("kind", "text") if isinstance(value, dict) else getattr(value, "kind", "text")
+
+
+# The samplers, one union keyed by ``kind`` (absent: 'text'; an image run fills in 'image').
+SamplerSpec = Annotated[
+    Union[Annotated[TextSamplerSpec, Tag("text")], Annotated[ImageSamplerSpec, Tag("image")]], Discriminator(_sampler_kind)
+]
+RlSpec.model_rebuild()
+EvalSpecPart.model_rebuild()
+IMAGE_SAMPLER_DEFAULTS = {"rl": {}, "evaluate": {"sampler": "maskgit", "temperature": 0.0}}  # emerge rollouts, MaskGIT argmax evaluation
 
 
 class Toleration(_Spec):
@@ -360,12 +376,37 @@ class RunSpec(_Spec):
     evaluate: EvalSpecPart = Field(default_factory=EvalSpecPart, description="Held-out evaluation.")
     cluster: ClusterSpec = Field(default_factory=ClusterSpec, description="Kubeflow settings (ignored by the local runner).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _image_samplers(cls, data: Any) -> Any:
+        """An image run's samplers are image samplers unless the document says otherwise."""
+        if not isinstance(data, dict) or data.get("modality") != "image":
+            return data
+        data = dict(data)
+        for part, default in IMAGE_SAMPLER_DEFAULTS.items():
+            section = data.get(part)
+            section = dict(section) if isinstance(section, dict) else ({} if section is None else section)
+            if isinstance(section, dict):
+                sampler = section.get("sampler")
+                if sampler is None:
+                    section["sampler"] = {"kind": "image", **default}
+                elif isinstance(sampler, dict) and "kind" not in sampler:
+                    section["sampler"] = {"kind": "image", **sampler}
+            data[part] = section
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> "RunSpec":
         if self.model.source == "builtin:tiny" and not self.sft.enabled:
             raise ValueError("model.source 'builtin:tiny' is untrained: enable sft or give a checkpoint")
         if (self.modality == "image") != (self.image is not None):
             raise ValueError("modality 'image' needs an image section (and only it may have one)")
+        for name, sampler in (("rl.sampler", self.rl.sampler), ("evaluate.sampler", self.evaluate.sampler)):
+            if sampler.kind != self.modality:
+                raise ValueError(f"{name}: a {sampler.kind} sampler in a {self.modality} run (kind must be {self.modality!r})")
+        if self.image is not None and self.image.eval_images_per_prompt > 1 and self.evaluate.sampler.temperature == 0.0:
+            raise ValueError("image.eval_images_per_prompt > 1 with evaluate.sampler.temperature 0: every image of a "
+                             "prompt would be the same; sample (temperature > 0) or evaluate one image per prompt")
         return self
 
 
@@ -376,7 +417,7 @@ class RunSpec(_Spec):
 
 class _StageSpec(_Spec):
     store: str = Field(description="Store root URI (file:// or s3://).")
-    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run identifier; the store prefix of every output.")
+    run_id: str = Field(pattern=RUN_ID_PATTERN, description="Run identifier; the store prefix of every output (store/layout.py).")
     round: int = Field(0, ge=0, description="Round index (0 for SFT and the baseline evaluation).")
     seed: int = Field(0, ge=0, description="Seed of this stage's random draws.")
     data_seed: int = Field(0, ge=0, description="Seed of the run's fixed train and eval problem sets.")

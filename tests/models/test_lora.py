@@ -19,8 +19,8 @@ from maskgrpo.models.tiny import TinyMDM, TinyMDMConfig
 from maskgrpo.plan import build_plan
 from maskgrpo.specs import ModelSpec, RunSpec
 from maskgrpo.stages import get_stage
-from maskgrpo.stages.common import load_policy
-from maskgrpo.stages.common import reference_logits as policy_reference_logits
+from maskgrpo.stages.policy import load_policy
+from maskgrpo.stages.policy import reference_logits as policy_reference_logits
 from maskgrpo.store import open_store
 
 

@@ -21,7 +21,7 @@ or ``deepspeed --num_gpus N --module maskgrpo.stages.update --spec ...`` (that l
    share those files).
 
 5. The AdamW state carries over between rounds as on the plain path, in the same files
-   (``optimizer.safetensors`` + ``optimizer.json``, stages/common.py ``save_optimizer``): at the
+   (``optimizer.safetensors`` + ``optimizer.json``, stages/optimizer.py ``save_optimizer``): at the
    end of a round every rank joins in assembling each parameter's full ``exp_avg`` /
    ``exp_avg_sq`` from the ZeRO partitions (``deepspeed.utils.safe_get_full_optimizer_state``,
    ZeRO 0-3) and rank 0 writes them keyed ``{index}.{key}`` (index = position in
