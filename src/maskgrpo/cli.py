@@ -170,7 +170,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from maskgrpo.models.adapters import adapter_for
     from maskgrpo.models.remote_code import code_digests
-    from maskgrpo.stages.common import import_checkpoint
+    from maskgrpo.models.loading import import_checkpoint
 
     folder = Path(args.checkpoint_dir)
     adapter = adapter_for(folder)  # no config.json: FileNotFoundError naming the folder
@@ -193,7 +193,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     import shutil
 
     from maskgrpo.models.lora import ADAPTER_CONFIG, merge_adapters
-    from maskgrpo.stages.common import local_source
+    from maskgrpo.models.loading import local_source
 
     src, out = local_source(args.source), Path(args.out_dir)
     if not (src / ADAPTER_CONFIG).exists():

@@ -21,7 +21,7 @@ from maskgrpo.cli import main
 from maskgrpo.plan import build_plan
 from maskgrpo.specs import load_run_spec
 from maskgrpo.stages import get_stage
-from maskgrpo.stages.common import load_policy
+from maskgrpo.stages.policy import load_policy
 from maskgrpo.store import open_store
 
 from official_llada import official, write_hub_checkpoint
