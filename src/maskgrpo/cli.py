@@ -173,7 +173,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     from maskgrpo.models.loading import import_checkpoint
 
     folder = Path(args.checkpoint_dir)
-    adapter = adapter_for(folder)  # no config.json: FileNotFoundError naming the folder
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such checkpoint folder")
+    adapter = adapter_for(folder) if (folder / "config.json").exists() else None  # a VQ decoder may have none
     root, _, name = args.dest.rstrip("/").rpartition("/")
     if "://" not in root or not name:
         raise ValueError(f"import destination {args.dest!r}: expected <store-root>/<name>, e.g. s3://maskgrpo/models/llada-8b-instruct")

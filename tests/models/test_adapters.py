@@ -178,3 +178,13 @@ def test_llada_8b_shape_has_about_8_billion_parameters():
     params = c.num_hidden_layers * (4 * c.hidden_size**2 + 3 * c.hidden_size * c.intermediate_size) \
         + 2 * c.vocab_size * c.hidden_size
     assert 7.9e9 < params < 8.1e9
+
+
+def test_import_prints_the_pins_that_load_the_remote_code(remote_checkpoint, tmp_path, capsys):
+    from maskgrpo.cli import main
+
+    assert main(["import", str(remote_checkpoint), f"file://{tmp_path}/models/fake"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if "trust_remote_code:" in l)
+    pins = json.loads(line.split("trust_remote_code:", 1)[1])
+    assert pins == code_digests(remote_checkpoint)
+    assert isinstance(load_model(remote_checkpoint, trust_remote_code=pins), RemoteCodeLM)
