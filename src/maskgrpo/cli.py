@@ -284,11 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spare attempts younger than this: a writer may still be running (default 3600)")
     p.set_defaults(func=cmd_gc)
 
+    def merged_into(p: argparse.ArgumentParser, base_help: str) -> None:
+        p.add_argument("out_dir", help="folder to write the merged transformers checkpoint to")
+        p.add_argument("--base", help=base_help)
+        p.add_argument("--trust-remote-code", metavar="PINS", help="run the base's own code: its {file: sha256} pins (JSON or @file)")
+
     p = sub.add_parser("merge", help="fold a LoRA checkpoint's adapters into full weights")
     p.add_argument("adapter_dir", help="checkpoint folder holding the PEFT adapters")
-    p.add_argument("out_dir", help="folder to write the merged transformers checkpoint to")
-    p.add_argument("--base", help="base checkpoint folder (default: the one recorded in the adapter config)")
-    p.add_argument("--trust-remote-code", metavar="PINS", help="run the base's own code: its {file: sha256} pins (JSON or @file)")
+    merged_into(p, "base checkpoint folder (default: the one recorded in the adapter config)")
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("import", help="commit a transformers checkpoint folder to a store, as a model.source")
@@ -298,9 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="a checkpoint as a plain transformers folder, LoRA adapters merged into the base")
     p.add_argument("source", help="a run's checkpoint: <store>/<run_id>/<stage>/<round> or a local folder")
-    p.add_argument("out_dir", help="folder to write the transformers checkpoint to")
-    p.add_argument("--base", help="base model source (default: the one recorded in the adapter config; store URI or folder)")
-    p.add_argument("--trust-remote-code", metavar="PINS", help="run the base's own code: its {file: sha256} pins (JSON or @file)")
+    merged_into(p, "base model source (default: the one recorded in the adapter config; store URI or folder)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("serve-reward", help="serve a registered reward function over HTTP (JSON, images as base64 PNG)")
