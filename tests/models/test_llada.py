@@ -245,3 +245,30 @@ def test_bfloat16_autocast_matches_the_official_under_autocast(pair):
         d = (ref(x).logits.float() - model(x).logits.float()).abs().max().item()
     print(f"autocast bf16 max |dlogit| = {d:.3g}")
     assert d <= 2e-2
+
+
+def test_block_kv_cache_protocol(pair):
+    """forward_cached (core/kv_cache.py's protocol, from h/cache): the full call equals forward and
+    returns each layer's keys/values; a windowed call over an unchanged sequence gives the full
+    forward's logits (the cached keys/values are exactly what the full forward computed)."""
+    kv_cache = pytest.importorskip("maskgrpo.core.kv_cache", reason="the block KV cache interface (h/cache) is not merged")
+    _, _, _, model = pair
+    x = _ids(2, 20)
+    mask = torch.ones_like(x)
+    mask[1, :5] = 0
+    pos = torch.arange(8, 20).expand(2, -1)
+    with torch.no_grad():
+        full = model(x, attention_mask=mask, logits_positions=pos).logits
+        logits, cache = model.forward_cached(x, attention_mask=mask, logits_positions=pos)
+        assert isinstance(cache, kv_cache.BlockKV) and len(cache.layers) == model.config.n_layers
+        assert cache.layers[0][0].shape == (2, model.config.kv_heads, 20, model.config.d_model // model.config.n_heads)
+        assert torch.equal(logits, full)
+        win, same = model.forward_cached(x, attention_mask=mask, logits_positions=pos[:, 4:8], cache=cache, window=(12, 16))
+        assert same is cache
+        assert (win - full[:, 4:8]).abs().max().item() <= 1e-5
+        y = x.clone()
+        y[:, 13] = 5
+        moved, _ = model.forward_cached(y, attention_mask=mask, logits_positions=pos[:, 4:8], cache=cache, window=(12, 16))
+        assert (moved - win).abs().max().item() > 1e-4  # the window's new token is seen
+    with pytest.raises(ValueError, match="together"):
+        model.forward_cached(x, cache=cache)

@@ -19,6 +19,10 @@ ALiBi or learned positions (the official forward refuses them for masked diffusi
 implemented: its feed-forward is a routed expert mixture; it would be one more block class chosen
 in ``_block`` plus its config fields; until then it loads only through the pinned remote-code path.
 
+LoRA ("all-linear", models/lora.py) adapts ``q_proj``, ``k_proj``, ``v_proj`` (or ``att_proj``),
+``attn_out``, ``ff_proj``, ``up_proj`` and the blocks' ``ff_out``, never the output head
+``model.transformer.ff_out`` (same leaf name: the blocks' are named in full).
+
 The calling convention is the project's (models/tiny.py): ``forward(input_ids, attention_mask,
 logits_positions)`` returns ``.logits`` (B, K, V) at ``logits_positions`` (B, K) only, or (B, L, V).
 
@@ -31,7 +35,9 @@ Deviations from the official code, on purpose:
 - Positions count from each row's first real token (left padding does not change a row's
   logits). RoPE depends only on position differences, so this equals the official absolute
   positions up to float rounding.
-- No KV cache, no ``generate``: the project's samplers (core/) drive the model.
+- No ``generate`` and no autoregressive cache: the project's samplers (core/) drive the model.
+  ``forward_cached`` implements the block KV cache protocol of core/kv_cache.py (Fast-dLLM's
+  prefix/dual caches; an approximation with bidirectional attention, as for the tiny model).
 - Dropout and the activation-checkpointing strategies: dropout as the official (embedding,
   residual, attention); checkpointing is transformers' ``gradient_checkpointing_enable()`` per
   block (the official ``whole_layer`` strategy).
@@ -48,8 +54,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, Pretrained
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
-__all__ = ["LLaDAConfig", "LLaDAModelLM", "MMadaConfig", "MMadaModelLM", "NATIVE_MODEL_TYPES", "LORA_TARGETS",
-           "llada_8b_config"]
+__all__ = ["LLaDAConfig", "LLaDAModelLM", "MMadaConfig", "MMadaModelLM", "NATIVE_MODEL_TYPES", "llada_8b_config"]
 
 # The official ModelConfig defaults (a config.json that omits a field means these).
 _DEFAULTS: dict = dict(
@@ -63,8 +68,6 @@ _DEFAULTS: dict = dict(
     vocab_size=50257, embedding_size=50304, weight_tying=True, mask_token_id=50256,
     init_device=None, init_fn="normal", init_std=0.02, init_cutoff_factor=None, precision=None,
 )
-# The linear layers LoRA adapts ("all-linear" resolves to these; the output head is never one).
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "att_proj", "attn_out", "ff_proj", "up_proj", "ff_out")
 
 
 class LLaDAConfig(PretrainedConfig):
@@ -222,8 +225,8 @@ class _Block(GradientCheckpointingLayer):
     def _drop(self, x: torch.Tensor, p: float) -> torch.Tensor:
         return F.dropout(x, p, self.training) if p > 0 else x
 
-    def _attention(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                   key_mask: torch.Tensor | None) -> torch.Tensor:
+    def _attention(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], key_mask: torch.Tensor | None,
+                   cached: tuple[torch.Tensor, torch.Tensor] | None, start: int):
         b, l, d = h.shape
         if self.fused:
             q, k, v = self.att_proj(h).split(self.fused_dims, dim=-1)
@@ -239,20 +242,29 @@ class _Block(GradientCheckpointingLayer):
             q, k = _rotate(q.float(), sin, cos).type_as(q), _rotate(k.float(), sin, cos).type_as(k)
         else:
             q, k = _rotate(q, sin.type_as(q), cos.type_as(q)), _rotate(k, sin.type_as(k), cos.type_as(k))
+        if cached is not None:  # the window's keys/values written over the cached ones (core/kv_cache.py)
+            cached[0][..., start:start + l, :] = k
+            cached[1][..., start:start + l, :] = v
+            k, v = cached
+        kv = (k, v)
         if self.kv_heads != self.n_heads:
             k = k.repeat_interleave(self.n_heads // self.kv_heads, dim=1)
             v = v.repeat_interleave(self.n_heads // self.kv_heads, dim=1)
         p = self.config.attention_dropout if self.training else 0.0
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p)
-        return self.attn_out(att.transpose(1, 2).reshape(b, l, d))
+        return self.attn_out(att.transpose(1, 2).reshape(b, l, d)), kv
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], key_mask: torch.Tensor | None,
+                cached: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0,
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x (B, W, d) -> (x, this layer's (keys, values) (B, kv heads, W or L, D)); with
+        ``cached`` the W queries attend over the cached keys/values, [start, start + W) their own."""
         p = self.config.residual_dropout
-        x = x + self._drop(self._attention(self.attn_norm(x), rope, key_mask), p)
+        att, kv = self._attention(self.attn_norm(x), rope, key_mask, cached, start)
+        x = x + self._drop(att, p)
         h = self.ff_norm(x)
         h = self.act(self.ff_proj(h)) if self.fused else self.act(self.ff_proj(h)) * self.up_proj(h)
-        return x + self._drop(self.ff_out(h), p)
+        return x + self._drop(self.ff_out(h), p), kv
 
 
 class _Transformer(nn.Module):
@@ -319,22 +331,42 @@ class LLaDAModelLM(PreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,  # (B, L, d_model) instead of input_ids
         **_: object,
     ) -> MaskedLMOutput:
+        return MaskedLMOutput(logits=self._run(input_ids, attention_mask, logits_positions, inputs_embeds)[0])
+
+    def forward_cached(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                       logits_positions: torch.Tensor | None = None, cache=None, window: tuple[int, int] | None = None):
+        """The block KV cache protocol of core/kv_cache.py (as models/tiny.py): a full forward that
+        also returns every layer's keys/values, or only ``window``'s tokens over ``cache``."""
+        from maskgrpo.core.kv_cache import BlockKV
+
+        if (cache is None) != (window is None):
+            raise ValueError("forward_cached takes a cache and a window together, or neither")
+        logits, layers = self._run(input_ids, attention_mask, logits_positions, None, cache, window)
+        return logits, cache if cache is not None else BlockKV(tuple((k.detach().clone(), v.detach().clone())
+                                                                     for k, v in layers))
+
+    def _run(self, input_ids, attention_mask, logits_positions, inputs_embeds=None, cache=None, window=None):
+        """(logits, per-layer keys/values); ``window`` (start, end): only those tokens, over ``cache``."""
         t, c = self.model.transformer, self.config
         x = t.wte(input_ids) if inputs_embeds is None else inputs_embeds
         b, l = x.shape[:2]
         valid = torch.ones(b, l, dtype=torch.bool, device=x.device) if attention_mask is None else attention_mask.bool()
+        start, end = window if window is not None else (0, l)
+        x = x[:, start:end]
         if c.input_emb_norm:
             x = x * (c.d_model ** 0.5)
         if c.embedding_dropout > 0:
             x = F.dropout(x, c.embedding_dropout, self.training)
         positions = (valid.long().cumsum(dim=1) - 1).clamp(min=0)  # counted from the first real token
-        rope = _rope(positions, c.d_model // c.n_heads, c.rope_theta)
+        rope = _rope(positions[:, start:end], c.d_model // c.n_heads, c.rope_theta)
         key_mask = None if bool(valid.all()) else valid[:, None, None, :]  # (B, 1, 1, L) True = attend
-        for block in t.blocks:
-            x = block(x, rope, key_mask)
+        layers = []
+        for i, block in enumerate(t.blocks):
+            x, kv = block(x, rope, key_mask, None if cache is None else cache.layers[i], start)
+            layers.append(kv)
         if logits_positions is not None:
-            x = x.gather(1, logits_positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, K, d)
-        return MaskedLMOutput(logits=self._head(x))
+            x = x.gather(1, (logits_positions - start).unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, K, d)
+        return self._head(x), layers
 
 
 class MMadaModelLM(LLaDAModelLM):
