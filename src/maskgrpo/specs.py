@@ -6,7 +6,7 @@ The same models give the CLI's errors (``maskgrpo validate``), each stage's sing
 the stage specs from a RunSpec; a stage's spec hash (``spec_hash``) decides whether its committed
 output can be reused.
 
-Defaults follow ALGORITHM.md §7 where they are scale-free (epsilon, beta, gamma, mu) and the toy
+Defaults follow docs/algorithm.md §7 where they are scale-free (epsilon, beta, gamma, mu) and the toy
 task of §9 where they are not (model size, lengths, learning rates).
 """
 
@@ -213,7 +213,7 @@ class SftSpecPart(_Spec):
     label_noise: float = Field(
         0.0, ge=0.0, le=1.0,
         description="Fraction of training targets replaced by a corrupted answer, to stop SFT at a "
-        "mediocre policy that RL can improve (toy tasks; ALGORITHM.md §9).",
+        "mediocre policy that RL can improve (toy tasks; docs/algorithm.md §9).",
     )
 
 
@@ -281,7 +281,7 @@ class ImageDecoderSpec(_Spec):
 
 
 class ImageSpec(_Spec):
-    """Text-to-image settings (modality 'image'; ALGORITHM.md §1, §2.2-2.3, §5)."""
+    """Text-to-image settings (modality 'image'; docs/algorithm.md §1, §2.2-2.3, §5)."""
 
     layout: Literal["tiny", "mmada"] = Field("tiny", description="'tiny': specials and codes appended to the character vocabulary; 'mmada': MMaDA-8B's ids.")
     grid_size: int = Field(8, ge=1, description="Image side in VQ slots; the image has grid_size^2 slots (MMaDA: 32).")
@@ -499,7 +499,8 @@ def format_validation_error(err: ValidationError, source: str = "") -> str:
     prefix = f"{source}: " if source else ""
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(document)"
+        loc = [p for k, p in enumerate(e["loc"]) if not (k and e["loc"][k - 1] == "sampler" and p in ("text", "image"))]
+        path = ".".join(str(p) for p in loc) or "(document)"  # (the sampler union's tag is not a field)
         lines.append(f"{prefix}{path}: {e['msg']}")
     return "\n".join(lines)
 

@@ -3,12 +3,12 @@
 Every adapter returns an ``nn.Module`` with one calling convention, the one the tiny model has:
 ``model(input_ids (B, L), attention_mask (B, L), logits_positions (B, K) | None) -> .logits``
 (B, K, V) or (B, L, V), and ``save_pretrained(path)``. Chosen by name from a registry of lazy
-import strings (STYLE.md 5); ``auto`` picks by the checkpoint config's ``model_type``:
+import strings (docs/design.md, "Style"); ``auto`` picks by the checkpoint config's ``model_type``:
 
 1. ``tiny``: the built-in ``maskgrpo-tiny`` model (models/tiny.py), loaded as it is.
 2. ``bidirectional``: any transformers ``*ForCausalLM`` (Llama, Qwen2, Mistral, ...) made
    bidirectional: its decoder gets an explicit 4-D float attention mask that is zero everywhere
-   except at padding keys, so no causal mask is applied (TOOLCHAIN.md, transformers 5.24).
+   except at padding keys, so no causal mask is applied (docs/design.md, "Toolchain", transformers 5.24).
    Positions count from the first real token (left padding does not change a row's logits) and
    the LM head runs only at ``logits_positions``. It is the test double of the 8B models'
    interface and a real option for any such backbone.
@@ -28,7 +28,6 @@ no download, for benchmarks.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from pathlib import Path
@@ -37,6 +36,8 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 from transformers.modeling_outputs import MaskedLMOutput
+
+from maskgrpo.core.registry import LazyRegistry
 
 __all__ = [
     "ADAPTERS", "BidirectionalLM", "RemoteCodeLM", "adapter_for", "load_model", "llada_8b_config", "random_model",
@@ -222,8 +223,7 @@ def load_model(path: str | Path, *, adapter: str = "auto", dtype: torch.dtype = 
     (models/remote_code.py); only the ``remote`` and ``bidirectional`` adapters run code."""
     path = Path(path)
     name = adapter_for(path, adapter)
-    module, _, attr = ADAPTERS[name].partition(":")
-    loader: Callable[..., nn.Module] = getattr(importlib.import_module(module), attr)
+    loader: Callable[..., nn.Module] = LazyRegistry("adapter", ADAPTERS).load(name)  # core/registry.py
     return loader(path, dtype, trust_remote_code, _quantization(load_in_4bit, path))
 
 

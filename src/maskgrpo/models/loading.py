@@ -157,7 +157,7 @@ class HFTokenizer:
         return left_pad([self._prompt_ids(t) for t in texts], self.pad_id, length, labels=texts)
 
     def encode_completion(self, text: str, length: int) -> list[int]:
-        """``text`` + EOS, then EOS up to ``length`` (ALGORITHM.md §1). Too long -> ValueError."""
+        """``text`` + EOS, then EOS up to ``length`` (docs/algorithm.md §1). Too long -> ValueError."""
         return eos_filled(self.encode(text), self.eos_id, length, label=text)
 
     def decode(self, ids: Iterable[int] | torch.Tensor) -> str:

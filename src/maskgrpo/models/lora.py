@@ -11,7 +11,7 @@ adapters on top; so "adapters disabled" is the SFT policy, not the pre-SFT base.
    except the LM head (peft's own resolver only accepts ``PreTrainedModel``\\ s). Only the
    adapters train; ``save_pretrained`` then writes the adapter folder only
    (``adapter_config.json`` + ``adapter_model.safetensors``).
-2. ``reference_logits(model, logits_fn)``: the reference policy of ALGORITHM.md §4 with LoRA: the
+2. ``reference_logits(model, logits_fn)``: the reference policy of docs/algorithm.md §4 with LoRA: the
    same network called under ``disable_adapter()``, so no second copy of an 8B model is held.
 3. ``load_adapters(base, folder)``: a base model plus a saved adapter folder, trainable.
 4. ``merge_adapters(src, dst, base=None)``: folds an adapter checkpoint (its merged chain, then

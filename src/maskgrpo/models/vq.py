@@ -1,4 +1,4 @@
-"""VQ image decoders: image codes -> pixels, so rewards can score real images (ALGORITHM.md §1, §6).
+"""VQ image decoders: image codes -> pixels, so rewards can score real images (docs/algorithm.md §1, §6).
 
 Implements:
 1. ``VQDecoder``: the protocol MMaDA's MAGVIT-v2 tokenizer follows (its repository's

@@ -1,4 +1,4 @@
-"""CLIP-score reward for text-to-image policies (ALGORITHM.md §6), through transformers' CLIP classes.
+"""CLIP-score reward for text-to-image policies (docs/algorithm.md §6), through transformers' CLIP classes.
 
 Implements:
 1. ``ClipScorer(path)``: ``CLIPModel`` + tokenizer from a LOCAL folder (``save_pretrained``

@@ -2,7 +2,7 @@
 
 Reads the round's rollout shards (their ``samples.jsonl``), calls each reward function of the
 RunSpec (or the task's default reward) with TRL's signature, sums them with their weights
-(None/NaN skipped), and computes advantages per prompt group (ALGORITHM.md §4). With
+(None/NaN skipped), and computes advantages per prompt group (docs/algorithm.md §4). With
 ``filter_zero_std`` the rows of groups whose rewards are all equal are marked to be skipped by
 the update (dynamic filtering).
 

@@ -1,4 +1,4 @@
-"""Update: mu MaskGRPO iterations per minibatch of the round's rollouts (ALGORITHM.md §3-§4).
+"""Update: mu MaskGRPO iterations per minibatch of the round's rollouts (docs/algorithm.md §3-§4).
 
 For each minibatch (rows shuffled with the round seed), iteration j = 1..mu is its j-th
 optimizer step: the estimator rebuilds mask j from the stored seed S_j and the rows' global ids,
