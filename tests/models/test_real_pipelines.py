@@ -57,8 +57,10 @@ def test_llada_gsm8k_pipeline_end_to_end_from_an_imported_hub_checkpoint(tmp_pat
         f"task.params.path={_jsonl(tmp_path / 'train.jsonl', GSM8K)}",
         f"task.params.eval_path={_jsonl(tmp_path / 'test.jsonl', HELD_OUT)}",
         "task.params.completion_length=24", "task.train_size=4", "task.eval_size=2",
-        # SFT on: the document skips it, but with random weights every GSM8K reward is 0 and a
-        # zero-advantage update leaves LoRA at zero; two SFT steps make the export non-trivial
+        # SFT on: the document skips it, but with random weights every GSM8K reward is 0, so the
+        # update (zero advantages, KL 0 against the SFT reference) leaves its fresh adapters at 0;
+        # two LoRA SFT steps (merged before RL) make the export differ from the base. Nonzero RL
+        # adapters in an export: the MMaDA test below.
         "sft.enabled=true", "sft.steps=2", "sft.batch_size=2", "sft.lr=0.01",
         "rl.rounds=1", "rl.prompts_per_round=2", "rl.group_size=2", "rl.num_iterations=2", "rl.minibatch_size=4",
         "rl.logprob_chunk_rows=4", "rl.lr=0.01", f"rl.sampler={sampler % 0.9}",
@@ -89,7 +91,7 @@ def test_llada_gsm8k_pipeline_end_to_end_from_an_imported_hub_checkpoint(tmp_pat
         moved = (base(x).logits - theirs).abs().max().item()
     diff = (trained - theirs).abs().max().item()
     print(f"exported vs trained policy max |dlogit| = {diff:.3g}; base vs exported {moved:.3g}")
-    assert diff <= 1e-4 and moved > 100 * diff  # the update is in the export, to merge rounding
+    assert diff <= 1e-4 and moved > 1e-2  # the trained policy is the export, to merge rounding (measured 0)
 
 
 class ModPaletteDecoder(torch.nn.Module):
