@@ -167,7 +167,10 @@ def test_mmada_t2i_pipeline_end_to_end_from_an_imported_hub_checkpoint(tmp_path,
     policy = load_policy(store, "t2i", "update/1", calls[-1].spec.model)
     exported = off.MMadaModelLM.from_pretrained(out).eval()
     x = torch.randint(0, 134000, (2, 20), generator=torch.Generator().manual_seed(0))
+    base = off.MMadaModelLM.from_pretrained(hub).eval()
     with torch.no_grad():
-        diff = (policy.model.eval()(x).logits - exported(x).logits).abs().max().item()
-    print(f"mmada exported vs trained policy max |dlogit| = {diff:.3g}")
-    assert diff <= 1e-4
+        theirs = exported(x).logits
+        diff = (policy.model.eval()(x).logits - theirs).abs().max().item()
+        moved = (base(x).logits - theirs).abs().max().item()
+    print(f"mmada exported vs trained policy max |dlogit| = {diff:.3g}; base vs exported {moved:.3g}")
+    assert diff <= 1e-4 and moved > 100 * diff  # the RL adapters are in the export
