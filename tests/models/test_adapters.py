@@ -188,3 +188,8 @@ def test_import_prints_the_pins_that_load_the_remote_code(remote_checkpoint, tmp
     pins = json.loads(line.split("trust_remote_code:", 1)[1])
     assert pins == code_digests(remote_checkpoint)
     assert isinstance(load_model(remote_checkpoint, trust_remote_code=pins), RemoteCodeLM)
+
+
+def test_pins_must_be_sha256_digests(tmp_path):
+    with pytest.raises(ValidationError, match=r"trust_remote_code.modeling_x.py: expected a sha256"):
+        ModelSpec(source=str(tmp_path), trust_remote_code={"modeling_x.py": "abc"})

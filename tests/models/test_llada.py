@@ -272,3 +272,10 @@ def test_block_kv_cache_protocol(pair):
         assert (moved - win).abs().max().item() > 1e-4  # the window's new token is seen
     with pytest.raises(ValueError, match="together"):
         model.forward_cached(x, cache=cache)
+
+
+def test_architectures_alone_select_the_native_class(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["MMadaModelLM"]}))
+    assert adapter_for(tmp_path) == "mmada"
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "lladamoe", "architectures": ["LLaDAMoEModelLM"]}))
+    assert adapter_for(tmp_path) == "remote"  # LLaDA-MoE: not implemented natively
