@@ -11,6 +11,7 @@
     maskgrpo import CHECKPOINT_DIR STORE_URI/NAME           commit a checkpoint folder as a model.source
     maskgrpo export SOURCE OUT_DIR [--base SOURCE]          a run's checkpoint (store URI or folder), LoRA merged
     maskgrpo serve-reward NAME [--host 127.0.0.1] [--port 8000]   a registered reward over HTTP/JSON
+    maskgrpo serve-sandbox [--host 127.0.0.1] [--port 8001]      the code reward's sandbox, without credentials
 
 Exit status: 0 success, 2 invalid document or arguments (nothing was written), 1 a failure while
 running (the message names the stage, file or URI).
@@ -220,6 +221,15 @@ def cmd_serve_reward(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_sandbox(args: argparse.Namespace) -> int:
+    from maskgrpo.rewards.sandbox_service import make_sandbox_server, serve_forever
+
+    server = make_sandbox_server(args.host, args.port, insecure=args.insecure)  # checks its layers first
+    print(f"serving the code sandbox on http://{args.host}:{server.server_address[1]}/run", flush=True)
+    serve_forever(server, "sandbox")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskgrpo", description="MaskGRPO for masked diffusion models, as a pipeline.")
     parser.add_argument("--version", action="version", version=f"maskgrpo {__version__}")
@@ -309,6 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.set_defaults(func=cmd_serve_reward)
+
+    p = sub.add_parser("serve-sandbox", help="run model code for the code reward in a process without credentials "
+                       "(set MASKGRPO_SANDBOX_URL for the score stage); refuses to start unless every isolation layer holds")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+    p.add_argument("--insecure", action="store_true",
+                   help="UNSAFE: start even when an isolation layer is missing or credentials are in the environment")
+    p.set_defaults(func=cmd_serve_sandbox)
     return parser
 
 
