@@ -109,10 +109,13 @@ class ModelSpec(_Spec):
     tiny: TinyModelSpec = Field(default_factory=TinyModelSpec, description="Size of the built-in tiny model.")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Parameter dtype (bfloat16 for GPUs).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where stages run the model; auto = cuda if available.")
-    adapter: Literal["auto", "tiny", "llada", "mmada", "bidirectional"] = Field(
+    adapter: Literal["auto", "tiny", "llada", "mmada", "bidirectional", "remote"] = Field(
         "auto", description="How to load and call the checkpoint (maskgrpo.models.adapters); auto = from its config's model_type."
     )
-    trust_remote_code: bool = Field(False, description="Allow the checkpoint's own modelling code (LLaDA/MMaDA ship theirs).")
+    trust_remote_code: bool | dict[str, str] = Field(
+        False, description="Run the checkpoint's own modelling code, only for architectures maskgrpo does not implement "
+        "(LLaDA/MMaDA load natively): the {file: sha256} pins of its *.py files that `maskgrpo import` prints, "
+        "checked before every load; true alone is refused.")
     special_tokens: SpecialTokensSpec = Field(default_factory=SpecialTokensSpec, description="Special ids overriding the tokenizer's.")
     chat_template: bool = Field(False, description="Wrap each prompt in the tokenizer's chat template as one user turn (Instruct models).")
     lora: LoraSpec | None = Field(None, description="Train LoRA adapters instead of every weight (None = full fine-tuning).")
@@ -121,6 +124,13 @@ class ModelSpec(_Spec):
 
     @model_validator(mode="after")
     def _quantized_needs_lora(self) -> "ModelSpec":
+        if self.trust_remote_code is True:
+            raise ValueError("trust_remote_code: true would run any code the checkpoint holds; set it to the "
+                             "{file: sha256} pins printed by `maskgrpo import` (LLaDA/MMaDA need none: they load natively)")
+        if isinstance(self.trust_remote_code, dict):
+            bad = [k for k, v in self.trust_remote_code.items() if len(v) != 64 or any(c not in "0123456789abcdefABCDEF" for c in v)]
+            if bad:
+                raise ValueError(f"trust_remote_code.{bad[0]}: expected a sha256 (64 hex digits)")
         if self.load_in_4bit and self.lora is None:
             raise ValueError("load_in_4bit trains nothing without lora: set model.lora")
         if self.lora is not None and self.source == "builtin:tiny":
