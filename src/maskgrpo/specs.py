@@ -120,6 +120,7 @@ class ModelSpec(_Spec):
     chat_template: bool = Field(False, description="Wrap each prompt in the tokenizer's chat template as one user turn (Instruct models).")
     lora: LoraSpec | None = Field(None, description="Train LoRA adapters instead of every weight (None = full fine-tuning).")
     load_in_4bit: bool = Field(False, description="Load the frozen base in 4 bits (bitsandbytes, CUDA only; needs lora).")
+    gradient_checkpointing: bool = Field(False, description="Recompute each block's activations in the backward pass (models that support it: llada, mmada, transformers backbones); trades about one extra forward for activation memory (docs/real-models.md).")
     deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec, description="DeepSpeed ZeRO for update and SFT.")
 
     @model_validator(mode="after")
