@@ -111,18 +111,29 @@ class ModelSpec(_Spec):
     tiny: TinyModelSpec = Field(default_factory=TinyModelSpec, description="Size of the built-in tiny model.")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Parameter dtype (bfloat16 for GPUs).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where stages run the model; auto = cuda if available.")
-    adapter: Literal["auto", "tiny", "llada", "mmada", "bidirectional"] = Field(
+    adapter: Literal["auto", "tiny", "llada", "mmada", "bidirectional", "remote"] = Field(
         "auto", description="How to load and call the checkpoint (maskgrpo.models.adapters); auto = from its config's model_type."
     )
-    trust_remote_code: bool = Field(False, description="Allow the checkpoint's own modelling code (LLaDA/MMaDA ship theirs).")
+    trust_remote_code: bool | dict[str, str] = Field(
+        False, description="Run the checkpoint's own modelling code, only for architectures maskgrpo does not implement "
+        "(LLaDA/MMaDA load natively): the {file: sha256} pins of its *.py files that `maskgrpo import` prints, "
+        "checked before every load; true alone is refused.")
     special_tokens: SpecialTokensSpec = Field(default_factory=SpecialTokensSpec, description="Special ids overriding the tokenizer's.")
     chat_template: bool = Field(False, description="Wrap each prompt in the tokenizer's chat template as one user turn (Instruct models).")
     lora: LoraSpec | None = Field(None, description="Train LoRA adapters instead of every weight (None = full fine-tuning).")
     load_in_4bit: bool = Field(False, description="Load the frozen base in 4 bits (bitsandbytes, CUDA only; needs lora).")
+    gradient_checkpointing: bool = Field(False, description="Recompute each block's activations in the backward pass (models that support it: llada, mmada, transformers backbones); trades about one extra forward for activation memory (docs/real-models.md).")
     deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec, description="DeepSpeed ZeRO for update and SFT.")
 
     @model_validator(mode="after")
     def _quantized_needs_lora(self) -> "ModelSpec":
+        if self.trust_remote_code is True:
+            raise ValueError("trust_remote_code: true would run any code the checkpoint holds; set it to the "
+                             "{file: sha256} pins printed by `maskgrpo import` (LLaDA/MMaDA need none: they load natively)")
+        if isinstance(self.trust_remote_code, dict):
+            bad = [k for k, v in self.trust_remote_code.items() if len(v) != 64 or any(c not in "0123456789abcdefABCDEF" for c in v)]
+            if bad:
+                raise ValueError(f"trust_remote_code.{bad[0]}: expected a sha256 (64 hex digits)")
         if self.load_in_4bit and self.lora is None:
             raise ValueError("load_in_4bit trains nothing without lora: set model.lora")
         if self.lora is not None and self.source == "builtin:tiny":
@@ -367,11 +378,16 @@ class ResourcesSpec(_Spec):
     evaluate: StageResources = Field(default_factory=StageResources, description="Evaluate pods.")
 
 
+# The TrainJob dialects runners/kfp/trainer.py can write (docs/cluster.md, section 8).
+TrainerApi = Literal["v2.3", "v2.1"]
+
+
 class ClusterSpec(_Spec):
     image: str = Field("ghcr.io/maskgrpo/maskgrpo:0.1.0", description="Container image of the stages (overridable with --image).")
     store: str = Field("s3://maskgrpo/runs", description="Store URI the cluster run writes to.")
     s3_secret: str = Field("maskgrpo-s3", description="Kubernetes Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and optionally MASKGRPO_S3_ENDPOINT_URL).")
     rollout_shards: int = Field(1, ge=1, le=1_024, description="Parallel rollout tasks per round (ParallelFor), merged by score. At most 1,024.")
+    trainer_api: TrainerApi = Field("v2.3", description="Kubeflow Trainer API of the TrainJobs that run updates past one node: 'v2.3' writes runtimePatches (the form since Trainer v2.2), 'v2.1' podTemplateOverrides (Trainer v2.1 only).")
     retries: int = Field(2, ge=0, le=100, description="Retries per stage on failure. At most 100.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-stage pod resources.")
 

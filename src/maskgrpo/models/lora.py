@@ -12,7 +12,8 @@ adapters on top; so "adapters disabled" is the SFT policy, not the pre-SFT base.
    adapters train; ``save_pretrained`` then writes the adapter folder only
    (``adapter_config.json`` + ``adapter_model.safetensors``).
 2. ``reference_logits(model, logits_fn)``: the reference policy of docs/algorithm.md §4 with LoRA: the
-   same network called under ``disable_adapter()``, so no second copy of an 8B model is held.
+   same network called under ``disable_adapter()`` (the base with the merged chain: the SFT
+   policy), so no second copy of an 8B model is held.
 3. ``load_adapters(base, folder)``: a base model plus a saved adapter folder, trainable.
 4. ``merge_adapters(src, dst, base=None)``: folds an adapter checkpoint (its merged chain, then
    its adapters) into full weights (``merge_and_unload``) and writes a plain checkpoint (weights
@@ -48,9 +49,11 @@ def linear_targets(model: nn.Module) -> list[str]:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None and hasattr(model, "backbone"):
         head = model.backbone.get_output_embeddings()
-    names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not head}
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not head]
+    names = {name.rsplit(".", 1)[-1] for name in linears}
     head_names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if m is head}
-    return sorted(names - head_names)
+    # a layer named like the head (LLaDA's blocks' ff_out vs its output ff_out): its full name
+    return sorted(names - head_names) + sorted(n for n in linears if n.rsplit(".", 1)[-1] in head_names)
 
 
 def apply_lora(model: nn.Module, *, r: int, alpha: float, dropout: float,
