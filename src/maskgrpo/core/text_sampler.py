@@ -8,8 +8,11 @@ temperature 1, and commits the n_i most confident; committed tokens never change
 Options beyond the reference (all off by default, so the default is LLaDA's sampler):
 1. ``remasking="random"``: commit random masked positions instead of the most confident.
 2. ``threshold``: confidence-threshold parallel decoding; each step commits every masked position
-   of the block whose confidence is >= threshold, and at least the most confident one. Fewer
-   forwards; the number of steps per block varies.
+   of the block whose confidence is >= threshold, or the step's quota n_i of the most confident
+   ones if that is more (max(quota, positions above the threshold)). So a block never takes more
+   than its s steps: the forward count never exceeds the plain sampler's (exactly ``steps``, and
+   the plain sampler's tokens, when nothing passes), and is lower when the model is confident.
+   Deviation from Fast-dLLM, whose floor is one token per step (up to ``gen_length`` forwards).
 3. ``early_exit``: once a row's finished block is all EOS, the rest of its completion is EOS
    (the answer has ended) and the row takes part in no further forwards.
 4. ``head_only`` (default True): the LM head runs only at the current block's positions; this is
@@ -77,8 +80,7 @@ def sample_text(
         lo, hi = prompt_len + block * block_length, prompt_len + (block + 1) * block_length
         positions = torch.arange(lo, hi, device=device)
         quotas = step_quotas((x[:, lo:hi] == mask_id).sum(1), steps_per_block)  # (B, s)
-        max_steps = block_length if threshold is not None else steps_per_block
-        for step in range(max_steps):
+        for step in range(steps_per_block):
             masked = x[:, lo:hi] == mask_id  # (B, b)
             rows = (masked.any(1) & ~finished).nonzero().squeeze(1)  # (R,)
             if rows.numel() == 0:
@@ -103,11 +105,10 @@ def sample_text(
                 confidence = torch.rand(proposal.shape, generator=generator, device=generator.device if generator else "cpu").to(device)
             row_masked = masked[rows]  # (R, b)
             confidence = torch.where(row_masked, confidence, torch.full_like(confidence, -torch.inf))
-            if threshold is not None:
-                commit = row_masked & (confidence >= threshold)
-                commit |= top_n_mask(confidence, torch.ones(len(rows), dtype=torch.long, device=device))
-            else:
-                commit = top_n_mask(confidence, quotas[rows, step]) & row_masked
+            quota = quotas[rows, step]  # (R,)
+            if threshold is not None:  # max(quota, positions above the threshold): the top that many
+                quota = torch.maximum(quota, (confidence >= threshold).sum(1))
+            commit = top_n_mask(confidence, quota) & row_masked
             x[rows, lo:hi] = torch.where(commit, proposal.to(x.dtype), xs[:, lo:hi])
         if early_exit:
             ended = (x[:, lo:hi] == eos_id).all(1) & ~finished  # (B,)
