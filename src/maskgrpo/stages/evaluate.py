@@ -80,7 +80,7 @@ def text_evaluation_rows(spec: EvaluateSpec, store: Store) -> tuple[list[dict], 
             policy.logits, ids.to(policy.device), gen_length=s.gen_length, steps=s.steps, block_length=s.block_length,
             mask_id=tok.mask_id, eos_id=tok.eos_id, temperature=s.temperature, cfg_scale=s.cfg_scale,
             prompt_valid=valid.to(policy.device), remasking=s.remasking, threshold=s.threshold, early_exit=s.early_exit,
-            generator=generator,
+            generator=generator, cache=s.cache, cached_logits_fn=policy.cached_logits(),
         )
         completions += decode(tok, out.tokens.cpu())
         forwards += int(out.row_forwards.sum())

@@ -91,7 +91,7 @@ def generate(policy: Policy, prompts: list[str], rl: RlSpec, seed: int, prompt_l
             policy.logits, prompt_ids[rows], gen_length=s.gen_length, steps=s.steps, block_length=s.block_length,
             mask_id=tok.mask_id, eos_id=tok.eos_id, temperature=s.temperature, cfg_scale=s.cfg_scale,
             prompt_valid=valid[rows], remasking=s.remasking, threshold=s.threshold, early_exit=s.early_exit,
-            generator=generator,
+            generator=generator, cache=s.cache, cached_logits_fn=policy.cached_logits(),
         )
         chunks.append(out.tokens)
         forwards += int(out.row_forwards.sum())
