@@ -171,20 +171,27 @@ def test_greedy_is_invariant_to_left_padding(confident_model):
         assert torch.equal(together[i], sample_text(fn, p.unsqueeze(0), **kwargs).tokens[0]), i
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_head_only_gives_identical_tokens(confident_model, temperature):
+@pytest.mark.parametrize("temperature, threshold", [(0.0, None), (0.8, None), (0.8, 0.1)])
+def test_head_only_gives_identical_tokens(confident_model, temperature, threshold):
+    # With a threshold, rows hold different numbers of masks in a step (logits at the most any
+    # row needs, scattered back): still the full-logits tokens, generator draws included.
     fn = as_logits_fn(confident_model)
-    kwargs = dict(gen_length=8, steps=4, block_length=4, mask_id=MASK, eos_id=EOS, temperature=temperature)
+    kwargs = dict(gen_length=8, steps=4, block_length=4, mask_id=MASK, eos_id=EOS, temperature=temperature,
+                  threshold=threshold)
     a = sample_text(fn, prompts(5, 6), head_only=True, generator=torch.Generator().manual_seed(4), **kwargs)
     b = sample_text(fn, prompts(5, 6), head_only=False, generator=torch.Generator().manual_seed(4), **kwargs)
     assert torch.equal(a.tokens, b.tokens)
     assert torch.equal(a.row_forwards, b.row_forwards)
+    if threshold is not None:
+        assert len(set(a.row_forwards.tolist())) > 1  # measured [4, 3, 4, 4, 2]
 
 
-def test_head_only_asks_for_current_block_positions_only():
+def test_head_only_asks_for_the_current_blocks_masked_positions_only():
+    # 2 steps per 4-token block, quota 2; equal confidences commit the leftmost first, so the
+    # second step of each block needs logits at its last two columns only.
     rec = Recorder(table_fn(confident_table(12, 4)))
     sample_text(rec, prompts(2, 4), gen_length=8, steps=4, block_length=4, mask_id=MASK, eos_id=EOS)
-    assert [p[0].tolist() for p in rec.positions] == [[4, 5, 6, 7]] * 2 + [[8, 9, 10, 11]] * 2
+    assert [p[0].tolist() for p in rec.positions] == [[4, 5, 6, 7], [6, 7], [8, 9, 10, 11], [10, 11]]
     rec_full = Recorder(table_fn(confident_table(12, 4)))
     sample_text(rec_full, prompts(2, 4), gen_length=8, steps=4, block_length=4, mask_id=MASK, eos_id=EOS,
                 head_only=False)

@@ -15,8 +15,10 @@ Options beyond the reference (all off by default, so the default is LLaDA's samp
    Deviation from Fast-dLLM, whose floor is one token per step (up to ``gen_length`` forwards).
 3. ``early_exit``: once a row's finished block is all EOS, the rest of its completion is EOS
    (the answer has ended) and the row takes part in no further forwards.
-4. ``head_only`` (default True): the LM head runs only at the current block's positions; this is
-   the same computation as full logits followed by slicing, for less work.
+4. ``head_only`` (default True): the LM head runs only at the current block's still-masked
+   positions (the most any row of the batch has); the logits are scattered back into the block,
+   so sampling draws the same noise and the tokens are those of full logits followed by slicing,
+   for less work.
 5. ``cache`` (Fast-dLLM's block KV cache, core/kv_cache.py; needs ``cached_logits_fn``):
    ``"prefix"``: the first step of each block is a full forward that also returns every layer's
    keys/values; the block's other steps run only the block and the positions after it, over the
@@ -106,7 +108,6 @@ def sample_text(
     total = prompt_len + gen_length
     for block in range(num_blocks):
         lo, hi = prompt_len + block * block_length, prompt_len + (block + 1) * block_length
-        positions = torch.arange(lo, hi, device=device)
         window = (lo, total) if cache == "prefix" else (lo, hi)
         quotas = step_quotas((x[:, lo:hi] == mask_id).sum(1), steps_per_block)  # (B, s)
         kv: BlockKV | None = None  # invalidated at every block start
@@ -121,7 +122,10 @@ def sample_text(
                 uncond = xs.clone()
                 uncond[:, :prompt_len][prompt_valid[rows]] = mask_id
                 inputs = torch.cat([xs, uncond])
-            pos = positions.expand(len(inputs), -1)  # (R or 2R, b)
+            row_masked = masked[rows]  # (R, b)
+            # Logits only where a row still has a mask: its masked columns first, in order.
+            order = (~row_masked).to(torch.int8).argsort(dim=1, stable=True)[:, : int(row_masked.sum(1).max())]  # (R, K)
+            pos = (lo + order).repeat(2, 1) if cfg else lo + order  # (R or 2R, K)
             if cache == "none":
                 out = gather_positions(logits_fn, inputs, pos, head_only)
             elif kv is None:  # block start: a full forward that fills the cache
@@ -129,12 +133,14 @@ def sample_text(
                 kv_rows = rows
             else:
                 if not torch.equal(rows, kv_rows):  # rows that finished the block left the batch
-                    index = torch.searchsorted(kv_rows, rows)
-                    kv = kv.select(torch.cat([index, index + len(kv_rows)]) if cfg else index)
+                    keep = torch.searchsorted(kv_rows, rows)
+                    kv = kv.select(torch.cat([keep, keep + len(kv_rows)]) if cfg else keep)
                     kv_rows = rows
                 out, kv = cached_logits_fn(inputs, pos, kv, window)
-            out = out.float()  # (R or 2R, b, V)
+            out = out.float()  # (R or 2R, K, V)
             logits = classifier_free_guidance(out[: len(rows)], out[len(rows):], cfg_scale) if cfg else out
+            index = order.unsqueeze(-1).expand(-1, -1, logits.shape[-1])  # back to block columns (R, b, V)
+            logits = torch.zeros(len(rows), block_length, logits.shape[-1], device=device).scatter_(1, index, logits)
             row_forwards[rows] += 2 if cfg else 1
             # Never propose the mask token itself: committing it would leave the slot masked.
             logits = logits.index_fill(-1, torch.tensor([mask_id], device=device), -torch.inf)
@@ -143,7 +149,6 @@ def sample_text(
                 confidence = torch.softmax(logits, dim=-1).gather(-1, proposal.unsqueeze(-1)).squeeze(-1)  # (R, b)
             else:
                 confidence = torch.rand(proposal.shape, generator=generator, device=generator.device if generator else "cpu").to(device)
-            row_masked = masked[rows]  # (R, b)
             confidence = torch.where(row_masked, confidence, torch.full_like(confidence, -torch.inf))
             quota = quotas[rows, step]  # (R,)
             if threshold is not None:  # max(quota, positions above the threshold): the top that many
