@@ -36,7 +36,7 @@ class TinyMDMConfig(PretrainedConfig):
         hidden_size: int = 128,
         num_layers: int = 2,
         num_heads: int = 4,
-        mlp_ratio: int = 4,
+        mlp_ratio: float = 4,  # MLP width = int(mlp_ratio * hidden_size)
         max_position_embeddings: int = 512,
         dropout: float = 0.0,
         rope_theta: float = 10000.0,
@@ -78,8 +78,9 @@ class _Block(nn.Module):
         self.qkv = nn.Linear(h, 3 * h, bias=False)
         self.proj = nn.Linear(h, h, bias=False)
         self.norm2 = nn.RMSNorm(h)
-        self.fc1 = nn.Linear(h, config.mlp_ratio * h, bias=False)
-        self.fc2 = nn.Linear(config.mlp_ratio * h, h, bias=False)
+        m = int(config.mlp_ratio * h)
+        self.fc1 = nn.Linear(h, m, bias=False)
+        self.fc2 = nn.Linear(m, h, bias=False)
         self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], attn_bias: torch.Tensor | None,
