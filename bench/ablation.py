@@ -64,20 +64,18 @@ def run_once(pipeline: Path, estimator: str, seed: int, store_dir: str, extra: l
     }
 
 
-def aggregate(rows: list[dict]) -> dict:
+def aggregate(rows: list[dict], key: str = "estimator") -> dict:
+    """Per value of ``key``: the mean of every numeric column, and the spread of the accuracy and gain."""
     out = {}
-    for name in dict.fromkeys(r["estimator"] for r in rows):
-        mine = [r for r in rows if r["estimator"] == name]
-        finals, gains = [r["final_accuracy"] for r in mine], [r["gain"] for r in mine]
-        out[name] = {
-            "final_accuracy_mean": statistics.fmean(finals),
-            "final_accuracy_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
-            "gain_mean": statistics.fmean(gains),
-            "gain_std": statistics.stdev(gains) if len(gains) > 1 else 0.0,
-            "update_forwards_per_completion": statistics.fmean(r["update_forwards_per_completion"] for r in mine),
-            "update_seconds_mean": statistics.fmean(r["update_seconds"] for r in mine),
-            "wall_seconds_mean": statistics.fmean(r["wall_seconds"] for r in mine),
-        }
+    for name in dict.fromkeys(r[key] for r in rows):
+        mine = [r for r in rows if r[key] == name]
+        entry = {}
+        for column in (c for c in mine[0] if c not in (key, "seed")):
+            values = [r[column] for r in mine]
+            entry[f"{column}_mean"] = statistics.fmean(values)
+            if column in ("final_accuracy", "gain"):
+                entry[f"{column}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out[name] = entry
     return out
 
 

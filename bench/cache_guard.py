@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ablation import evaluations, run_stages  # noqa: E402
+from ablation import aggregate, evaluations, run_stages  # noqa: E402
 from common import RESULTS, environment  # noqa: E402
 
 ARMS = {
@@ -55,21 +55,6 @@ def run_arm(pipeline: Path, arm: str, seed: int, extra: list[str]) -> dict:
     }
 
 
-def aggregate(rows: list[dict]) -> dict:
-    out = {}
-    for arm in dict.fromkeys(r["arm"] for r in rows):
-        mine = [r for r in rows if r["arm"] == arm]
-        gains = [r["gain"] for r in mine]
-        out[arm] = {
-            "final_accuracy_mean": statistics.fmean(r["final_accuracy"] for r in mine),
-            "gain_mean": statistics.fmean(gains),
-            "gain_std": statistics.stdev(gains) if len(gains) > 1 else 0.0,
-            "rollout_seconds_per_round_mean": statistics.fmean(r["rollout_seconds_per_round"] for r in mine),
-            "rollout_forwards_per_completion": statistics.fmean(r["rollout_forwards_per_completion"] for r in mine),
-        }
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", type=Path, default=ROOT / "pipelines" / "toy-text.yaml")
@@ -86,7 +71,7 @@ def main() -> None:
             rows.append(run_arm(args.pipeline, arm, seed, args.set))
             print(json.dumps(rows[-1]), flush=True)
     report = {"bench": "cache_guard", "pipeline": str(args.pipeline.relative_to(ROOT)), "overrides": args.set,
-              "environment": environment(torch.device("cpu")), "runs": rows, "by_arm": aggregate(rows)}
+              "environment": environment(torch.device("cpu")), "runs": rows, "by_arm": aggregate(rows, key="arm")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report["by_arm"], indent=2))
