@@ -156,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in ["reference", *(v for v in args.variants if v != "reference")]:
         options = VARIANTS[name]
         seconds, tokens, forwards, flops, calls = run_variant(model, prompts, args, options, gen_length, mask_id, eos_id)
-        text = [tokenizer.decode(row) for row in tokens] if tokenizer is not None else None
-        accuracy = (sum(t == a for t, a in zip(text, evaluation.answers)) / len(text)) if text else None
+        accuracy = None
+        if tokenizer is not None:  # a token outside the tokenizer (a random or barely trained policy) is wrong
+            text = [tokenizer.decode(row) if int(row.max()) < tokenizer.vocab_size else None for row in tokens]
+            accuracy = sum(t == a for t, a in zip(text, evaluation.answers)) / len(text)
         token_accuracy = float((tokens == evaluation.completion_ids).float().mean())  # per position, EOS tail included
         if reference_tokens is None:
             reference_tokens = tokens
