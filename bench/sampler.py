@@ -1,5 +1,5 @@
 """Sampler benchmark: what the rollout sampler's options buy, against the reference sampler and the
-FLOP floor (ALGORITHM.md §2.1, §8; issues 18 and 21).
+FLOP floor (docs/algorithm.md §2.1, §8; issues 18 and 21).
 
 Measures, on the same prompts with the same policy in the same run, for each variant: tokens/s,
 model forwards per completion, forward FLOPs per completion (counted at every model call from the

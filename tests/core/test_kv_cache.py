@@ -216,7 +216,7 @@ def sort_batch(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="module")
 def sft_sort_model() -> TinyMDM:
     """A bidirectional 2 x 64 TinyMDM trained 150 steps with the masked-diffusion SFT objective on
-    8-digit sorting (ALGORITHM.md §5): a policy with real structure, not random weights."""
+    8-digit sorting (docs/algorithm.md §5): a policy with real structure, not random weights."""
     torch.manual_seed(0)
     model = TinyMDM(TinyMDMConfig(vocab_size=16, hidden_size=64, num_layers=2, num_heads=4,
                                   mask_token_id=MASK, eos_token_id=EOS, pad_token_id=PAD))

@@ -5,53 +5,49 @@ from __future__ import annotations
 
 import torch
 
-from maskgrpo.core.importance import cache_logprobs
-from maskgrpo.specs import ModelSpec, RlSpec, TextSamplerSpec, spec_hash
-from maskgrpo.stages.common import Policy, new_tiny_policy
-from maskgrpo.stages.rollout import estimator_input, estimator_options, generate, mask_seeds
-
-PROMPTS = ["3142", "9", "271828"]
+from maskgrpo.models.tiny import TinyMDM
+from maskgrpo.specs import RlSpec, TextSamplerSpec, spec_hash
+from maskgrpo.stages import get_stage
+from maskgrpo.stages.policy import Policy
 
 
-def tiny_policy() -> Policy:
-    return new_tiny_policy(ModelSpec(device="cpu"), max_length=32, seed=0)
+def test_rollout_with_cache_dual_samples_through_the_cache_and_estimates_with_full_forwards(tiny_run, tmp_path,
+                                                                                          monkeypatch):
+    store, _ = tiny_run.copy_store(tmp_path / "runs")
+    call = next(c for c in tiny_run.calls.values() if c.kind == "rollout")
+    rl = call.spec.rl.model_copy(update={"sampler": call.spec.rl.sampler.model_copy(update={"cache": "dual"})})
+    spec = call.spec.model_copy(update={"store": store.uri, "rl": rl})
+    order: list[str] = []
+    cached, forward = TinyMDM.forward_cached, TinyMDM.forward
 
+    def counting_cached(self, *args, **kwargs):
+        order.append("cached")
+        return cached(self, *args, **kwargs)
 
-def rl_spec(**sampler) -> RlSpec:
-    return RlSpec(group_size=2, minibatch_size=4, sampler=TextSamplerSpec(gen_length=8, steps=8, block_length=4,
-                                                                          **sampler))
+    def counting_forward(self, *args, **kwargs):
+        order.append("forward")
+        return forward(self, *args, **kwargs)
 
-
-def test_cache_option_uses_the_models_block_cache_and_the_estimator_does_not(monkeypatch):
-    policy = tiny_policy()
-    calls = {"cached": 0, "forward": 0}
-    cached, forward = policy.model.forward_cached, policy.model.forward
-
-    def count(name, fn):
-        def wrapped(*args, **kwargs):
-            calls[name] += 1
-            return fn(*args, **kwargs)
-        return wrapped
-
-    monkeypatch.setattr(policy.model, "forward_cached", count("cached", cached))
-    monkeypatch.setattr(policy.model, "forward", count("forward", forward))
-    rl = rl_spec(cache="dual")
-    input_ids, prompt_len, forwards = generate(policy, PROMPTS, rl, seed=0, progress=False)
-    assert calls == {"cached": 8, "forward": 0}  # 2 blocks x 4 steps, all through the cache
-    assert forwards == 8.0
-    inp = estimator_input(input_ids, prompt_len, torch.arange(len(input_ids)), policy.pad_id, policy.eos_id)
-    cache_logprobs(policy.logits, rl.estimator, inp, mask_seeds(0, rl.num_iterations), policy.mask_id,
-                   **estimator_options(rl))
-    assert calls["cached"] == 8 and calls["forward"] > 0  # old log-probs: full forwards only
+    monkeypatch.setattr(TinyMDM, "forward_cached", counting_cached)
+    monkeypatch.setattr(TinyMDM, "forward", counting_forward)
+    result = get_stage("rollout")(spec, store)
+    assert not result.skipped and result.forwards_per_completion == 8.0
+    # The sampler: 1 block x 8 steps, every one through the cache; then the old log-probs (mu = 2
+    # seeded masks): full forwards only, never the cache.
+    assert order[:8] == ["cached"] * 8
+    assert order[8:] and set(order[8:]) == {"forward"}
 
 
 def test_policy_without_the_protocol_has_no_cached_logits():
-    policy = tiny_policy()
-    assert policy.cached_logits() is not None
-    assert Policy(torch.nn.Linear(2, 2), policy.tokenizer).cached_logits() is None
+    policy = Policy(torch.nn.Linear(2, 2), None)
+    assert policy.cached_logits() is None
 
 
 def test_cache_none_leaves_the_spec_json_and_hash_unchanged():
+    def rl(**sampler) -> RlSpec:
+        return RlSpec(group_size=2, minibatch_size=4,
+                      sampler=TextSamplerSpec(gen_length=8, steps=8, block_length=4, **sampler))
+
     assert "cache" not in TextSamplerSpec().model_dump()
-    assert spec_hash(rl_spec()) == spec_hash(rl_spec(cache="none"))
-    assert spec_hash(rl_spec()) != spec_hash(rl_spec(cache="dual"))
+    assert spec_hash(rl()) == spec_hash(rl(cache="none"))
+    assert spec_hash(rl()) != spec_hash(rl(cache="dual"))

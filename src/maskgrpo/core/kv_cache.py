@@ -1,4 +1,4 @@
-"""The block KV cache a model implements for the text sampler (ALGORITHM.md §2.1, §8; Fast-dLLM).
+"""The block KV cache a model implements for the text sampler (docs/algorithm.md §2.1, §8; Fast-dLLM).
 
 The semi-AR sampler decodes one block at a time; within a block only the block's tokens change.
 A model that implements ``forward_cached`` lets the sampler run one full forward at the start
