@@ -359,11 +359,16 @@ class ResourcesSpec(_Spec):
     evaluate: StageResources = Field(default_factory=StageResources, description="Evaluate pods.")
 
 
+# The TrainJob dialects runners/kfp/trainer.py can write (docs/cluster.md, section 8).
+TrainerApi = Literal["v2.3", "v2.1"]
+
+
 class ClusterSpec(_Spec):
     image: str = Field("ghcr.io/maskgrpo/maskgrpo:0.1.0", description="Container image of the stages (overridable with --image).")
     store: str = Field("s3://maskgrpo/runs", description="Store URI the cluster run writes to.")
     s3_secret: str = Field("maskgrpo-s3", description="Kubernetes Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and optionally MASKGRPO_S3_ENDPOINT_URL).")
     rollout_shards: int = Field(1, ge=1, le=1_024, description="Parallel rollout tasks per round (ParallelFor), merged by score. At most 1,024.")
+    trainer_api: TrainerApi = Field("v2.3", description="Kubeflow Trainer API of the TrainJobs that run updates past one node: 'v2.3' writes runtimePatches (the form since Trainer v2.2), 'v2.1' podTemplateOverrides (Trainer v2.1 only).")
     retries: int = Field(2, ge=0, le=100, description="Retries per stage on failure. At most 100.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-stage pod resources.")
 

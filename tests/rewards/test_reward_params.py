@@ -11,7 +11,7 @@ from maskgrpo.rewards import bind_reward, check_reward_params, get_reward
 from maskgrpo.rewards.http import HttpReward
 from maskgrpo.rewards.server import make_server
 from maskgrpo.specs import RewardFunctionSpec, RewardSpec, TaskSpec, spec_hash
-from maskgrpo.stages.score import score_rows
+from maskgrpo.stages.scoring import score_rows
 
 META = {"tag": "colors", "include": [{"class": "bar", "count": 1, "color": "red"}], "prompt": "a red bar"}
 GOOD = "111" + "0" * 61  # a red 1x3 bar on an 8x8 grid
