@@ -35,39 +35,47 @@ from maskgrpo.stages import get_stage  # noqa: E402
 from maskgrpo.store import open_store  # noqa: E402
 
 
-def run_once(pipeline: Path, estimator: str, seed: int, store_dir: str, extra: list[str]) -> dict:
-    run = load_run_spec(pipeline, [f"rl.estimator={estimator}", f"seed={seed}", *extra])
+def run_stages(pipeline: Path, overrides: list[str], run_id: str, store_dir: str) -> tuple[dict, float]:
+    """Every stage of the pipeline in-process: ({stage call name: result}, wall seconds)."""
+    run = load_run_spec(pipeline, overrides)
     store = open_store(store_dir)
-    run_id = f"{estimator}-s{seed}"
     start = time.perf_counter()
     results = {call.name: get_stage(call.kind)(call.spec, store) for call in build_plan(run, run_id, store.uri, 1)}
-    wall = time.perf_counter() - start
-    evals = sorted((int(name.split("_")[1]), r) for name, r in results.items() if name.startswith("evaluate_"))
+    return results, time.perf_counter() - start
+
+
+def evaluations(results: dict) -> list:
+    """The evaluate results in round order (the first is the SFT baseline)."""
+    return [r for _, r in sorted((int(name.split("_")[1]), r) for name, r in results.items() if name.startswith("evaluate_"))]
+
+
+def run_once(pipeline: Path, estimator: str, seed: int, store_dir: str, extra: list[str]) -> dict:
+    results, wall = run_stages(pipeline, [f"rl.estimator={estimator}", f"seed={seed}", *extra], f"{estimator}-s{seed}",
+                               store_dir)
+    evals = evaluations(results)
     updates = [r for name, r in results.items() if name.startswith("update_")]
     update_seconds = sum(r.wall_seconds for r in updates)
     return {
         "estimator": estimator, "seed": seed,
-        "baseline_accuracy": evals[0][1].accuracy, "final_accuracy": evals[-1][1].accuracy,
-        "gain": evals[-1][1].accuracy - evals[0][1].accuracy,
+        "baseline_accuracy": evals[0].accuracy, "final_accuracy": evals[-1].accuracy,
+        "gain": evals[-1].accuracy - evals[0].accuracy,
         "update_forwards_per_completion": statistics.fmean(r.forwards_per_completion for r in updates),
         "update_seconds": update_seconds, "wall_seconds": wall,
     }
 
 
-def aggregate(rows: list[dict]) -> dict:
+def aggregate(rows: list[dict], key: str = "estimator") -> dict:
+    """Per value of ``key``: the mean of every numeric column, and the spread of the accuracy and gain."""
     out = {}
-    for name in dict.fromkeys(r["estimator"] for r in rows):
-        mine = [r for r in rows if r["estimator"] == name]
-        finals, gains = [r["final_accuracy"] for r in mine], [r["gain"] for r in mine]
-        out[name] = {
-            "final_accuracy_mean": statistics.fmean(finals),
-            "final_accuracy_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
-            "gain_mean": statistics.fmean(gains),
-            "gain_std": statistics.stdev(gains) if len(gains) > 1 else 0.0,
-            "update_forwards_per_completion": statistics.fmean(r["update_forwards_per_completion"] for r in mine),
-            "update_seconds_mean": statistics.fmean(r["update_seconds"] for r in mine),
-            "wall_seconds_mean": statistics.fmean(r["wall_seconds"] for r in mine),
-        }
+    for name in dict.fromkeys(r[key] for r in rows):
+        mine = [r for r in rows if r[key] == name]
+        entry = {}
+        for column in (c for c in mine[0] if c not in (key, "seed")):
+            values = [r[column] for r in mine]
+            entry[f"{column}_mean"] = statistics.fmean(values)
+            if column in ("final_accuracy", "gain"):
+                entry[f"{column}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out[name] = entry
     return out
 
 

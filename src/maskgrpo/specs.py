@@ -212,6 +212,10 @@ class TextSamplerSpec(_Spec):
     remasking: Literal["low_confidence", "random"] = Field("low_confidence", description="Which positions to commit each step.")
     threshold: float | None = Field(None, gt=0.0, le=1.0, description="Confidence-threshold parallel decoding (None = fixed quotas).")
     early_exit: bool = Field(False, description="Stop a row once a finished block is all EOS.")
+    cache: Literal["none", "prefix", "dual"] = Field(
+        "none", description="Block KV cache (Fast-dLLM): 'prefix' reuses the prompt's and finished blocks' keys/values "
+        "within a block, 'dual' also the later blocks'; approximate with bidirectional attention (bench/README.md)."
+    )
 
     @model_validator(mode="after")
     def _divisible(self) -> "TextSamplerSpec":
@@ -227,6 +231,8 @@ class TextSamplerSpec(_Spec):
         data = handler(self)
         if isinstance(data, dict):
             data.pop("kind", None)
+            if self.cache == "none":  # likewise cache 'none' (the field came later)
+                data.pop("cache", None)
         return data
 
 
