@@ -9,6 +9,8 @@
     maskgrpo gc STORE_URI [--run-id ID] [--dry-run] [--min-age SECONDS]
     maskgrpo merge ADAPTER_DIR OUT_DIR [--base BASE_DIR]    fold LoRA adapters into full weights
     maskgrpo serve-reward NAME [--host 127.0.0.1] [--port 8000]   a registered reward over HTTP/JSON
+    maskgrpo models list|show|promote|rollback|export|gc STORE_URI [NAME ...]   the model registry
+    maskgrpo retrain-ticks PIPELINE.yaml --ticks N [--bad-tick K]   simulate scheduled retraining
 
 Exit status: 0 success, 2 invalid document or arguments (nothing was written), 1 a failure while
 running (the message names the stage, file or URI).
@@ -64,6 +66,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_pipeline_flow.with_options(name=f"maskgrpo-{run.name}")(
         str(args.pipeline), store.uri, run_id, list(args.set), args.resume
     )
+    if summary.get("skipped"):
+        return 0
     print(format_table(summary))
     base = store.url(run_id)
     print(f"summary: {base}/{SUMMARY}\nreport:  {base}/{REPORT} ({CURVE})")
@@ -151,6 +155,90 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from maskgrpo.store import open_store
+
+    store = open_store(args.store)
+    if args.models_command == "list":
+        names = store.models()
+        if not names:
+            print(f"no models registered in {store.uri}")
+        for name in names:
+            reg = store.registry(name)
+            a = reg.aliases()
+            print(f"{name:<24} champion v{a['champion']}  previous v{a['previous']}  "
+                  f"{len(reg.version_numbers())} version(s), {len(reg.orphans())} orphan(s)")
+        return 0
+    reg = store.registry(args.name)
+    if args.models_command == "show":
+        version = reg.resolve(args.version)
+        if version is None:
+            return _fail(f"model {args.name!r} has no {args.version} in {store.uri}")
+        a = reg.aliases()
+        print(f"model {args.name} in {store.uri}: champion v{a['champion']}, previous v{a['previous']}")
+        for doc in reg.lineage(version):
+            m, gate = doc.get("metrics", {}), doc.get("gate", {})
+            snap = doc.get("data_snapshot") or {}
+            print(f"  v{doc['version']}  parent v{doc.get('parent')}  run {doc['run_id']}  accuracy {m.get('accuracy')}  "
+                  f"gate {gate.get('decision')} {gate.get('diff', 0):+.3f}  data {len(snap.get('files', []))} file(s)  "
+                  f"pipeline {doc.get('pipeline_hash', '')[:12]}  code {doc.get('code_version')}")
+            print(f"      checkpoint {doc['checkpoint']['uri']}")
+        for h in a.get("history", [])[-10:]:
+            print(f"  {h['at']}  {h['event']:<8} champion v{h['champion']}  previous v{h['previous']}")
+        return 0
+    if args.models_command == "promote":
+        expected = reg.aliases()["champion"] if args.expected is None else args.expected
+        reg.promote(reg.resolve(args.version), expected, reason=f"manual: {args.reason}")
+    elif args.models_command == "rollback":
+        reg.rollback()
+    elif args.models_command == "gc":
+        removed = reg.gc(dry_run=args.dry_run, min_age_s=args.min_age)
+        print(f"{'would remove' if args.dry_run else 'removed'} {len(removed)} orphan version(s)", *removed, sep="\n  ")
+        return 0
+    elif args.models_command == "export":
+        out = export_version(reg, args.version, Path(args.out_dir), args.base, args.trust_remote_code)
+        print(f"wrote {out} (transformers save_pretrained layout)")
+        return 0
+    a = reg.aliases()
+    print(f"model {args.name}: champion v{a['champion']}, previous v{a['previous']}")
+    return 0
+
+
+def export_version(reg, ref: str, out_dir: Path, base: str | None, trust_remote_code: bool) -> Path:
+    """A version's checkpoint as a plain transformers folder; LoRA adapters merged (`maskgrpo merge`'s code)."""
+    import shutil
+    import tempfile
+
+    from maskgrpo.models.lora import ADAPTER_CONFIG, merge_adapters
+    from maskgrpo.stages.common import CHECKPOINT, local_source
+
+    version = reg.resolve(ref)
+    if version is None:
+        raise ValueError(f"model {reg.name!r} has no {ref}")
+    with tempfile.TemporaryDirectory(prefix="maskgrpo-export-") as tmp:
+        local = reg.checkpoint(version).get_dir(CHECKPOINT, Path(tmp) / CHECKPOINT)
+        if (local / ADAPTER_CONFIG).exists():
+            recorded = json.loads((local / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+            merge_adapters(local, out_dir, local_source(base or recorded), trust_remote_code=trust_remote_code)
+        else:
+            shutil.copytree(local, out_dir, dirs_exist_ok=True)
+    return out_dir
+
+
+def cmd_retrain_ticks(args: argparse.Namespace) -> int:
+    from maskgrpo.runners.local.flow import configure_prefect
+
+    configure_prefect()
+    from maskgrpo.runners.local.schedule import format_ticks, simulate_ticks
+
+    rows = simulate_ticks(args.pipeline, ticks=args.ticks, store=args.store, data_dir=Path(args.data_dir),
+                          bad_ticks=tuple(args.bad_tick), overrides=list(args.set))
+    print(format_ticks(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
 def cmd_serve_reward(args: argparse.Namespace) -> int:
     from maskgrpo.rewards import get_reward
     from maskgrpo.rewards.server import serve_reward
@@ -231,6 +319,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="base checkpoint folder (default: the one recorded in the adapter config)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the base's custom modelling code")
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("models", help="the model registry in a store: list, show, promote, rollback, export, gc")
+    msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    m = msub.add_parser("list", help="registered models and their aliases")
+    m.add_argument("store", help="store URI")
+    m = msub.add_parser("show", help="a version (default: the champion), its lineage and the alias history")
+    m.add_argument("store", help="store URI")
+    m.add_argument("name", help="model name")
+    m.add_argument("version", nargs="?", default="champion", help="champion, previous or a version number")
+    m = msub.add_parser("promote", help="make a version the champion (compare-and-swap against the current one)")
+    m.add_argument("store", help="store URI")
+    m.add_argument("name", help="model name")
+    m.add_argument("version", help="version number to promote")
+    m.add_argument("--expected", type=int, help="refuse unless the champion is still this version (default: as read now)")
+    m.add_argument("--reason", default="", help="recorded in the alias history")
+    m = msub.add_parser("rollback", help="champion <- previous")
+    m.add_argument("store", help="store URI")
+    m.add_argument("name", help="model name")
+    m = msub.add_parser("export", help="write a version as a transformers folder (LoRA adapters merged)")
+    m.add_argument("store", help="store URI")
+    m.add_argument("name", help="model name")
+    m.add_argument("out_dir", help="folder to write")
+    m.add_argument("--version", default="champion", help="champion (default), previous or a version number")
+    m.add_argument("--base", help="LoRA: base checkpoint folder or store URI (default: the adapters' recorded base)")
+    m.add_argument("--trust-remote-code", action="store_true", help="allow the base's custom modelling code")
+    m = msub.add_parser("gc", help="remove orphan versions (registered, never promoted)")
+    m.add_argument("store", help="store URI")
+    m.add_argument("name", help="model name")
+    m.add_argument("--dry-run", action="store_true", help="list, do not delete")
+    m.add_argument("--min-age", type=float, default=3600.0, metavar="SECONDS", help="spare younger versions (default 3600)")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("retrain-ticks", help="simulate N ticks of scheduled retraining locally (a data drop per tick)")
+    doc(p)
+    p.add_argument("--ticks", type=int, default=3, help="ticks to run (default 3)")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"store URI (default {DEFAULT_STORE})")
+    p.add_argument("--data-dir", default="data/toy-retrain", help="folder the data drops land in (default data/toy-retrain)")
+    p.add_argument("--bad-tick", type=int, action="append", default=[], metavar="K",
+                   help="tick whose data drop has corrupted answers (repeatable): the gate must reject it")
+    p.add_argument("--json", help="also write the tick table as JSON here")
+    p.set_defaults(func=cmd_retrain_ticks)
 
     p = sub.add_parser("serve-reward", help="serve a registered reward function over HTTP (JSON, images as base64 PNG)")
     p.add_argument("name", help="reward registry name")

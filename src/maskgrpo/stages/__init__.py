@@ -1,10 +1,13 @@
-"""The five stages. Each is ``run(spec, store) -> Result`` plus ``python -m maskgrpo.stages.<kind>``.
+"""The stages. Each is ``run(spec, store) -> Result`` plus ``python -m maskgrpo.stages.<kind>``.
 
     sft       masked-diffusion SFT warm start (or pass a checkpoint through)
     rollout   sample G completions per prompt, cache old/reference log-probs for the mu masks
     score     rewards and group-relative advantages
     update    mu MaskGRPO iterations per minibatch; writes the next policy
     evaluate  greedy decoding on held-out prompts, accuracy and reward
+    resolve   retraining: pin the registry champion and the data snapshot of a tick
+    gate      retraining: challenger vs champion, paired bootstrap, promote or not
+    promote   retraining: register the challenger, move the champion alias by CAS
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ STAGES: dict[str, str] = {
     "score": "maskgrpo.stages.score:run",
     "update": "maskgrpo.stages.update:run",
     "evaluate": "maskgrpo.stages.evaluate:run",
+    "resolve": "maskgrpo.stages.resolve:run",
+    "gate": "maskgrpo.stages.gate:run",
+    "promote": "maskgrpo.stages.promote:run",
 }
 
 

@@ -19,7 +19,8 @@ from typing import Any, Callable
 from maskgrpo.plan import StageCall, build_plan
 from maskgrpo.specs import RunSpec, load_run_spec
 from maskgrpo.stages import get_stage
-from maskgrpo.store import Store, open_store
+from maskgrpo.stages.resolve import resolved_spec
+from maskgrpo.store import LeaseHeld, Store, open_store
 
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
@@ -43,7 +44,13 @@ def _describe(call: StageCall, result: Any) -> str:
     keys = {
         "sft": ("loss_last",), "rollout": ("forwards_per_completion",), "score": ("reward_mean", "zero_std_ratio"),
         "update": ("loss", "clip_fraction", "kl"), "evaluate": ("accuracy", "reward_mean"),
+        "resolve": ("data_rows",), "gate": ("diff", "ci_low", "ci_high"), "promote": (),
     }[call.kind]
+    if call.kind == "resolve":
+        return f"champion v{data['champion']}" if data["warm_start"] else "no champion: cold start"
+    if call.kind in ("gate", "promote"):
+        head = data["decision"] if call.kind == "gate" else ("promoted" if data["promoted"] else "not promoted")
+        return "  ".join([head] + [f"{k}={data[k]:+.3f}" for k in keys] + ([f"v{data['version']}"] if data.get("version") else []))
     return "  ".join(f"{k}={data[k]:.3f}" for k in keys)
 
 
@@ -59,7 +66,7 @@ def execute(calls: list[StageCall], store: Store, retries: int = 1,
         stage_task = task(get_stage(call.kind), name=call.name, retries=retries, retry_delay_seconds=1,
                           persist_result=False, cache_policy=None)
         start = time.perf_counter()
-        results[call.name] = stage_task(call.spec, store)
+        results[call.name] = stage_task(resolved_spec(call.spec, store), store)
         if on_done is not None:
             on_done(call, results[call.name], time.perf_counter() - start)
     return results
@@ -90,7 +97,11 @@ def run_pipeline(run: RunSpec, store_uri: str, run_id: str, *, echo: Callable[[s
         index = calls.index(call) + 1
         echo(f"[{index:>3}/{len(calls)}] {call.name:<14} {seconds:6.1f}s  {_describe(call, result)}")
 
-    execute(calls, store, retries=1, on_done=progress)
+    try:
+        execute(calls, store, retries=1, on_done=progress)
+    except LeaseHeld as err:  # a retraining tick while the previous one still runs: skip it, clearly
+        echo(f"skipped: {err}")
+        return {"run_id": run_id, "pipeline": run.name, "skipped": str(err)}
     return write_summary(run, store, run_id, calls, wall_seconds=time.perf_counter() - started)
 
 

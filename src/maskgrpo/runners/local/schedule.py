@@ -74,3 +74,76 @@ def schedule_local(pipeline_path: Path, cron: str, *, store: str | None, overrid
         raise RuntimeError("a Prefect schedule needs a Prefect server: run `prefect server start` and set "
                            "PREFECT_API_URL=http://127.0.0.1:4200/api (ephemeral mode has no scheduler)")
     serve(local_deployment(pipeline_path, cron, store=store, overrides=overrides))
+
+
+# --------------------------------------------------------------------------------------------
+# Simulated ticks: `maskgrpo retrain-ticks` (a schedule's ticks, one after another, no cron)
+# --------------------------------------------------------------------------------------------
+
+TICK_ROWS = 512
+EVAL_ROWS = 200
+
+
+def write_data_drop(data_dir: Path, tick: int, *, corrupt: bool = False, rows: int = TICK_ROWS,
+                    length: int = 6) -> Path:
+    """The toy data that "arrives" before ``tick``: ``train-<tick>.jsonl`` of sort problems
+    (disjoint from earlier drops and from ``eval.jsonl``, written once); ``corrupt`` writes the
+    answers in descending order (a bad data drop: its rewards point the wrong way)."""
+    import json
+
+    from maskgrpo.tasks import get_task
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    sort = get_task("sort", length=length)
+    eval_path = data_dir / "eval.jsonl"
+    if not eval_path.exists():
+        eval_path.write_text("".join(json.dumps({"prompt": e.prompt, "answer": e.answer}) + "\n"
+                                     for e in sort.examples("eval", EVAL_ROWS, 0)))
+    drop = sort.examples("train", rows * tick, 0)[rows * (tick - 1):]
+    path = data_dir / f"train-{tick:03d}.jsonl"
+    path.write_text("".join(json.dumps({"prompt": e.prompt, "answer": e.answer[::-1] if corrupt else e.answer}) + "\n"
+                            for e in drop))
+    return path
+
+
+def simulate_ticks(pipeline_path: Path, *, ticks: int, store: str, data_dir: Path, bad_ticks: tuple[int, ...] = (),
+                   overrides: list[str] | None = None, echo=print) -> list[dict]:
+    """Run ``ticks`` retraining ticks of a ``retrain`` pipeline in a row: before each, a new data
+    drop lands in ``data_dir`` (corrupted for the ticks in ``bad_ticks``); each tick is a fresh run
+    (``<name>-tick<k>``) that resolves the current champion.  Returns one row per tick."""
+    from maskgrpo.specs import load_run_spec
+    from maskgrpo.store import open_store
+
+    from .flow import run_pipeline
+
+    data_dir = Path(data_dir).resolve()
+    sets = [f"retrain.data={data_dir}/train-*.jsonl", f"task.params.eval_path={data_dir}/eval.jsonl", *(overrides or [])]
+    run = load_run_spec(pipeline_path, sets)
+    if run.retrain is None:
+        raise ValueError(f"{pipeline_path}: retrain-ticks needs a pipeline with a retrain section")
+    registry = open_store(store).registry(run.retrain.model)
+    rows = []
+    for tick in range(1, ticks + 1):
+        before = registry.aliases()["champion"]
+        write_data_drop(data_dir, tick, corrupt=tick in bad_ticks)
+        run_id = f"{run.name}-tick{tick}"
+        echo(f"--- tick {tick}: champion v{before}, data drop train-{tick:03d}.jsonl"
+             f"{' (corrupted answers)' if tick in bad_ticks else ''}, run {run_id}")
+        summary = run_pipeline(run, store, run_id, echo=echo)
+        gate = summary["gate"]
+        rows.append({"tick": tick, "corrupted": tick in bad_ticks, "champion_before": before,
+                     "champion_accuracy": gate["champion"], "challenger_accuracy": gate["challenger"],
+                     "diff": gate["diff"], "ci_low": gate["ci_low"], "ci_high": gate["ci_high"],
+                     "decision": gate["decision"], "champion_after": registry.aliases()["champion"]})
+    return rows
+
+
+def format_ticks(rows: list[dict]) -> str:
+    head = "| tick | data | champion before | its accuracy | challenger accuracy | diff [90% CI] | gate | champion after |"
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        before = f"v{r['champion_before']}" if r["champion_before"] is not None else "none (SFT)"
+        lines.append(f"| {r['tick']} | {'corrupted' if r['corrupted'] else 'clean'} | {before} | "
+                     f"{r['champion_accuracy']:.3f} | {r['challenger_accuracy']:.3f} | {r['diff']:+.3f} "
+                     f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['decision']} | v{r['champion_after']} |")
+    return "\n".join(lines)
