@@ -107,7 +107,7 @@ def write_data_drop(data_dir: Path, tick: int, *, corrupt: bool = False, rows: i
 
 
 def simulate_ticks(pipeline_path: Path, *, ticks: int, store: str, data_dir: Path, bad_ticks: tuple[int, ...] = (),
-                   overrides: list[str] | None = None, echo=print) -> list[dict]:
+                   overrides: list[str] | None = None, echo=print, rows_per_tick: int = TICK_ROWS) -> list[dict]:
     """Run ``ticks`` retraining ticks of a ``retrain`` pipeline in a row: before each, a new data
     drop lands in ``data_dir`` (corrupted for the ticks in ``bad_ticks``); each tick is a fresh run
     (``<name>-tick<k>``) that resolves the current champion.  Returns one row per tick."""
@@ -125,7 +125,7 @@ def simulate_ticks(pipeline_path: Path, *, ticks: int, store: str, data_dir: Pat
     rows = []
     for tick in range(1, ticks + 1):
         before = registry.aliases()["champion"]
-        write_data_drop(data_dir, tick, corrupt=tick in bad_ticks)
+        write_data_drop(data_dir, tick, corrupt=tick in bad_ticks, rows=rows_per_tick)
         run_id = f"{run.name}-tick{tick}"
         echo(f"--- tick {tick}: champion v{before}, data drop train-{tick:03d}.jsonl"
              f"{' (corrupted answers)' if tick in bad_ticks else ''}, run {run_id}")
