@@ -31,7 +31,7 @@ def tick(tmp_path):
 
 
 def fake_checkpoint(store, run_id, digest):
-    with store.begin(run_id, "update", 4, spec_hash="x") as att:
+    with store.begin(run_id, "update", 2, spec_hash="x") as att:
         att.put_json("metrics.json", {"weight_digest": digest})
         return att.commit()
 
@@ -50,7 +50,7 @@ def test_plan_of_a_retraining_tick(tick):
     names = list(calls)
     assert names[:2] == ["resolve", "sft"] and names[-2:] == ["gate", "promote"]
     assert calls["sft"].after == ("resolve",)
-    assert calls["gate"].after == ("evaluate_4", "evaluate_0") and calls["gate"].spec.champion == "evaluate/0"
+    assert calls["gate"].after == ("evaluate_2", "evaluate_0") and calls["gate"].spec.champion == "evaluate/0"
     assert calls["rollout_1"].spec.task.params["path"] == RESOLVED_DATA
     assert calls["sft"].spec.model.source == "registry:toy-sort@champion"
 
@@ -67,7 +67,7 @@ def test_first_tick_cold_starts_then_a_resumed_run_keeps_its_champion(tick):
     r = resolve.run(spec, store)
     assert (r.champion, r.warm_start, r.data_rows) == (v1, True, 1)
     sft = resolved_spec(calls("t2")["sft"].spec, store)
-    assert sft.model.source == f"{store.uri}/t1/update/4" and not sft.sft.enabled  # warm start skips SFT
+    assert sft.model.source == f"{store.uri}/t1/update/2" and not sft.sft.enabled  # warm start skips SFT
     path = resolved_spec(calls("t2")["rollout_1"].spec, store).task.params["path"]
     assert path.startswith(f"{store.uri}/t2/resolve/0/") and path.endswith("/data.jsonl")
 
@@ -75,7 +75,7 @@ def test_first_tick_cold_starts_then_a_resumed_run_keeps_its_champion(tick):
     v2 = champion(store, "t9", "w9")  # a new champion appears while t2 is interrupted
     again = resolve.run(spec, store)  # t2 resumed
     assert again.skipped and again.champion == v1
-    assert resolved_spec(calls("t2")["sft"].spec, store).model.source == f"{store.uri}/t1/update/4"
+    assert resolved_spec(calls("t2")["sft"].spec, store).model.source == f"{store.uri}/t1/update/2"
     assert resolve.run(calls("t3")["resolve"].spec, store).champion == v2  # a fresh tick sees v2
 
 
@@ -114,7 +114,7 @@ def gated_tick(store, calls, run_id, old, new, digest="w1"):
     with store.begin(run_id, "sft", 0, spec_hash="s") as att:
         att.put_json("metrics.json", {"weight_digest": digest})
     evaluation(store, run_id, 0, old)
-    evaluation(store, run_id, 4, new)
+    evaluation(store, run_id, 2, new)
     fake_checkpoint(store, run_id, "w-" + run_id)
     return gate.run(calls(run_id)["gate"].spec, store)
 
@@ -130,7 +130,7 @@ def test_gate_and_promote_move_the_champion_only_on_a_clear_win(tick):
     doc = reg.get(2)
     assert doc["parent"] == v1 and doc["checkpoint"]["run_id"] == "t1" and doc["weight_digest"] == "w-t1"
     assert doc["metrics"]["accuracy"] == 0.9 and doc["gate"]["decision"] == "promote" and doc["data_snapshot"]["rows"] == 1
-    assert "Promotion gate: **PROMOTE**" in store.open("t1", "gate", 4).get_bytes("decision.md").decode()
+    assert "Promotion gate: **PROMOTE**" in store.open("t1", "gate", 2).get_bytes("decision.md").decode()
 
     (data / "train-002.jsonl").write_text('{"prompt": "sort:54=", "answer": "45"}\n')
     worse = gated_tick(store, calls, "t2", old=[1] * 90 + [0] * 10, new=[1] * 40 + [0] * 60, digest="w-t1")
@@ -160,7 +160,7 @@ def test_a_crash_between_register_and_alias_move_then_a_rerun(tick, monkeypatch)
         promote.run(calls("t1")["promote"].spec, store)
     reg = store.registry("toy-sort")
     assert reg.aliases()["champion"] == 1 and reg.orphans() == [2]  # old champion stays, orphan visible
-    assert not store.is_done("t1", "promote", 4, "anything")
+    assert not store.is_done("t1", "promote", 2, "anything")
     monkeypatch.undo()
     p = promote.run(calls("t1")["promote"].spec, store)  # the rerun reuses its version
     assert p.promoted and p.version == 2 and reg.version_numbers() == [1, 2] and reg.orphans() == []

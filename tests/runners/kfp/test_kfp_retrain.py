@@ -16,7 +16,7 @@ def test_promote_runs_only_when_the_gate_says_so(tmp_path):
     spec, _platform = list(yaml.safe_load_all(out.read_text()))
     tasks = spec["root"]["dag"]["tasks"]
     assert "resolve" in tasks and tasks["sft"]["dependentTasks"] == ["resolve"]
-    assert sorted(tasks["gate"]["dependentTasks"]) == ["evaluate-0", "evaluate-4"]
+    assert sorted(tasks["gate"]["dependentTasks"]) == ["evaluate-0", "evaluate-2"]
     assert "promote" not in tasks
     (cond_name,) = [k for k in tasks if k.startswith("condition-")]
     cond = tasks[cond_name]

@@ -14,15 +14,13 @@ from maskgrpo.runners.local.schedule import format_ticks, simulate_ticks
 from maskgrpo.store import open_store
 
 ROOT = Path(__file__).resolve().parents[3]
-SMALL = ["sft.steps=60", "rl.rounds=2", "rl.prompts_per_round=16", "task.train_size=256", "task.eval_size=120",
-         "retrain.gate.min_examples=50"]
 
 
 @pytest.mark.slow
 def test_three_ticks_promote_improvements_and_reject_a_corrupted_drop(tmp_path):
     store = f"file://{tmp_path}/runs"
     rows = simulate_ticks(ROOT / "pipelines" / "toy-retrain.yaml", ticks=3, store=store, data_dir=tmp_path / "data",
-                          bad_ticks=(3,), overrides=SMALL, echo=lambda _: None, rows_per_tick=256)
+                          bad_ticks=(3,), echo=lambda _: None)
     print(format_ticks(rows))
     reg = open_store(store).registry("toy-sort")
     assert [r["tick"] for r in rows] == [1, 2, 3]

@@ -13,6 +13,12 @@
 3. Cron: Prefect's standard five fields (minute first). KFP's six-field form is accepted when its
    seconds field is ``0`` (dropped); anything else is refused with the reason.
 
+4. A document with a ``retrain`` section makes each tick a retraining tick, as on KFP: the flow's
+   plan is resolve (champion, data snapshot, lease) -> sft (the champion passed through) ->
+   rounds -> evaluate -> gate -> promote (a no-op unless the gate said promote); a tick that finds
+   the previous one still holding the lease is skipped with the holder's name (flow.py).
+   ``simulate_ticks`` (``maskgrpo retrain-ticks``) runs N such ticks back to back, a data drop each.
+
 Prefect's ephemeral mode has no scheduler, so ``schedule_local`` refuses to start without
 ``PREFECT_API_URL`` pointing at a server.
 """
@@ -80,7 +86,7 @@ def schedule_local(pipeline_path: Path, cron: str, *, store: str | None, overrid
 # Simulated ticks: `maskgrpo retrain-ticks` (a schedule's ticks, one after another, no cron)
 # --------------------------------------------------------------------------------------------
 
-TICK_ROWS = 512
+TICK_ROWS = 256  # rows per data drop (toy-retrain.yaml trains on task.train_size = 256 of them)
 EVAL_ROWS = 200
 
 
