@@ -6,10 +6,12 @@ Fixed seeds make the run deterministic; the assertions are the gate's guarantees
 numbers: a promoted tick beat its champion with an interval above 0, the corrupted tick is not
 promoted and leaves the champion unchanged, every version's lineage is recorded."""
 
+import json
 from pathlib import Path
 
 import pytest
 
+from maskgrpo.runners.local.report import format_table
 from maskgrpo.runners.local.schedule import format_ticks, simulate_ticks
 from maskgrpo.store import open_store
 
@@ -29,11 +31,15 @@ def test_three_ticks_promote_improvements_and_reject_a_corrupted_drop(tmp_path):
         promoted = r["champion_after"] != r["champion_before"]
         assert promoted == (r["decision"] == "promote")
         if promoted:
-            assert r["challenger_accuracy"] > r["champion_accuracy"] and r["ci_low"] > 0
+            assert r["challenger_metric"] > r["champion_metric"] and r["ci_low"] > 0
     bad = rows[2]
     assert bad["corrupted"] and bad["decision"] != "promote" and bad["champion_after"] == bad["champion_before"]
-    assert bad["challenger_accuracy"] < bad["champion_accuracy"]  # the corrupted drop made it worse
+    assert bad["challenger_metric"] < bad["champion_metric"]  # the corrupted drop made it worse
     champion = reg.aliases()["champion"]
     lineage = reg.lineage(champion)
     assert lineage[-1]["parent"] is None and all(v["data_snapshot"]["files"] for v in lineage)
     assert reg.orphans() == []
+    # `maskgrpo show` and the report carry the decision
+    summary = json.loads(open_store(store).read_run_file("toy-retrain-tick3", "summary.json"))
+    assert f"gate: {bad['decision']}" in format_table(summary)
+    assert "Promotion gate" in open_store(store).read_run_file("toy-retrain-tick3", "report.md").decode()

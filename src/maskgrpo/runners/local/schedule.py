@@ -137,19 +137,20 @@ def simulate_ticks(pipeline_path: Path, *, ticks: int, store: str, data_dir: Pat
              f"{' (corrupted answers)' if tick in bad_ticks else ''}, run {run_id}")
         summary = run_pipeline(run, store, run_id, echo=echo)
         gate = summary["gate"]
-        rows.append({"tick": tick, "corrupted": tick in bad_ticks, "champion_before": before,
-                     "champion_accuracy": gate["champion"], "challenger_accuracy": gate["challenger"],
+        rows.append({"tick": tick, "corrupted": tick in bad_ticks, "champion_before": before, "metric": gate["metric"],
+                     "champion_metric": gate["champion"], "challenger_metric": gate["challenger"],
                      "diff": gate["diff"], "ci_low": gate["ci_low"], "ci_high": gate["ci_high"],
                      "decision": gate["decision"], "champion_after": registry.aliases()["champion"]})
     return rows
 
 
 def format_ticks(rows: list[dict]) -> str:
-    head = "| tick | data | champion before | its accuracy | challenger accuracy | diff [90% CI] | gate | champion after |"
+    metric = rows[0]["metric"] if rows else "metric"
+    head = f"| tick | data | champion before | its {metric} | challenger {metric} | diff [CI] | gate | champion after |"
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         before = f"v{r['champion_before']}" if r["champion_before"] is not None else "none (SFT)"
         lines.append(f"| {r['tick']} | {'corrupted' if r['corrupted'] else 'clean'} | {before} | "
-                     f"{r['champion_accuracy']:.3f} | {r['challenger_accuracy']:.3f} | {r['diff']:+.3f} "
+                     f"{r['champion_metric']:.3f} | {r['challenger_metric']:.3f} | {r['diff']:+.3f} "
                      f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['decision']} | v{r['champion_after']} |")
     return "\n".join(lines)
