@@ -1,4 +1,4 @@
-"""RunSpec -> the ordered stage calls: the DAG, declared once (DESIGN.md, "The DAG").
+"""RunSpec -> the ordered stage calls: the DAG, declared once (docs/design.md, "The DAG").
 
     sft -> evaluate_0 (baseline)
         -> rollout_1 [x shards] -> score_1 -> update_1 -> rollout_2 -> ... -> update_R -> evaluate_R
@@ -108,7 +108,7 @@ def retrain_task(run: RunSpec) -> RunSpec:
 
 
 def gate_calls(run: RunSpec, common: dict, calls: list[StageCall], document_hash: str) -> list[StageCall]:
-    """Retraining: gate (last evaluation vs evaluate_0) -> promote (DESIGN.md "The DAG", retraining)."""
+    """Retraining: gate (last evaluation vs evaluate_0) -> promote (docs/cluster.md, scheduled retraining)."""
     final = next(c for c in reversed(calls) if c.kind == "evaluate")
     baseline = next(c for c in calls if c.kind == "evaluate")
     policy = next(c for c in reversed(calls) if c.kind == "update")

@@ -12,10 +12,13 @@ import torch
 from maskgrpo.core.importance import (
     ESTIMATORS,
     EstimatorInput,
+    MaskGrpoConfig,
+    UniGrpoConfig,
     build_views,
     cache_logprobs,
     completion_loss_valid,
     estimate_logprobs,
+    estimator_config,
     get_estimator,
     token_logprobs,
     union_loss_mask,
@@ -42,7 +45,7 @@ def text_input(batch: int = 4, seed: int = 0) -> EstimatorInput:
         eos_at = (b * 2) % (LO + 1)  # 0, 2, 4, 6 (6: no EOS)
         ids[b, P + eos_at:] = EOS
     completion = ids[:, P:]
-    return EstimatorInput(ids, COMPLETION, torch.arange(batch) + 10, prompt_valid, completion_loss_valid(completion, EOS))
+    return EstimatorInput(ids, COMPLETION, torch.arange(batch) + 10, prompt_valid, completion_loss_valid(completion, EOS), P)
 
 
 def direct_logprobs(model, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -64,7 +67,7 @@ def model():
 
 
 def estimate(model, name, inp, seed, j, **options):
-    views = build_views(name, inp, seed, j, MU, MASK, **options)
+    views = build_views(name, inp, seed, j, MU, MASK, estimator_config(name, **options))
     with torch.no_grad():
         return views, estimate_logprobs(as_logits_fn(model), views, inp)
 
@@ -160,7 +163,7 @@ def test_estimates_do_not_depend_on_the_batch_split(model):
     _, whole = estimate(model, "maskgrpo", inp, 4, 2)
     halves = []
     for rows in (slice(0, 2), slice(2, 4)):
-        part = EstimatorInput(inp.input_ids[rows], COMPLETION, inp.row_ids[rows], inp.prompt_valid[rows], inp.loss_valid[rows])
+        part = EstimatorInput(inp.input_ids[rows], COMPLETION, inp.row_ids[rows], inp.prompt_valid[rows], inp.loss_valid[rows], P)
         halves.append(estimate(model, "maskgrpo", part, 4, 2)[1])
     assert torch.allclose(whole, torch.cat(halves), atol=1e-6)
 
@@ -187,7 +190,7 @@ def test_maskgrpo_cached_masks_grow_with_the_iteration():
     batch = 400
     ids = torch.randint(3, 32, (batch, P + LO), generator=torch.Generator().manual_seed(0))
     valid = torch.ones(batch, P + LO, dtype=torch.bool)
-    inp = EstimatorInput(ids, COMPLETION, torch.arange(batch), valid, torch.ones(batch, LO, dtype=torch.bool))
+    inp = EstimatorInput(ids, COMPLETION, torch.arange(batch), valid, torch.ones(batch, LO, dtype=torch.bool), P)
     zeros = lambda x, pos: torch.zeros(x.shape[0], pos.shape[1], 32)  # noqa: E731 (only masks matter here)
     cached = cache_logprobs(zeros, "maskgrpo", inp, [1, 2, 3], MASK)
     for j in range(3):
@@ -222,9 +225,10 @@ def test_image_estimators_mask_only_slots_and_score_codes_only(name):
     ids = torch.full((batch, 15), 3)
     ids[:, slots] = offset + torch.randint(0, size, (batch, 12), generator=g)
     inp = EstimatorInput(ids, slots, torch.arange(batch), torch.zeros(batch, 15, dtype=torch.bool),
-                         torch.ones(batch, 12, dtype=torch.bool))
+                         torch.ones(batch, 12, dtype=torch.bool), ramp_start=None, vocab_slice=(offset, size))
     model = tiny_model(seed=5, vocab_size=vocab)
-    views = build_views(name, inp, 9, 2, 4, MASK, modality="image", min_mask_rate=0.8)
+    config = MaskGrpoConfig(min_mask_rate=0.8) if name == "maskgrpo" else UniGrpoConfig()
+    views = build_views(name, inp, 9, 2, 4, MASK, config)
     mask = views.inputs[0] == MASK  # (B, L)
     outside = torch.ones(15, dtype=torch.bool)
     outside[slots] = False
@@ -233,7 +237,7 @@ def test_image_estimators_mask_only_slots_and_score_codes_only(name):
         expected_mask = random_slot_mask(9, inp.row_ids, views.inputs[0] != -1, 0.9) & ~outside
         assert torch.equal(mask, expected_mask)
     with torch.no_grad():
-        est = estimate_logprobs(as_logits_fn(model), views, inp, vocab_slice=(offset, size))
+        est = estimate_logprobs(as_logits_fn(model), views, inp)
         logits = model(views.inputs[0]).logits[:, slots, offset:offset + size]  # (B, 12, 8)
         direct = torch.log_softmax(logits, -1).gather(-1, (ids[:, slots] - offset).unsqueeze(-1)).squeeze(-1)
     assert torch.allclose(est, torch.where(mask[:, slots], direct, torch.zeros(())), atol=1e-5)
@@ -265,3 +269,23 @@ def test_text_estimators_need_the_completion_last():
     bad = inp._replace(target_positions=torch.arange(P - 1, P - 1 + LO))
     with pytest.raises(ValueError, match="completion to occupy the last columns"):
         build_views("maskgrpo", bad, 1, 1, MU, MASK)
+
+
+@pytest.mark.parametrize("name", ["d1", "coupled"])
+def test_text_only_estimators_refuse_image_slots(name):
+    inp = text_input()._replace(ramp_start=None)
+    with pytest.raises(ValueError, match=f"estimator '{name}' needs a text completion .*support: maskgrpo, unigrpo"):
+        build_views(name, inp, 1, 1, MU, MASK)
+
+
+def test_configs_are_typed_and_strict():
+    inp = text_input()
+    assert estimator_config("maskgrpo", min_mask_rate=0.7) == MaskGrpoConfig(min_mask_rate=0.7, ar_span="completion")
+    with pytest.raises(ValueError, match="estimator 'd1' takes prompt_mask_prob; got min_mask_rate"):
+        estimator_config("d1", min_mask_rate=0.7)
+    with pytest.raises(ValueError, match="estimator 'unigrpo' takes no options; got t_low"):
+        estimator_config("unigrpo", t_low=0.1)
+    with pytest.raises(ValueError, match="estimator 'd1' takes a D1Config, got MaskGrpoConfig"):
+        build_views("d1", inp, 1, 1, MU, MASK, MaskGrpoConfig())
+    with pytest.raises(AttributeError):  # frozen
+        MaskGrpoConfig().min_mask_rate = 0.1  # type: ignore[misc]

@@ -184,7 +184,7 @@ def test_one_update_step_changes_every_parameter_and_improves_the_surrogate():
     valid = torch.zeros_like(ids, dtype=torch.bool)
     valid[:, :prompt_len] = True
     inp = EstimatorInput(ids, torch.arange(prompt_len, prompt_len + completion_len), torch.arange(batch), valid,
-                         completion_loss_valid(ids[:, prompt_len:], EOS))
+                         completion_loss_valid(ids[:, prompt_len:], EOS), prompt_len)
     adv, _ = group_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0]), 2)
     seeds = [31, 32]
     model.eval()

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from maskgrpo.core.importance import EstimatorInput, coupled_views
+from maskgrpo.core.importance import CoupledConfig, EstimatorInput, coupled_views
 from maskgrpo.core.masks import (
     ar_like_keep_prob,
     ar_like_mask,
@@ -209,8 +209,9 @@ def test_coupled_views_masks_are_complementary():
         row_ids=torch.arange(batch),
         prompt_valid=torch.ones(batch, prompt_len + completion_len, dtype=torch.bool),
         loss_valid=torch.ones(batch, completion_len, dtype=torch.bool),
+        ramp_start=prompt_len,
     )
-    views = coupled_views(inp, seed=5, iteration=1, num_iterations=1, mask_id=mask_id)
+    views = coupled_views(inp, seed=5, iteration=1, num_iterations=1, mask_id=mask_id, config=CoupledConfig())
     full, m, not_m = (v == mask_id for v in views.inputs)  # (B, L) each
     assert bool(full[:, prompt_len:].all()) and not bool(full[:, :prompt_len].any())
     assert not bool((m & not_m).any())

@@ -9,7 +9,7 @@ import pytest
 from maskgrpo.plan import build_plan
 from maskgrpo.specs import RESOLVED_DATA, load_run_spec
 from maskgrpo.stages import gate, promote, resolve
-from maskgrpo.stages.resolve import resolved_spec
+from maskgrpo.stages.retrain import resolved_spec
 from maskgrpo.store import LeaseHeld, Registry, open_store
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Importance estimators: per-token log-probs of completions under seeded masks (ALGORITHM.md §3).
+"""Importance estimators: per-token log-probs of completions under seeded masks (docs/algorithm.md §3).
 
 A masked diffusion model has no left-to-right factorisation, so GRPO's per-token ratio
 pi_theta / pi_old is replaced by a masked-reconstruction log-prob evaluated on a seeded mask. For
@@ -6,10 +6,10 @@ iteration j of a rollout batch the estimator turns (seed S_j, rate r_j) into one
 masked copies of the clean sequences, with coefficients that combine their per-token log-probs
 l_v into the estimate  l_k = sum_v coef[v, k] * l_v,k,  and the tokens that enter the loss.
 
-Estimators (``ESTIMATORS``, chosen by name):
+Estimators (``ESTIMATORS``, chosen by name; each takes its own frozen config dataclass):
 1. ``d1``: prompt tokens masked with p = 0.15, completion fully masked (diffu-GRPO).
 2. ``unigrpo``: completion masked i.i.d. Bernoulli(t), t ~ U(0, 1) per row from the seed
-   (UniGRPO); image slots likewise for ``modality="image"``.
+   (UniGRPO); image slots (``ramp_start`` None) likewise.
 3. ``maskgrpo``: rate r_j = min(gamma + (1 - gamma) j / mu, 0.999); text: the AR-like fading-out
    mask (``ar_span`` completion | sequence); images: i.i.d. Bernoulli(r_j) over image slots.
 4. ``coupled``: DiffuCoder's three passes, completion fully masked, M ~ Bernoulli(t) and its
@@ -26,6 +26,7 @@ bounded: never full-vocabulary logits for every position of all mu * B sequences
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import torch
@@ -36,17 +37,51 @@ from .schedules import maskgrpo_mask_rate
 
 
 class EstimatorInput(NamedTuple):
+    """Everything an estimator reads: data only, no modality names.
+
+    ``ramp_start`` is the column where a text completion starts (the origin of the AR-like ramp
+    and the prompt/completion boundary of d1 and coupled); the targets are then exactly the last
+    columns ``ramp_start..L-1``. ``None`` means unordered target slots (image codes): masks are
+    i.i.d. over the target positions and estimators that need a prompt/completion split refuse.
+    ``vocab_slice`` (offset, size) restricts the softmax to a slice of the vocabulary (the image
+    codebook); ``None`` is the full vocabulary.
+    """
+
     input_ids: torch.Tensor  # (B, L) clean sequences [prompt, completion] (or the image layout)
     target_positions: torch.Tensor  # (N,) columns whose tokens are scored (completion or image slots)
     row_ids: torch.Tensor  # (B,) global row ids (their index in the rollout)
     prompt_valid: torch.Tensor  # (B, L) bool: real (non-padding) conditioning tokens
     loss_valid: torch.Tensor  # (B, N) bool: target tokens that may enter the loss
+    ramp_start: int | None  # text: first completion column; None: image slots
+    vocab_slice: tuple[int, int] | None = None  # (offset, size) of the scored vocabulary
 
 
 class MaskViews(NamedTuple):
     inputs: torch.Tensor  # (V, B, L) masked copies of the sequences
     coef: torch.Tensor  # (V, B, N) float32: l_k = sum_v coef[v, k] * l_v,k
     loss_mask: torch.Tensor  # (B, N) bool: tokens entering the loss at this iteration
+
+
+@dataclass(frozen=True)
+class D1Config:
+    prompt_mask_prob: float = 0.15  # p: probability that a (non-padding) prompt token is masked
+
+
+@dataclass(frozen=True)
+class UniGrpoConfig:
+    pass  # t ~ U(0, 1) per row from the seed: nothing to choose
+
+
+@dataclass(frozen=True)
+class MaskGrpoConfig:
+    min_mask_rate: float = 0.6  # gamma in r_j = gamma + (1 - gamma) j / mu
+    ar_span: str = "completion"  # the AR-like ramp over the completion (paper) or the whole sequence
+
+
+@dataclass(frozen=True)
+class CoupledConfig:
+    t_low: float = 0.2  # t ~ U(t_low, t_high) per row
+    t_high: float = 0.8
 
 
 def completion_loss_valid(completion: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -70,10 +105,12 @@ def _single_view(inp: EstimatorInput, mask: torch.Tensor, mask_id: int, loss_all
     )
 
 
-def _text_shape(inp: EstimatorInput) -> tuple[int, int]:
-    prompt_len = int(inp.target_positions[0])
-    completion_len = inp.target_positions.numel()
-    if prompt_len + completion_len != inp.input_ids.shape[1]:
+def _text_shape(inp: EstimatorInput, name: str) -> tuple[int, int]:
+    if inp.ramp_start is None:
+        raise ValueError(f"estimator {name!r} needs a text completion (ramp_start); image slots support: "
+                         f"{', '.join(n for n, e in sorted(ESTIMATORS.items()) if e.slots)}")
+    prompt_len, completion_len = inp.ramp_start, inp.target_positions.numel()
+    if int(inp.target_positions[0]) != prompt_len or prompt_len + completion_len != inp.input_ids.shape[1]:
         raise ValueError("text estimators expect the completion to occupy the last columns")
     return prompt_len, completion_len
 
@@ -85,40 +122,39 @@ def _target_maskable(inp: EstimatorInput) -> torch.Tensor:
 
 
 def d1_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
-             prompt_mask_prob: float = 0.15, **_: object) -> MaskViews:
-    prompt_len, completion_len = _text_shape(inp)
-    mask = d1_mask(seed, inp.row_ids, inp.prompt_valid[:, :prompt_len], completion_len, prompt_mask_prob)
+             config: D1Config) -> MaskViews:
+    prompt_len, completion_len = _text_shape(inp, "d1")
+    mask = d1_mask(seed, inp.row_ids, inp.prompt_valid[:, :prompt_len], completion_len, config.prompt_mask_prob)
     return _single_view(inp, mask, mask_id, loss_all_valid=True)
 
 
 def unigrpo_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
-                  modality: str = "text", **_: object) -> MaskViews:
+                  config: UniGrpoConfig) -> MaskViews:
     rate = row_uniforms(seed, inp.row_ids, 1, stream=2)[:, 0].clamp(min=1e-3)  # (B,)
-    if modality == "image":
+    if inp.ramp_start is None:
         u = row_uniforms(seed, inp.row_ids, inp.input_ids.shape[1])  # (B, L)
         mask = (u < rate.unsqueeze(1)) & _target_maskable(inp)
     else:
-        prompt_len, completion_len = _text_shape(inp)
+        prompt_len, completion_len = _text_shape(inp, "unigrpo")
         mask = bernoulli_completion_mask(seed, inp.row_ids, prompt_len, completion_len, rate)
     return _single_view(inp, mask.to(inp.input_ids.device), mask_id, loss_all_valid=False)
 
 
 def maskgrpo_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
-                   min_mask_rate: float = 0.6, ar_span: str = "completion", modality: str = "text",
-                   **_: object) -> MaskViews:
-    rate = maskgrpo_mask_rate(iteration, num_iterations, min_mask_rate)
-    if modality == "image":
+                   config: MaskGrpoConfig) -> MaskViews:
+    rate = maskgrpo_mask_rate(iteration, num_iterations, config.min_mask_rate)
+    if inp.ramp_start is None:
         mask = random_slot_mask(seed, inp.row_ids, _target_maskable(inp), rate)
     else:
-        prompt_len, completion_len = _text_shape(inp)
-        mask = ar_like_mask(seed, inp.row_ids, prompt_len, completion_len, rate, ar_span)
+        prompt_len, completion_len = _text_shape(inp, "maskgrpo")
+        mask = ar_like_mask(seed, inp.row_ids, prompt_len, completion_len, rate, config.ar_span)
     return _single_view(inp, mask.to(inp.input_ids.device), mask_id, loss_all_valid=False)
 
 
 def coupled_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
-                  t_low: float = 0.2, t_high: float = 0.8, **_: object) -> MaskViews:
-    prompt_len, completion_len = _text_shape(inp)
-    t, mask = coupled_masks(seed, inp.row_ids, prompt_len, completion_len, t_low, t_high)
+                  config: CoupledConfig) -> MaskViews:
+    prompt_len, completion_len = _text_shape(inp, "coupled")
+    t, mask = coupled_masks(seed, inp.row_ids, prompt_len, completion_len, config.t_low, config.t_high)
     mask = mask.to(inp.input_ids.device)
     t = t.to(inp.input_ids.device).unsqueeze(1)  # (B, 1)
     full = _target_maskable(inp)
@@ -129,16 +165,22 @@ def coupled_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations
     return MaskViews(inputs=inputs, coef=coef, loss_mask=inp.loss_valid)
 
 
-ViewsFn = Callable[..., MaskViews]
-ESTIMATORS: dict[str, ViewsFn] = {
-    "d1": d1_views,
-    "unigrpo": unigrpo_views,
-    "maskgrpo": maskgrpo_views,
-    "coupled": coupled_views,
+class Estimator(NamedTuple):
+    views: Callable[..., MaskViews]  # (inp, seed, iteration, num_iterations, mask_id, config) -> views
+    config: type  # its frozen config dataclass; ``config()`` is the default
+    forwards: int  # model forwards per sequence per iteration (= views)
+    slots: bool  # also defined for unordered target slots (ramp_start None)
+
+
+ESTIMATORS: dict[str, Estimator] = {
+    "d1": Estimator(d1_views, D1Config, forwards=1, slots=False),
+    "unigrpo": Estimator(unigrpo_views, UniGrpoConfig, forwards=1, slots=True),
+    "maskgrpo": Estimator(maskgrpo_views, MaskGrpoConfig, forwards=1, slots=True),
+    "coupled": Estimator(coupled_views, CoupledConfig, forwards=3, slots=False),
 }
 
 
-def get_estimator(name: str) -> ViewsFn:
+def get_estimator(name: str) -> Estimator:
     try:
         return ESTIMATORS[name]
     except KeyError:
@@ -147,7 +189,17 @@ def get_estimator(name: str) -> ViewsFn:
 
 def views_per_iteration(name: str) -> int:
     """Model forwards per sequence per iteration (coupled needs three)."""
-    return 3 if name == "coupled" else 1
+    return get_estimator(name).forwards
+
+
+def estimator_config(name: str, **values: object):
+    """``name``'s config from field values; a field the config does not declare is an error."""
+    config = get_estimator(name).config
+    known = set(config.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"estimator {name!r} takes {', '.join(sorted(known)) or 'no options'}; got {', '.join(unknown)}")
+    return config(**values)
 
 
 def token_logprobs(
@@ -175,24 +227,28 @@ def token_logprobs(
     return torch.cat(out)
 
 
-def estimate_logprobs(
-    logits_fn: LogitsFn, views: MaskViews, inp: EstimatorInput, *, chunk_rows: int = 64,
-    vocab_slice: tuple[int, int] | None = None,
-) -> torch.Tensor:
+def estimate_logprobs(logits_fn: LogitsFn, views: MaskViews, inp: EstimatorInput, *, chunk_rows: int = 64) -> torch.Tensor:
     """The estimator's per-token log-prob sum_v coef_v * l_v for every target token; (B, N)."""
     targets = inp.input_ids[:, inp.target_positions]  # (B, N)
     total = None
     for inputs, coef in zip(views.inputs, views.coef):
-        lp = token_logprobs(logits_fn, inputs, inp.target_positions, targets, chunk_rows=chunk_rows, vocab_slice=vocab_slice)
+        lp = token_logprobs(logits_fn, inputs, inp.target_positions, targets, chunk_rows=chunk_rows, vocab_slice=inp.vocab_slice)
         term = coef * lp
         total = term if total is None else total + term
     return total
 
 
 def build_views(name: str, inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
-                **options: object) -> MaskViews:
-    """Views of ``name`` for iteration ``iteration`` (1-based) of ``num_iterations``."""
-    return get_estimator(name)(inp, seed, iteration, num_iterations, mask_id, **options)
+                config: object | None = None) -> MaskViews:
+    """Views of ``name`` for iteration ``iteration`` (1-based) of ``num_iterations``.
+
+    ``config``: an instance of the estimator's config class (None: its defaults)."""
+    estimator = get_estimator(name)
+    if config is None:
+        config = estimator.config()
+    elif type(config) is not estimator.config:
+        raise ValueError(f"estimator {name!r} takes a {estimator.config.__name__}, got {type(config).__name__}")
+    return estimator.views(inp, seed, iteration, num_iterations, mask_id, config)
 
 
 class CachedLogprobs(NamedTuple):
@@ -204,7 +260,7 @@ class CachedLogprobs(NamedTuple):
 @torch.no_grad()
 def cache_logprobs(
     logits_fn: LogitsFn, name: str, inp: EstimatorInput, seeds: list[int], mask_id: int, *,
-    chunk_rows: int = 64, vocab_slice: tuple[int, int] | None = None, **options: object,
+    chunk_rows: int = 64, config: object | None = None,
 ) -> CachedLogprobs:
     """Log-probs for all mu seeded masks at once (rollout time: old and reference policies).
 
@@ -213,8 +269,8 @@ def cache_logprobs(
     num_iterations = len(seeds)
     logprobs, loss_masks, masked = [], [], []
     for j, seed in enumerate(seeds, start=1):
-        views = build_views(name, inp, seed, j, num_iterations, mask_id, **options)
-        logprobs.append(estimate_logprobs(logits_fn, views, inp, chunk_rows=chunk_rows, vocab_slice=vocab_slice))
+        views = build_views(name, inp, seed, j, num_iterations, mask_id, config)
+        logprobs.append(estimate_logprobs(logits_fn, views, inp, chunk_rows=chunk_rows))
         loss_masks.append(views.loss_mask)
         masked.append((views.coef != 0).any(dim=0))
     return CachedLogprobs(torch.stack(logprobs), torch.stack(loss_masks), torch.stack(masked))

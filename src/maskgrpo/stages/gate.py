@@ -25,12 +25,11 @@ from pydantic import BaseModel
 
 from maskgrpo.core.gate import Guard, decide
 from maskgrpo.specs import GateSpec, spec_hash
-from maskgrpo.stages.common import parse_ref
-from maskgrpo.stages.resolve import read_resolved
+from maskgrpo.stages.policy import parse_ref
+from maskgrpo.stages.retrain import DECISION, read_resolved
 from maskgrpo.store import CorruptOutputError, Store
 
 STAGE = "gate"
-DECISION = "decision.json"
 DECISION_MD = "decision.md"
 
 
@@ -99,7 +98,7 @@ def run(spec: GateSpec, store: Store) -> GateResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from maskgrpo.stages.common import read_spec_arg, stage_main
+    from maskgrpo.stages.main import read_spec_arg, stage_main
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--promote-path")

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from maskgrpo import __version__
 from maskgrpo.specs import PromoteSpec, spec_hash
-from maskgrpo.stages.common import parse_ref
-from maskgrpo.stages.gate import DECISION
-from maskgrpo.stages.resolve import read_resolved
+from maskgrpo.stages.policy import parse_ref
+from maskgrpo.stages.retrain import DECISION, read_resolved
 from maskgrpo.store import PromotionConflict, Store
 
 STAGE = "promote"
@@ -46,7 +44,7 @@ def version_record(spec: PromoteSpec, store: Store, decision: dict, resolved: di
         "run_id": spec.run_id, "checkpoint": store.pin(ckpt), "parent": resolved["champion"],
         "weight_digest": ckpt.get_json("metrics.json").get("weight_digest"),
         "data_snapshot": {k: snapshot[k] for k in ("pattern", "files", "digest", "rows") if k in snapshot} or None,
-        "pipeline_hash": spec.pipeline_hash, "code_version": __version__,
+        "pipeline_hash": spec.pipeline_hash, "code_version": ckpt.manifest["package_version"],  # the package that wrote the checkpoint
         "metrics": {"accuracy": evaluation["accuracy"], "reward_mean": evaluation["reward_mean"],
                     "examples": evaluation["examples"]},
         "gate": {k: decision[k] for k in ("decision", "metric", "diff", "ci_low", "ci_high", "n", "reason")},
@@ -83,7 +81,7 @@ def run(spec: PromoteSpec, store: Store) -> PromoteResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from maskgrpo.stages.common import stage_main
+    from maskgrpo.stages.main import stage_main
 
     return stage_main(STAGE, PromoteSpec, run, argv)
 

@@ -11,8 +11,8 @@
 4. Everything lands in ``resolved.json`` of the committed output.  A resumed run (same run id)
    finds it committed and keeps it, even if a new champion appeared meanwhile.
 
-``resolved_spec(spec, store)`` applies it to a later stage's spec: the runners call it before
-each stage (runners/local/flow.py, the shared stage main), so ``registry:`` sources and the
+``stages/retrain.py``'s ``resolved_spec(spec, store)`` applies it to a later stage's spec: the
+runners call it before each stage (runners/local/flow.py, stages/main.py), so ``registry:`` sources and the
 ``RESOLVED_DATA`` placeholder never reach the model or task loaders.
 
     python -m maskgrpo.stages.resolve --spec @resolve.json
@@ -26,13 +26,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from maskgrpo.specs import RESOLVED_DATA, ResolveSpec, spec_hash
+from maskgrpo.specs import ResolveSpec, spec_hash
+from maskgrpo.stages.retrain import DATA, RESOLVED
 from maskgrpo.store import Store, parse_registry_source
 from maskgrpo.store.snapshot import fetch_verified, resolve_snapshot, snapshot_digest
 
 STAGE = "resolve"
-RESOLVED = "resolved.json"
-DATA = "data.jsonl"
 
 
 class ResolveResult(BaseModel):
@@ -111,38 +110,8 @@ def _rows(files: list[dict]) -> list[dict]:
     return rows
 
 
-def read_resolved(store: Store, run_id: str) -> dict:
-    """The committed resolution of run ``run_id`` (with the data URI filled in)."""
-    committed = store.open(run_id, STAGE, 0)
-    resolved = committed.get_json(RESOLVED)
-    snap = resolved.get("data_snapshot")
-    if snap:
-        snap["uri"] = committed.url(DATA)
-    return resolved
-
-
-def resolved_spec(spec: Any, store: Store) -> Any:
-    """``spec`` with a registry source, the data placeholder and SFT's switch replaced by the
-    run's committed resolution; other specs unchanged (no store access)."""
-    model = getattr(spec, "model", None)
-    task = getattr(spec, "task", None)
-    registry = model is not None and hasattr(model, "source") and model.source.startswith("registry:")
-    data = task is not None and task.params.get("path") == RESOLVED_DATA
-    if not (registry or data):
-        return spec
-    resolved = read_resolved(store, spec.run_id)
-    update: dict[str, Any] = {}
-    if registry:
-        update["model"] = model.model_copy(update={"source": resolved["source"]})
-    if data:
-        update["task"] = task.model_copy(update={"params": {**task.params, "path": resolved["data_snapshot"]["uri"]}})
-    if getattr(spec, "kind", None) == "sft":
-        update["sft"] = spec.sft.model_copy(update={"enabled": resolved["sft_enabled"]})
-    return spec.model_copy(update=update)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from maskgrpo.stages.common import stage_main
+    from maskgrpo.stages.main import stage_main
 
     return stage_main(STAGE, ResolveSpec, run, argv)
 

@@ -1,11 +1,12 @@
-"""Update: mu MaskGRPO iterations per minibatch of the round's rollouts (ALGORITHM.md §3-§4).
+"""Update: mu MaskGRPO iterations per minibatch of the round's rollouts (docs/algorithm.md §3-§4).
 
 For each minibatch (rows shuffled with the round seed), iteration j = 1..mu is its j-th
 optimizer step: the estimator rebuilds mask j from the stored seed S_j and the rows' global ids,
 so the new log-probs use exactly the mask the old ones were cached with; the loss is the clipped
 surrogate (+ k3 KL with beta > 0) over the iteration's loss tokens ("current") or the union of all
 mu masks ("union"). AdamW state carries over between rounds (stored beside the checkpoint; under
-DeepSpeed too, stages/distributed.py).
+DeepSpeed too, stages/distributed.py). Modality-blind: the estimator's input comes from the data
+the rollout stored (stages/estimation.py), not from the modality.
 
     python -m maskgrpo.stages.update --spec @update.json
 """
@@ -19,17 +20,17 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from maskgrpo.artifacts import METRICS, OPTIMIZER_META, OPTIMIZER_TENSORS, ROLLOUT, SCORES
 from maskgrpo.core.importance import build_views, estimate_logprobs, union_loss_mask
 from maskgrpo.core.loss import grpo_loss
 from maskgrpo.plan import rollout_output
-from maskgrpo.specs import ImageSpec, RlSpec, UpdateSpec, spec_hash
-from maskgrpo.stages.common import (
-    OPTIMIZER_META, OPTIMIZER_TENSORS, Policy, load_optimizer, load_policy, parse_ref, remember_policy, save_optimizer,
-    save_policy, stage_generator, stage_main, weight_digest,
-)
-from maskgrpo.stages.rollout import ROLLOUT_FILE, estimator_input, estimator_options
-from maskgrpo.stages.score import SCORES_FILE
+from maskgrpo.specs import RlSpec, UpdateSpec, spec_hash
 from maskgrpo.stages import distributed
+from maskgrpo.stages.estimation import ROUND_CONSTANTS, estimator_config, estimator_input
+from maskgrpo.stages.main import stage_main
+from maskgrpo.stages.optimizer import load_optimizer, save_optimizer
+from maskgrpo.stages.policy import Policy, load_policy, parse_ref, remember_policy, save_policy, weight_digest
+from maskgrpo.stages.seeds import Salt, stage_generator
 from maskgrpo.stages.distributed import Rank, Stepper, TorchStepper, local_part
 from maskgrpo.store import Store
 
@@ -51,17 +52,14 @@ class UpdateResult(BaseModel):
 
 def load_round(store: Store, spec: UpdateSpec) -> dict[str, torch.Tensor]:
     """The round's rollout shards concatenated in row order, with the score's advantages."""
-    parts = [store.open(spec.run_id, rollout_output(s, spec.num_shards), spec.round).get_tensors(ROLLOUT_FILE)
+    parts = [store.open(spec.run_id, rollout_output(s, spec.num_shards), spec.round).get_tensors(ROLLOUT)
              for s in range(spec.num_shards)]
-    data = {key: torch.cat([p[key] for p in parts], dim=1 if parts[0][key].dim() == 3 else 0)
-            for key in parts[0] if key not in ("mask_seeds", "prompt_length")}
-    data["mask_seeds"], data["prompt_length"] = parts[0]["mask_seeds"], parts[0]["prompt_length"]
-    order = data["row_ids"].argsort()
-    for key, value in data.items():
-        if key in ("mask_seeds", "prompt_length"):
-            continue
-        data[key] = value[:, order] if value.dim() == 3 else value[order]
-    scores = store.open(spec.run_id, "score", spec.round).get_tensors(SCORES_FILE)
+    rows = {key: torch.cat([p[key] for p in parts], dim=1 if parts[0][key].dim() == 3 else 0)
+            for key in parts[0] if key not in ROUND_CONSTANTS}
+    order = rows["row_ids"].argsort()
+    data = {key: value[:, order] if value.dim() == 3 else value[order] for key, value in rows.items()}
+    data.update({key: parts[0][key] for key in ROUND_CONSTANTS if key in parts[0]})
+    scores = store.open(spec.run_id, "score", spec.round).get_tensors(SCORES)
     data["advantages"], data["keep"] = scores["advantages"], scores["keep"]
     return data
 
@@ -72,7 +70,7 @@ def _denominator(weights: torch.Tensor, normalization: str) -> torch.Tensor:
 
 
 def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, torch.Tensor], rl: RlSpec, seed: int,
-             progress: bool = True, image: ImageSpec | None = None, stepper: Stepper | None = None,
+             progress: bool = True, stepper: Stepper | None = None,
              rank: Rank = Rank()) -> UpdateResult:
     """Run the round's optimizer steps in place; returns the averaged stats (digest left empty).
 
@@ -81,17 +79,11 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
     stepper = stepper or TorchStepper(policy.model, optimizer, rl.grad_clip)
     device = policy.device
     seeds = data["mask_seeds"].tolist()
-    prompt_len = int(data["prompt_length"][0])
+    mask_id = int(data["mask_id"][0])
     rows = data["keep"].nonzero().squeeze(1)
-    rows = rows[torch.randperm(len(rows), generator=stage_generator(seed, salt=11))]
+    rows = rows[torch.randperm(len(rows), generator=stage_generator(seed, Salt.MINIBATCH_ORDER))]
     union = union_loss_mask(data["masked"]) if rl.loss_tokens == "union" else None
-    options = estimator_options(rl)
-    layout = None
-    if image is not None:  # text-to-image: image slots only, codebook softmax (stages/image.py)
-        from maskgrpo.stages import image as image_stage
-
-        layout = image_stage.image_layout(image, policy.tokenizer)
-        options = {**options, "modality": "image"}
+    config = estimator_config(rl)
     policy.model.train()
     stats, grad_norms, forwards = [], [], 0
     minibatches = [rows[i:i + rl.minibatch_size] for i in range(0, len(rows), rl.minibatch_size)]
@@ -106,13 +98,10 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
             for part in local_part(torch.arange(len(mb)), rank):
                 # an empty part still runs one row with zero weight: every rank joins the collectives
                 sub = mb[part] if len(part) else mb[:1]
-                inp = estimator_input(data["input_ids"][sub].to(device), prompt_len, data["row_ids"][sub].to(device), policy.pad_id, policy.eos_id)
-                if layout is not None:
-                    inp = image_stage.estimator_input(layout, inp.input_ids, inp.row_ids)
+                inp = estimator_input(data, sub, device)
                 weights = (mb_weights[part] if len(part) else torch.zeros_like(mb_weights[:1])).to(device)
-                views = build_views(rl.estimator, inp, seeds[j - 1], j, rl.num_iterations, policy.mask_id, **options)
-                pi = estimate_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows,
-                                       vocab_slice=layout.vocab_slice if layout is not None else None)
+                views = build_views(rl.estimator, inp, seeds[j - 1], j, rl.num_iterations, mask_id, config)
+                pi = estimate_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows)
                 forwards += views.inputs.shape[0] * len(part)
                 ref = data["ref_logprobs"][j - 1][sub].to(device) if "ref_logprobs" in data else None
                 loss, s = grpo_loss(
@@ -145,7 +134,7 @@ def make_optimizer(policy: Policy, rl: RlSpec) -> torch.optim.AdamW:
 def run(spec: UpdateSpec, store: Store) -> UpdateResult:
     digest = spec_hash(spec)
     if store.is_done(spec.run_id, STAGE, spec.round, digest):
-        return UpdateResult(**store.open(spec.run_id, STAGE, spec.round).get_json("metrics.json"), skipped=True)
+        return UpdateResult(**store.open(spec.run_id, STAGE, spec.round).get_json(METRICS), skipped=True)
     start = time.perf_counter()
     rank = distributed.setup(spec.model)
     policy = load_policy(store, spec.run_id, spec.policy, spec.model, mutable=True)
@@ -156,8 +145,7 @@ def run(spec: UpdateSpec, store: Store) -> UpdateResult:
     stepper = distributed.make_stepper(policy, optimizer, spec.model, rank, spec.rl.grad_clip)
     if spec.optimizer_from and deepspeed:  # into the ZeRO partitions (distributed.py, 5)
         stepper.import_optimizer(store.open(spec.run_id, *parse_ref(spec.optimizer_from)).get_tensors(OPTIMIZER_TENSORS))
-    result = optimize(policy, optimizer, load_round(store, spec), spec.rl, spec.seed, image=spec.image,
-                      stepper=stepper, rank=rank)
+    result = optimize(policy, optimizer, load_round(store, spec), spec.rl, spec.seed, stepper=stepper, rank=rank)
     if deepspeed:
         state = stepper.export_optimizer(keep=rank.is_main)  # collective: every rank
         distributed.unwrap(policy)
@@ -166,7 +154,7 @@ def run(spec: UpdateSpec, store: Store) -> UpdateResult:
     with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:
         save_policy(attempt, policy)
         save_optimizer(attempt, optimizer)
-        attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
+        attempt.put_json(METRICS, result.model_dump(exclude={"skipped"}))
         committed = attempt.commit()
     remember_policy(committed, policy)
     return result
@@ -183,7 +171,7 @@ def _commit_distributed(spec: UpdateSpec, store: Store, policy: Policy, result: 
                 save_policy(attempt, policy)
                 attempt.put_tensors(OPTIMIZER_TENSORS, state[0])
                 attempt.put_json(OPTIMIZER_META, state[1])
-                attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
+                attempt.put_json(METRICS, result.model_dump(exclude={"skipped"}))
                 attempt.commit()
     distributed.barrier(spec.model)
     return result

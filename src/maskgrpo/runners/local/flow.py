@@ -1,4 +1,4 @@
-"""The local runner: a Prefect flow that walks the plan in one process (DESIGN.md, "Orchestration").
+"""The local runner: a Prefect flow that walks the plan in one process (docs/design.md, "Orchestration").
 
 Each stage call is a Prefect task with retries; stages skip themselves when their committed
 output matches their spec hash, so ``--resume`` (or a Prefect retry) recomputes nothing that is
@@ -19,7 +19,7 @@ from typing import Any, Callable
 from maskgrpo.plan import StageCall, build_plan
 from maskgrpo.specs import RunSpec, load_run_spec
 from maskgrpo.stages import get_stage
-from maskgrpo.stages.resolve import resolved_spec
+from maskgrpo.stages.retrain import resolved_spec
 from maskgrpo.store import LeaseHeld, Store, open_store
 
 PREFECT_DEFAULTS = {

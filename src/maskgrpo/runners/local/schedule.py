@@ -87,29 +87,6 @@ def schedule_local(pipeline_path: Path, cron: str, *, store: str | None, overrid
 # --------------------------------------------------------------------------------------------
 
 TICK_ROWS = 256  # rows per data drop (toy-retrain.yaml trains on task.train_size = 256 of them)
-EVAL_ROWS = 200
-
-
-def write_data_drop(data_dir: Path, tick: int, *, corrupt: bool = False, rows: int = TICK_ROWS,
-                    length: int = 6) -> Path:
-    """The toy data that "arrives" before ``tick``: ``train-<tick>.jsonl`` of sort problems
-    (disjoint from earlier drops and from ``eval.jsonl``, written once); ``corrupt`` writes the
-    answers in descending order (a bad data drop: its rewards point the wrong way)."""
-    import json
-
-    from maskgrpo.tasks import get_task
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    sort = get_task("sort", length=length)
-    eval_path = data_dir / "eval.jsonl"
-    if not eval_path.exists():
-        eval_path.write_text("".join(json.dumps({"prompt": e.prompt, "answer": e.answer}) + "\n"
-                                     for e in sort.examples("eval", EVAL_ROWS, 0)))
-    drop = sort.examples("train", rows * tick, 0)[rows * (tick - 1):]
-    path = data_dir / f"train-{tick:03d}.jsonl"
-    path.write_text("".join(json.dumps({"prompt": e.prompt, "answer": e.answer[::-1] if corrupt else e.answer}) + "\n"
-                            for e in drop))
-    return path
 
 
 def simulate_ticks(pipeline_path: Path, *, ticks: int, store: str, data_dir: Path, bad_ticks: tuple[int, ...] = (),
@@ -119,6 +96,8 @@ def simulate_ticks(pipeline_path: Path, *, ticks: int, store: str, data_dir: Pat
     (``<name>-tick<k>``) that resolves the current champion.  Returns one row per tick."""
     from maskgrpo.specs import load_run_spec
     from maskgrpo.store import open_store
+
+    from maskgrpo.stages.retrain import write_data_drop
 
     from .flow import run_pipeline
 
