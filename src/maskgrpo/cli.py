@@ -13,6 +13,8 @@
     maskgrpo import CHECKPOINT_DIR STORE_URI/NAME           commit a checkpoint folder as a model.source
     maskgrpo export SOURCE OUT_DIR [--base SOURCE]          a run's checkpoint (store URI or folder), LoRA merged
     maskgrpo serve-reward NAME [--host 127.0.0.1] [--port 8000]   a registered reward over HTTP/JSON
+    maskgrpo models list|show|promote|rollback|export|gc STORE_URI [NAME ...]   the model registry
+    maskgrpo retrain-ticks PIPELINE.yaml --ticks N [--bad-tick K]   simulate scheduled retraining
     maskgrpo serve-sandbox [--host 127.0.0.1] [--port 8001]      the code reward's sandbox, without credentials
 
 Exit status: 0 success, 2 invalid document or arguments (nothing was written), 1 a failure while
@@ -107,6 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             return stop.exit_code
     from maskgrpo.runners.local.report import CURVE, REPORT, SUMMARY, format_table
 
+    if summary.get("skipped"):
+        return 0
     base = store.url(run_id)
     out.event("summary", f"{format_table(summary)}\nsummary: {base}/{SUMMARY}\nreport:  {base}/{REPORT} ({CURVE})",
               summary=summary)
@@ -238,6 +242,80 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from maskgrpo.store import open_store
+
+    store = open_store(args.store)
+    if args.models_command == "list":
+        names = store.models()
+        if not names:
+            print(f"no models registered in {store.uri}")
+        for name in names:
+            reg = store.registry(name)
+            a = reg.aliases()
+            print(f"{name:<24} champion v{a['champion']}  previous v{a['previous']}  "
+                  f"{len(reg.version_numbers())} version(s), {len(reg.orphans())} orphan(s)")
+        return 0
+    reg = store.registry(args.name)
+    if args.models_command == "show":
+        version = reg.resolve(args.version)
+        if version is None:
+            return _fail(f"model {args.name!r} has no {args.version} in {store.uri}")
+        a = reg.aliases()
+        print(f"model {args.name} in {store.uri}: champion v{a['champion']}, previous v{a['previous']}")
+        for doc in reg.lineage(version):
+            m, gate = doc.get("metrics", {}), doc.get("gate", {})
+            snap = doc.get("data_snapshot") or {}
+            print(f"  v{doc['version']}  parent v{doc.get('parent')}  run {doc['run_id']}  accuracy {m.get('accuracy')}  "
+                  f"gate {gate.get('decision')} {gate.get('diff', 0):+.3f}  data {len(snap.get('files', []))} file(s)  "
+                  f"pipeline {doc.get('pipeline_hash', '')[:12]}  code {doc.get('code_version')}")
+            print(f"      checkpoint {doc['checkpoint']['uri']}")
+        for h in a.get("history", [])[-10:]:
+            print(f"  {h['at']}  {h['event']:<8} champion v{h['champion']}  previous v{h['previous']}")
+        return 0
+    if args.models_command == "promote":
+        expected = reg.aliases()["champion"] if args.expected is None else args.expected
+        reg.promote(reg.resolve(args.version), expected, reason=f"manual: {args.reason}")
+    elif args.models_command == "rollback":
+        reg.rollback()
+    elif args.models_command == "gc":
+        removed = reg.gc(dry_run=args.dry_run, min_age_s=args.min_age)
+        print(f"{'would remove' if args.dry_run else 'removed'} {len(removed)} orphan version(s)", *removed, sep="\n  ")
+        return 0
+    elif args.models_command == "export":
+        export_version(store, reg, args.version, Path(args.out_dir), args.base, args.trust_remote_code)
+        return 0
+    a = reg.aliases()
+    print(f"model {args.name}: champion v{a['champion']}, previous v{a['previous']}")
+    return 0
+
+
+def export_version(store, reg, ref: str, out_dir: Path, base: str | None, trust_remote_code: str | None) -> Path:
+    """A version's checkpoint as a plain transformers folder through `maskgrpo export` (LoRA merged)."""
+    version = reg.resolve(ref)
+    if version is None:
+        raise ValueError(f"model {reg.name!r} has no {ref}")
+    pinned = reg.checkpoint(version)  # verifies the pin
+    current = store.committed(pinned.run_id, pinned.stage, pinned.round)
+    if current is None or current.attempt_id != pinned.attempt_id:
+        raise RuntimeError(f"version {version} of {reg.name!r}: {pinned.uri} is no longer the committed output of "
+                           f"{pinned.run_id}/{pinned.stage}/{pinned.round}")
+    source = f"{store.uri.rstrip('/')}/{pinned.run_id}/{pinned.stage}/{pinned.round}"
+    cmd_export(argparse.Namespace(source=source, out_dir=str(out_dir), base=base, trust_remote_code=trust_remote_code))
+    return out_dir
+
+
+def cmd_retrain_ticks(args: argparse.Namespace) -> int:
+    from maskgrpo.runners.local.flow import configure_prefect
+
+    configure_prefect()
+    from maskgrpo.runners.local.schedule import format_ticks, simulate_ticks
+
+    rows = simulate_ticks(args.pipeline, ticks=args.ticks, store=args.store, data_dir=Path(args.data_dir),
+                          bad_ticks=tuple(args.bad_tick), overrides=list(args.set))
+    print(format_ticks(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
 def cmd_import(args: argparse.Namespace) -> int:
     from maskgrpo.models.adapters import adapter_for
     from maskgrpo.models.remote_code import code_digests
@@ -455,6 +533,44 @@ def build_parser() -> argparse.ArgumentParser:
     merged_into(p, "base checkpoint folder (default: the one recorded in the adapter config)")
     p.set_defaults(func=cmd_merge)
 
+    p = sub.add_parser("models", help="the model registry in a store: list, show, promote, rollback, export, gc")
+    msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    m = msub.add_parser("list", help="registered models and their aliases")
+    m.add_argument("store", help="store URI")
+    m = msub.add_parser("show", help="a version (default: the champion), its lineage and the alias history")
+    m.add_argument("store", help="store URI")
+    m.add_argument("name", help="model name")
+    m.add_argument("version", nargs="?", default="champion", help="champion, previous or a version number")
+    m = msub.add_parser("promote", help="make a version the champion (compare-and-swap against the current one)")
+    m.add_argument("store", help="store URI")
+    m.add_argument("name", help="model name")
+    m.add_argument("version", help="version number to promote")
+    m.add_argument("--expected", type=int, help="refuse unless the champion is still this version (default: as read now)")
+    m.add_argument("--reason", default="", help="recorded in the alias history")
+    m = msub.add_parser("rollback", help="champion <- previous")
+    m.add_argument("store", help="store URI")
+    m.add_argument("name", help="model name")
+    m = msub.add_parser("export", help="write a version as a transformers folder (LoRA adapters merged, as `export`)")
+    m.add_argument("store", help="store URI")
+    m.add_argument("name", help="model name")
+    merged_into(m, "LoRA: base model source (default: the one recorded in the adapter config)")
+    m.add_argument("--version", default="champion", help="champion (default), previous or a version number")
+    m = msub.add_parser("gc", help="remove orphan versions (registered, never promoted)")
+    m.add_argument("store", help="store URI")
+    m.add_argument("name", help="model name")
+    m.add_argument("--dry-run", action="store_true", help="list, do not delete")
+    m.add_argument("--min-age", type=float, default=3600.0, metavar="SECONDS", help="spare younger versions (default 3600)")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("retrain-ticks", help="simulate N ticks of scheduled retraining locally (a data drop per tick)")
+    doc(p)
+    p.add_argument("--ticks", type=int, default=3, help="ticks to run (default 3)")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"store URI (default {DEFAULT_STORE})")
+    p.add_argument("--data-dir", default="data/toy-retrain", help="folder the data drops land in (default data/toy-retrain)")
+    p.add_argument("--bad-tick", type=int, action="append", default=[], metavar="K",
+                   help="tick whose data drop has corrupted answers (repeatable): the gate must reject it")
+    p.add_argument("--json", help="also write the tick table as JSON here")
+    p.set_defaults(func=cmd_retrain_ticks)
     p = sub.add_parser("import", help="commit a transformers checkpoint folder to a store, as a model.source")
     p.add_argument("checkpoint_dir", help="local checkpoint folder (config.json, safetensors, tokenizer), e.g. a hub download")
     p.add_argument("dest", help="<store-root>/<name>, e.g. s3://maskgrpo/models/llada-8b-instruct")

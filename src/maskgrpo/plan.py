@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 
-from .specs import EvaluateSpec, RolloutSpec, RunSpec, ScoreSpec, SftSpec, UpdateSpec, spec_hash
+from .specs import (
+    RESOLVED_DATA, EvaluateSpec, GateSpec, PromoteSpec, ResolveSpec, RolloutSpec, RunSpec, ScoreSpec, SftSpec, UpdateSpec, spec_hash,
+)
 
 
 @dataclass(frozen=True)
@@ -24,10 +26,10 @@ class StageCall:
     """One node of the DAG."""
 
     name: str  # unique task name, e.g. "rollout_3" or "rollout_3_s1"
-    kind: str  # sft | rollout | score | update | evaluate
+    kind: str  # sft | rollout | score | update | evaluate | resolve | gate | promote
     output: str  # store stage folder: "sft", "rollout", "rollout-s1", "score", ...
     round: int
-    spec: SftSpec | RolloutSpec | ScoreSpec | UpdateSpec | EvaluateSpec
+    spec: SftSpec | RolloutSpec | ScoreSpec | UpdateSpec | EvaluateSpec | ResolveSpec | GateSpec | PromoteSpec
     after: tuple[str, ...]  # names of the calls this one waits for
 
     @property
@@ -45,10 +47,14 @@ def build_plan(run: RunSpec, run_id: str, store: str, num_shards: int | None = N
     shards = run.cluster.rollout_shards if num_shards is None else num_shards
     common = dict(store=store, run_id=run_id, data_seed=run.seed)
     calls: list[StageCall] = []
+    document_hash = spec_hash(run)
+    if run.retrain is not None:
+        calls.append(resolve_call(run, common))
+        run = retrain_task(run)
 
     sft = StageCall("sft", "sft", "sft", 0,
                     SftSpec(**common, seed=run.seed, policy=run.model.source, model=run.model, task=run.task, sft=run.sft,
-                            image=run.image), ())
+                            image=run.image), tuple(c.name for c in calls))
     calls.append(sft)
 
     def evaluate(round_: int, policy: StageCall) -> StageCall:
@@ -82,7 +88,41 @@ def build_plan(run: RunSpec, run_id: str, store: str, num_shards: int | None = N
         policy = previous_update = update
         if k == run.rl.rounds or (run.evaluate.every and k % run.evaluate.every == 0):
             calls.append(evaluate(k, update))
+    if run.retrain is not None:
+        calls += gate_calls(run, common, calls, document_hash)
     return with_lineage(calls)
+
+
+def resolve_call(run: RunSpec, common: dict) -> StageCall:
+    """Retraining: the first call pins the champion and the data snapshot (stages/resolve.py)."""
+    spec = ResolveSpec(**common, seed=run.seed, source=run.model.source, retrain=run.retrain, sft_enabled=run.sft.enabled)
+    return StageCall("resolve", "resolve", "resolve", 0, spec, ())
+
+
+def retrain_task(run: RunSpec) -> RunSpec:
+    """With ``retrain.data`` the task reads the tick's snapshot, written by resolve (placeholder path)."""
+    if run.retrain is None or not run.retrain.data:
+        return run
+    task = run.task.model_copy(update={"params": {**run.task.params, "path": RESOLVED_DATA}})
+    return run.model_copy(update={"task": task})
+
+
+def gate_calls(run: RunSpec, common: dict, calls: list[StageCall], document_hash: str) -> list[StageCall]:
+    """Retraining: gate (last evaluation vs evaluate_0) -> promote (docs/cluster.md, scheduled retraining)."""
+    final = next(c for c in reversed(calls) if c.kind == "evaluate")
+    baseline = next(c for c in calls if c.kind == "evaluate")
+    policy = next(c for c in reversed(calls) if c.kind == "update")
+    rounds = run.rl.rounds
+    gate = StageCall("gate", "gate", "gate", rounds,
+                     GateSpec(**common, round=rounds, seed=run.seed, challenger=final.ref, champion=baseline.ref,
+                              challenger_policy=policy.ref, model_name=run.retrain.model, gate=run.retrain.gate,
+                              accuracy_threshold=run.reward.accuracy_threshold),
+                     (final.name, baseline.name))
+    promote = StageCall("promote", "promote", "promote", rounds,
+                        PromoteSpec(**common, round=rounds, seed=run.seed, model_name=run.retrain.model, gate_ref=gate.ref,
+                                    pipeline_hash=document_hash),
+                        (gate.name,))
+    return [gate, promote]
 
 
 def with_lineage(calls: list[StageCall]) -> list[StageCall]:

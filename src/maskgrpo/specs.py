@@ -26,6 +26,7 @@ from maskgrpo.store.layout import check_run_id as _check_run_id
 
 __all__ = [
     "RunSpec", "SftSpec", "RolloutSpec", "ScoreSpec", "UpdateSpec", "EvaluateSpec", "StageSpec",
+    "RetrainSpec", "GateSpecPart", "ResolveSpec", "GateSpec", "PromoteSpec",
     "load_run_spec", "spec_hash", "format_validation_error", "STAGE_SPECS",
 ]
 
@@ -398,6 +399,43 @@ class ClusterSpec(_Spec):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-stage pod resources.")
 
 
+RESOLVED_DATA = "resolve:data"  # task.params.path of a retraining tick's snapshot, filled in by stages/resolve.py
+GateMetric = Literal["accuracy", "reward", "completion_length"]
+
+
+class GateGuardSpec(_Spec):
+    metric: GateMetric = Field(description="Per-example metric that must not regress: accuracy, reward or completion_length (characters).")
+    tolerance: float = Field(0.0, ge=0.0, description="Largest regression of the mean allowed (in the metric's units).")
+    higher_is_better: bool = Field(True, description="Direction of the metric (completion_length: usually false).")
+
+
+class GateSpecPart(_Spec):
+    """The promotion gate (core/gate.py): challenger vs champion on the same held-out examples."""
+
+    metric: GateMetric = Field("accuracy", description="Gate metric compared per example (paired).")
+    margin: float = Field(0.0, ge=0.0, description="Smallest mean improvement of the gate metric that promotes.")
+    guards: list[GateGuardSpec] = Field(default_factory=list, description="Metrics that must not regress beyond their tolerance.")
+    confidence: float = Field(0.9, gt=0.5, lt=1.0, description="Level of the paired bootstrap interval; its lower end must exceed 0.")
+    resamples: int = Field(2000, ge=100, description="Bootstrap resamples (seeded: the same numbers give the same decision).")
+    min_examples: int = Field(20, ge=1, description="Fewer paired examples than this: too few to tell, no promotion.")
+    seed: int = Field(0, ge=0, description="Seed of the bootstrap generator.")
+
+
+class RetrainSpec(_Spec):
+    """Scheduled retraining: warm start from the registry's champion, a data snapshot, a gate."""
+
+    model: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", description="Registry model name (store _registry/<name>/).")
+    initial_source: str = Field("builtin:tiny", description="model.source of the first tick, while the registry has no champion (SFT runs then).")
+    data: str | None = Field(
+        None, description="Training data snapshot: a glob of local .jsonl/.parquet files or a store prefix (s3://b/datasets/x/), "
+        "resolved per tick to (file, size, sha256); becomes task.params.path.",
+    )
+    unseen_only: bool = Field(False, description="Train only on snapshot files not in the champion's lineage (file granularity).")
+    sft: bool = Field(False, description="Run SFT on top of a warm start too (default: a warm start skips SFT).")
+    lease_ttl_s: float = Field(6 * 3600.0, gt=0.0, description="Seconds a tick holds the model's retraining lease unless it releases it.")
+    gate: GateSpecPart = Field(default_factory=GateSpecPart, description="Promotion gate after the final evaluation.")
+
+
 class RunSpec(_Spec):
     """The pipeline document."""
 
@@ -413,6 +451,22 @@ class RunSpec(_Spec):
     rl: RlSpec = Field(default_factory=RlSpec, description="MaskGRPO rounds.")
     evaluate: EvalSpecPart = Field(default_factory=EvalSpecPart, description="Held-out evaluation.")
     cluster: ClusterSpec = Field(default_factory=ClusterSpec, description="Kubeflow settings (ignored by the local runner).")
+    retrain: RetrainSpec | None = Field(None, description="Scheduled retraining: registry warm start, data snapshot, promotion gate.")
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: Any) -> Any:
+        return _drop_unset(handler(self), self, "retrain")
+
+    @model_validator(mode="after")
+    def _retrain(self) -> "RunSpec":
+        registry = self.model.source.startswith("registry:")
+        if registry and (self.retrain is None or not self.model.source.startswith(f"registry:{self.retrain.model}@")):
+            raise ValueError(f"model.source {self.model.source!r} needs a retrain section naming the same model")
+        if registry and self.retrain.initial_source == "builtin:tiny" and not self.sft.enabled:
+            raise ValueError("retrain.initial_source 'builtin:tiny' is untrained: the first tick needs sft.enabled")
+        if self.retrain is not None and self.rl.rounds < 1:
+            raise ValueError("retrain needs rl.rounds >= 1: the gate compares the last round with the champion")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -524,9 +578,34 @@ class EvaluateSpec(_StageSpec):
     image: ImageSpec | None = Field(None, description="Text-to-image settings (None: text modality).")
 
 
-StageSpec = Annotated[Union[SftSpec, RolloutSpec, ScoreSpec, UpdateSpec, EvaluateSpec], Field(discriminator="kind")]
+class ResolveSpec(_StageSpec):
+    kind: Literal["resolve"] = Field("resolve", description="Stage kind.")
+    source: str = Field(description="model.source as written (registry:<name>@champion is resolved once, here).")
+    retrain: RetrainSpec = Field(description="Registry name, data snapshot, lease.")
+    sft_enabled: bool = Field(description="sft.enabled of the document (used when there is no champion yet).")
+
+
+class GateSpec(_StageSpec):
+    kind: Literal["gate"] = Field("gate", description="Stage kind.")
+    challenger: str = Field(description="Store reference 'evaluate/<R>' of the challenger's evaluation.")
+    champion: str = Field(description="Store reference 'evaluate/0' of the champion's (or the first tick's SFT) evaluation.")
+    challenger_policy: str = Field(description="Store reference 'update/<R>' of the challenger's checkpoint.")
+    model_name: str = Field(description="Registry model name (the lease is released on a non-promotion).")
+    gate: GateSpecPart = Field(description="Gate metric, margin, guards and bootstrap settings.")
+    accuracy_threshold: float = Field(description="reward.accuracy_threshold: per-example accuracy = reward >= this.")
+
+
+class PromoteSpec(_StageSpec):
+    kind: Literal["promote"] = Field("promote", description="Stage kind.")
+    model_name: str = Field(description="Registry model name.")
+    gate_ref: str = Field(description="Store reference 'gate/<R>' of the decision.")
+    pipeline_hash: str = Field(description="sha256 of the pipeline document (RunSpec), recorded in the version.")
+
+
+StageSpec = Annotated[Union[SftSpec, RolloutSpec, ScoreSpec, UpdateSpec, EvaluateSpec, ResolveSpec, GateSpec, PromoteSpec], Field(discriminator="kind")]
 STAGE_SPECS: dict[str, type[_StageSpec]] = {
     "sft": SftSpec, "rollout": RolloutSpec, "score": ScoreSpec, "update": UpdateSpec, "evaluate": EvaluateSpec,
+    "resolve": ResolveSpec, "gate": GateSpec, "promote": PromoteSpec,
 }
 
 

@@ -52,7 +52,10 @@ def stage_main(kind: str, spec_cls: type[BaseModel], run: Callable[[Any, Store],
         print(format_validation_error(err, "--spec"), file=sys.stderr)
         return 2
     start = time.perf_counter()
-    result = run(spec, open_store(spec.store))
+    from maskgrpo.stages.retrain import resolved_spec  # a retraining tick's pinned champion and data
+
+    store = open_store(spec.store)
+    result = run(resolved_spec(spec, store), store)
     payload = result.model_dump(mode="json")
     log.info("%s round %d done in %.1fs", kind, spec.round, time.perf_counter() - start)
     rows = "\n".join(f"| {k} | {v} |" for k, v in payload.items())

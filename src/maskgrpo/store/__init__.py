@@ -19,9 +19,11 @@ from .attempt import Attempt
 from .committed import Committed
 from .errors import CorruptOutputError, NotCommittedError, StoreError, StoreUnreachableError
 from .layout import run_file_key, stage_prefix
+from .registry import LeaseHeld, PromotionConflict, Registry, parse_registry_source
 from .store import Store, open_store
 
 __all__ = [
-    "Attempt", "Committed", "CorruptOutputError", "NotCommittedError", "Store", "StoreError",
+    "Attempt", "Committed", "CorruptOutputError", "LeaseHeld", "NotCommittedError", "PromotionConflict",
+    "Registry", "parse_registry_source", "Store", "StoreError",
     "StoreUnreachableError", "open_store", "run_file_key", "stage_prefix",
 ]

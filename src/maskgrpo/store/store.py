@@ -15,6 +15,7 @@ from .layout import (
     run_file_key, stage_prefix,
 )
 from .manifest import MAX_DOCUMENT, InvalidDocument, parse_pointer
+from .registry import Registry, list_models, pin
 
 
 def open_store(uri: str) -> "Store":
@@ -72,6 +73,19 @@ class Store:
     def is_done(self, run_id: str, stage: str, round: int | None, spec_hash: str) -> bool:
         c = self.committed(run_id, stage, round)
         return c is not None and c.spec_hash == spec_hash
+
+    # -- the model registry (registry.py) ------------------------------------------------------
+    def registry(self, name: str) -> "Registry":
+        """The registry of model ``name`` in this store (versions, aliases, lease)."""
+        return Registry(self._b, name)
+
+    def models(self) -> list[str]:
+        """Names of the models registered in this store."""
+        return list_models(self._b)
+
+    def pin(self, committed: Committed) -> dict:
+        """A committed output as a version's checkpoint reference (attempt id + manifest sha256)."""
+        return pin(self._b, committed)
 
     # -- run files -----------------------------------------------------------------------------
     def write_run_file(self, run_id: str, name: str, data: bytes) -> str:

@@ -38,6 +38,7 @@ _TASKS: dict[str, str] = {
     "math500": "maskgrpo.tasks.files:Math500Task",
     "countdown": "maskgrpo.tasks.files:CountdownFileTask",
     "sudoku": "maskgrpo.tasks.files:SudokuFileTask",
+    "prompt-answer": "maskgrpo.tasks.files:PromptAnswerFileTask",
     "geneval": "maskgrpo.tasks.geneval_files:GenEvalFileTask",
 }
 

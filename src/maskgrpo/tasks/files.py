@@ -52,6 +52,7 @@ __all__ = [
     "Math500Task",
     "CountdownFileTask",
     "SudokuFileTask",
+    "PromptAnswerFileTask",
 ]
 
 # src/maskgrpo/tasks/files.py -> parents[3] is the repository; shared/ sits beside it.
@@ -355,3 +356,20 @@ class SudokuFileTask(FileTask):
                 raise ValueError(f"{label} {grid!r} must be 16 digits")
         prompt = f"{self.instruction or SUDOKU_INSTRUCTION}\n\nPuzzle: {puzzle}"
         return Example(prompt, solution, {"puzzle": puzzle})
+
+
+class PromptAnswerFileTask(FileTask):
+    """Rows that already hold the prompt and the reference answer (``prompt``, ``answer`` columns),
+    scored by the reward named in ``reward`` (e.g. the toy sort rows of ``maskgrpo retrain-ticks``)."""
+
+    name = "prompt-answer"
+
+    def __init__(self, path: str | Path | None = None, eval_path: str | Path | None = None,
+                 eval_permille: int = 100, completion_length: int = 256, instruction: str | None = None,
+                 reward: str = "sort_exact", prompt_column: str = "prompt", answer_column: str = "answer") -> None:
+        super().__init__(path, eval_path, eval_permille, completion_length, instruction)
+        self.reward = reward
+        self.prompt_column, self.answer_column = prompt_column, answer_column
+
+    def make_example(self, row: dict[str, Any]) -> Example:
+        return Example(str(self.column(row, self.prompt_column)), str(self.column(row, self.answer_column)))

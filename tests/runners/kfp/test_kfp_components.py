@@ -46,6 +46,8 @@ def test_component_interface(kind):
         "--metrics-path": "{{$.outputs.artifacts['metrics'].path}}",
         "--summary-path": "{{$.outputs.artifacts['summary'].path}}",
         "--executor-input": "{{$}}",
+        # the gate's decision, read by the dsl.If around the promote task (runners/kfp/pipeline.py)
+        **({"--promote-path": "{{$.outputs.parameters['promote'].output_file}}"} if kind == "gate" else {}),
     }
 
 

@@ -14,7 +14,8 @@ A component is the project's image plus an argv carrying one stage spec (docs/de
                                             # artifact's metadata: that is what the KFP UI's scalar
                                             # metrics view reads for container components
 
-The score component also accepts ``shards``, the list of the round's rollout Metrics artifacts
+The gate component also writes ``promote`` ("true"/"false"), a string output parameter the
+pipeline's ``dsl.If`` around the promote task reads. The score component also accepts ``shards``, the list of the round's rollout Metrics artifacts
 gathered with ``dsl.Collected`` after a ``dsl.ParallelFor`` fan-out. It only orders the score after
 every shard (KFP forbids a plain dependency on a task inside a loop); the rollouts themselves are
 read from the store, never passed as artifacts.
@@ -35,7 +36,7 @@ from maskgrpo.specs import ClusterSpec
 
 __all__ = ["STAGE_KINDS", "DEFAULT_IMAGE", "stage_component", "render_components", "component_name"]
 
-STAGE_KINDS = ("sft", "rollout", "score", "update", "evaluate")
+STAGE_KINDS = ("sft", "rollout", "score", "update", "evaluate", "resolve", "gate", "promote")
 DEFAULT_IMAGE = ClusterSpec().image
 
 
@@ -70,7 +71,12 @@ def stage_component(kind: str, image: str, *, name: str | None = None,
     cmd = list(command or ["python", "-m", f"maskgrpo.stages.{kind}"])
     tail = list(extra_args or [])
 
-    if kind == "score":
+    if kind == "gate":  # its decision as a string output parameter, for the pipeline's dsl.If around promote
+        def fn(spec: str, metrics: dsl.Output[dsl.Metrics], summary: dsl.Output[dsl.Markdown],
+               promote: dsl.OutputPath(str), run_id: str = ""):
+            return dsl.ContainerSpec(image=image, command=cmd,
+                                     args=_argv(run_id, metrics, summary, spec) + ["--promote-path", promote] + tail)
+    elif kind == "score":
         def fn(spec: str, metrics: dsl.Output[dsl.Metrics], summary: dsl.Output[dsl.Markdown],
                run_id: str = "", shards: dsl.Input[List[dsl.Metrics]] = None):
             return dsl.ContainerSpec(image=image, command=cmd, args=_argv(run_id, metrics, summary, spec) + tail)

@@ -23,6 +23,10 @@
    ``accelerator_count`` > 1 runs ``torchrun --standalone --nproc_per_node <count> -m
    maskgrpo.stages.<kind>``, one DeepSpeed rank per GPU (stages/distributed.py); otherwise the
    command stays ``python -m maskgrpo.stages.<kind>``.
+8. Retraining (``retrain`` in the document): resolve (pins the registry champion and the data
+   snapshot; fails with the holder's name while the previous tick holds the lease) -> sft (the
+   champion passed through) -> rounds -> evaluate -> gate (challenger vs evaluate_0) -> promote,
+   the last under ``dsl.If(gate.promote == "true")``. Schedule it with ``max_concurrency`` 1.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline signature at runtime.
@@ -119,7 +123,7 @@ def build_pipeline(run: RunSpec, *, image: str | None = None, run_id: str | None
         for call in calls:
             if call.name in tasks:
                 continue
-            res = getattr(cluster.resources, call.kind)
+            res = getattr(cluster.resources, call.kind, LAUNCHER_RESOURCES)  # resolve/gate/promote: small CPU steps
             component_args: dict[str, Any] = {}
             if call.kind == "update" and launch is not None:
                 comp = stage_component("update", image, name=call.name,
@@ -145,6 +149,12 @@ def build_pipeline(run: RunSpec, *, image: str | None = None, run_id: str | None
                     display = f"rollout_{call.round} (shard)"
                     for c in group:
                         tasks[c.name] = task
+            elif call.kind == "promote":  # only when the gate said so (retraining, module docstring 8)
+                with dsl.If(tasks["gate"].outputs["promote"] == "true", name="gate-says-promote"):
+                    task = comp(spec=call.spec.model_dump_json(), run_id=run_id)
+                    _configure(task, res, display=call.name, retries=cluster.retries, s3_secret=cluster.s3_secret)
+                tasks[call.name] = task
+                continue
             else:
                 task = comp(spec=call.spec.model_dump_json(), run_id=run_id, **component_args)
                 display = call.name

@@ -22,6 +22,7 @@ from maskgrpo.plan import StageCall
 from maskgrpo.runners.local.plain import OnDone, default_run_id, describe, run_pipeline
 from maskgrpo.specs import load_run_spec
 from maskgrpo.stages import get_stage
+from maskgrpo.stages.retrain import resolved_spec
 from maskgrpo.store import Store
 
 __all__ = ["configure_prefect", "default_run_id", "describe", "execute", "run_pipeline", "run_pipeline_flow"]
@@ -53,7 +54,7 @@ def execute(calls: list[StageCall], store: Store, retries: int = 1, on_done: OnD
         stage_task = task(get_stage(call.kind), name=call.name, retries=retries, retry_delay_seconds=1,
                           persist_result=False, cache_policy=None)
         start = time.perf_counter()
-        results[call.name] = stage_task(call.spec, store)
+        results[call.name] = stage_task(resolved_spec(call.spec, store), store)
         if on_done is not None:
             on_done(call, results[call.name], time.perf_counter() - start)
     return results

@@ -28,7 +28,8 @@ from typing import Any, Callable, Iterator
 from maskgrpo.plan import StageCall, build_plan
 from maskgrpo.specs import RunSpec
 from maskgrpo.stages import get_stage
-from maskgrpo.store import Store, open_store
+from maskgrpo.stages.retrain import resolved_spec
+from maskgrpo.store import LeaseHeld, Store, open_store
 
 Executor = Callable[..., dict[str, Any]]
 OnDone = Callable[[StageCall, Any, float], None]
@@ -68,7 +69,13 @@ def describe(call: StageCall, result: Any) -> str:
     keys = {
         "sft": ("loss_last",), "rollout": ("forwards_per_completion",), "score": ("reward_mean", "zero_std_ratio"),
         "update": ("loss", "clip_fraction", "kl"), "evaluate": ("accuracy", "reward_mean"),
+        "resolve": ("data_rows",), "gate": ("diff", "ci_low", "ci_high"), "promote": (),
     }[call.kind]
+    if call.kind == "resolve":
+        return f"champion v{data['champion']}" if data["warm_start"] else "no champion: cold start"
+    if call.kind in ("gate", "promote"):
+        head = data["decision"] if call.kind == "gate" else ("promoted" if data["promoted"] else "not promoted")
+        return "  ".join([head] + [f"{k}={data[k]:+.3f}" for k in keys] + ([f"v{data['version']}"] if data.get("version") else []))
     return "  ".join(f"{k}={data[k]:.3f}" for k in keys)
 
 
@@ -83,7 +90,7 @@ def execute(calls: list[StageCall], store: Store, retries: int = 1, on_done: OnD
         start = time.perf_counter()
         for attempt in range(retries + 1):
             try:
-                results[call.name] = get_stage(call.kind)(call.spec, store)
+                results[call.name] = get_stage(call.kind)(resolved_spec(call.spec, store), store)
                 break
             except Interrupted as stop:
                 stop.stage = call.name
@@ -126,6 +133,9 @@ def run_pipeline(run: RunSpec, store_uri: str, run_id: str, *, echo: Callable[[s
         kwargs["on_start"] = on_start
     try:
         executor(calls, store, retries=1, **kwargs)
+    except LeaseHeld as err:  # a retraining tick while the previous one still runs: skip it, clearly
+        echo(f"skipped: {err}")
+        return {"run_id": run_id, "pipeline": run.name, "skipped": str(err)}
     finally:
         tracker.close()
     return write_summary(run, store, run_id, calls, wall_seconds=time.perf_counter() - started)

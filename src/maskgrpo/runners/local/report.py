@@ -58,7 +58,21 @@ def build_summary(run: RunSpec, store: Store, run_id: str, calls: list[StageCall
         "rounds": rounds,
         "final_weight_digest": final,
         "wall_seconds": wall_seconds,
+        **retrain_summary(store, run_id, calls),
     }
+
+
+def retrain_summary(store: Store, run_id: str, calls: list[StageCall]) -> dict[str, Any]:
+    """A retraining tick's gate decision and promotion (empty for other runs)."""
+    out: dict[str, Any] = {}
+    for call in calls:
+        if call.kind == "gate":
+            d = store.open(run_id, call.output, call.round).get_json("decision.json")
+            out["gate"] = {k: d[k] for k in ("decision", "reason", "metric", "n", "challenger", "champion", "diff",
+                                            "ci_low", "ci_high", "champion_version", "guards")}
+        if call.kind == "promote":
+            out["promotion"] = store.open(run_id, call.output, call.round).get_json("promotion.json")
+    return out
 
 
 def _curve_png(summary: dict[str, Any]) -> bytes:
@@ -119,6 +133,9 @@ def write_summary(run: RunSpec, store: Store, run_id: str, calls: list[StageCall
             grids.append(f"{label}: ![{label}](images-{label}.png)")
     if grids:
         report += "\n## Images (same held-out prompts)\n\n" + "\n\n".join(grids) + "\n"
+    gates = [c for c in calls if c.kind == "gate"]
+    if gates:
+        report += "\n" + store.open(run_id, gates[0].output, gates[0].round).get_bytes("decision.md").decode().replace("# ", "## ", 1)
     store.write_run_file(run_id, REPORT, report.encode())
     return summary
 
@@ -135,4 +152,7 @@ def format_table(summary: dict[str, Any]) -> str:
                      f"{r['kl']:>7.4f}  {r['clip_fraction']:>6.3f}  {acc:>8}")
     lines.append(f"held-out accuracy {summary['baseline']['accuracy']:.3f} -> {summary['final']['accuracy']:.3f} "
                  f"({summary['gain']:+.3f}) in {summary['wall_seconds']:.0f} s")
+    if "gate" in summary:
+        g, p = summary["gate"], summary.get("promotion") or {}
+        lines.append(f"gate: {g['decision']} ({g['reason']}); champion now v{p.get('champion')}")
     return "\n".join(lines)
