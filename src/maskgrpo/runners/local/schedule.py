@@ -99,7 +99,7 @@ def simulate_ticks(pipeline_path: Path, *, ticks: int, store: str, data_dir: Pat
 
     from maskgrpo.stages.retrain import write_data_drop
 
-    from .flow import run_pipeline
+    from .plain import run_pipeline
 
     data_dir = Path(data_dir).resolve()
     sets = [f"retrain.data={data_dir}/train-*.jsonl", f"task.params.eval_path={data_dir}/eval.jsonl", *(overrides or [])]
