@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from maskgrpo.core.importance import (
+    SpgConfig,
     ESTIMATORS,
     EstimatorInput,
     MaskGrpoConfig,
@@ -259,9 +260,11 @@ def test_union_loss_mask_literal():
 
 
 def test_registry_errors_and_view_counts():
-    with pytest.raises(ValueError, match="unknown estimator 'ppo'; valid: coupled, d1, maskgrpo, unigrpo"):
+    with pytest.raises(ValueError, match="unknown estimator 'ppo'; valid: coupled, d1, espo, maskgrpo, random, spg, unigrpo, wd1"):
         get_estimator("ppo")
-    assert [views_per_iteration(n) for n in ("coupled", "d1", "maskgrpo", "unigrpo")] == [3, 1, 1, 1]
+    names = ("coupled", "d1", "maskgrpo", "unigrpo", "random", "spg", "wd1", "espo")
+    assert [views_per_iteration(n) for n in names] == [3, 1, 1, 1, 1, 2, 1, 2]
+    assert views_per_iteration("spg", SpgConfig(num_views=3)) == 3
 
 
 def test_text_estimators_need_the_completion_last():
@@ -271,10 +274,10 @@ def test_text_estimators_need_the_completion_last():
         build_views("maskgrpo", bad, 1, 1, MU, MASK)
 
 
-@pytest.mark.parametrize("name", ["d1", "coupled"])
+@pytest.mark.parametrize("name", ["d1", "coupled", "spg", "wd1", "espo"])
 def test_text_only_estimators_refuse_image_slots(name):
     inp = text_input()._replace(ramp_start=None)
-    with pytest.raises(ValueError, match=f"estimator '{name}' needs a text completion .*support: maskgrpo, unigrpo"):
+    with pytest.raises(ValueError, match=f"estimator '{name}' needs a text completion .*support: maskgrpo, random, unigrpo"):
         build_views(name, inp, 1, 1, MU, MASK)
 
 

@@ -163,7 +163,7 @@ def test_sequence_level_ratio():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"normalization": "batch"}, "normalization must be 'token' or 'sequence'"),
+    ({"normalization": "batch"}, "normalization must be 'token', 'group' or 'sequence'"),
     ({"ratio_level": "block"}, "ratio_level must be 'token' or 'sequence'"),
 ])
 def test_option_errors(kwargs, match):

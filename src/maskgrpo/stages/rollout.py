@@ -20,7 +20,9 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-from maskgrpo.core.importance import EstimatorInput, cache_logprobs, completion_loss_valid, estimator_config, get_estimator
+from maskgrpo.core.importance import (
+    EstimatorInput, cache_logprobs, completion_loss_valid, estimator_config, get_estimator, views_per_iteration,
+)
 from maskgrpo.core.text_sampler import sample_text
 from maskgrpo.plan import rollout_output
 from maskgrpo.specs import RlSpec, RolloutSpec, spec_hash
@@ -38,6 +40,7 @@ SAMPLE_BATCH_ROWS = 256
 class RolloutResult(BaseModel):
     rows: int
     forwards_per_completion: float
+    logprob_forwards_per_completion: float = 0.0  # old (+ reference) log-prob passes; 0 for wd1 / spg
     completion_length_mean: float
     wall_seconds: float
     skipped: bool = False
@@ -58,9 +61,17 @@ def round_prompts(train: list[Example], rl: RlSpec, seed: int, shard: int, num_s
 
 
 def estimator_options(rl: RlSpec):
-    """The estimator's typed config from the RlSpec fields of the same names (others: defaults)."""
+    """The estimator's typed config from the RlSpec fields of the same names, or from its own
+    options block (``rl.spg``, ``rl.wd1``); others: defaults."""
     fields = get_estimator(rl.estimator).config.__dataclass_fields__
-    return estimator_config(rl.estimator, **{f: getattr(rl, f) for f in fields if f in RlSpec.model_fields})
+    block = getattr(rl, rl.estimator, None)
+    values = block.model_dump() if block is not None else {f: getattr(rl, f) for f in fields if f in RlSpec.model_fields}
+    return estimator_config(rl.estimator, **values)
+
+
+def completion_valid(input_ids: torch.Tensor, prompt_len: int, eos_id: int) -> torch.Tensor:
+    """(B, L_o) bool: completion tokens up to and including the first EOS."""
+    return completion_loss_valid(input_ids[:, prompt_len:], eos_id)
 
 
 def estimator_input(input_ids: torch.Tensor, prompt_len: int, row_ids: torch.Tensor, pad_id: int, eos_id: int) -> EstimatorInput:
@@ -122,28 +133,34 @@ def run(spec: RolloutSpec, store: Store) -> RolloutResult:
     inp = estimator_input(input_ids, prompt_len, row_ids.to(input_ids.device), policy.pad_id, policy.eos_id)
     seeds = mask_seeds(spec.seed, rl.num_iterations)
     options = estimator_options(rl)
-    old = cache_logprobs(policy.logits, rl.estimator, inp, seeds, policy.mask_id, chunk_rows=rl.logprob_chunk_rows, config=options)
+    visible = rl.loss_tokens == "coverage"  # the official weighting scores visible tokens too
+    needs_old = get_estimator(rl.estimator).needs_old  # wd1, spg: ratio-free, no old-policy forwards
+    old = cache_logprobs(policy.logits if needs_old else None, rl.estimator, inp, seeds, policy.mask_id,
+                         chunk_rows=rl.logprob_chunk_rows, config=options, visible=visible)
     tensors = {
         "input_ids": input_ids.cpu(), "row_ids": row_ids, "mask_seeds": torch.tensor(seeds, dtype=torch.int64),
-        "prompt_length": torch.tensor([prompt_len]), "old_logprobs": old.logprobs.cpu(),
-        "loss_masks": old.loss_masks.cpu(), "masked": old.masked.cpu(),
+        "prompt_length": torch.tensor([prompt_len]), "loss_masks": old.loss_masks.cpu(), "masked": old.masked.cpu(),
     }
-    if rl.beta > 0 and (spec.model.lora is not None or spec.reference is not None):
+    if needs_old:
+        tensors["old_logprobs"] = old.logprobs.cpu()
+    if rl.beta > 0 and needs_old and (spec.model.lora is not None or spec.reference is not None):
         if spec.model.lora is not None:  # the base with adapters disabled: no second model in memory
             reference_fn = reference_logits(policy)
         else:
             reference = load_policy(store, spec.run_id, spec.reference, spec.model)
             reference.model.eval()
             reference_fn = reference.logits
-        ref = cache_logprobs(reference_fn, rl.estimator, inp, seeds, policy.mask_id, chunk_rows=rl.logprob_chunk_rows, config=options)
+        ref = cache_logprobs(reference_fn, rl.estimator, inp, seeds, policy.mask_id, chunk_rows=rl.logprob_chunk_rows,
+                             config=options, visible=visible)
         tensors["ref_logprobs"] = ref.logprobs.cpu()
+    logprob_forwards = views_per_iteration(rl.estimator, options) * rl.num_iterations * (("old_logprobs" in tensors) + ("ref_logprobs" in tensors))
     completions = decode(policy.tokenizer, input_ids[:, prompt_len:].cpu())
     samples = [
         {"row": int(r), "group": g, "prompt": e.prompt, "answer": e.answer, "columns": e.columns, "completion": c}
         for (g, e), r, c in zip(((g, e) for g, e in zip(groups, examples) for _ in range(rl.group_size)), row_ids.tolist(), completions)
     ]
     result = RolloutResult(
-        rows=len(samples), forwards_per_completion=forwards,
+        rows=len(samples), forwards_per_completion=forwards, logprob_forwards_per_completion=logprob_forwards,
         completion_length_mean=float(inp.loss_valid.sum(1).float().mean()), wall_seconds=time.perf_counter() - start,
     )
     with store.begin(spec.run_id, output, spec.round, digest) as attempt:

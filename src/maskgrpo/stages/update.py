@@ -19,15 +19,18 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-from maskgrpo.core.importance import build_views, estimate_logprobs, union_loss_mask
-from maskgrpo.core.loss import grpo_loss
+from maskgrpo.core import objectives
+from maskgrpo.core.importance import (
+    build_views, coverage_weights, get_estimator, score_visible, union_loss_mask, view_logprobs,
+)
+from maskgrpo.core.loss import LossStats, grpo_loss, group_token_weights
 from maskgrpo.plan import rollout_output
 from maskgrpo.specs import ImageSpec, RlSpec, UpdateSpec, spec_hash
 from maskgrpo.stages.common import (
     OPTIMIZER_META, OPTIMIZER_TENSORS, Policy, load_optimizer, load_policy, parse_ref, remember_policy, save_optimizer,
     save_policy, stage_generator, stage_main, weight_digest,
 )
-from maskgrpo.stages.rollout import ROLLOUT_FILE, estimator_input, estimator_options
+from maskgrpo.stages.rollout import ROLLOUT_FILE, completion_valid, estimator_input, estimator_options
 from maskgrpo.stages.score import SCORES_FILE
 from maskgrpo.stages import distributed
 from maskgrpo.stages.distributed import Rank, Stepper, TorchStepper, local_part
@@ -40,6 +43,7 @@ class UpdateResult(BaseModel):
     optimizer_steps: int
     loss: float
     clip_fraction: float
+    clip_ratio: float = 0.0  # the official mean(rho A < clip(rho) A); clip_fraction: clipped region
     kl: float
     ratio_deviation: float
     grad_norm: float
@@ -67,8 +71,57 @@ def load_round(store: Store, spec: UpdateSpec) -> dict[str, torch.Tensor]:
 
 
 def _denominator(weights: torch.Tensor, normalization: str) -> torch.Tensor:
-    """What grpo_loss divides by: loss tokens ('token') or sequences with a loss token."""
-    return weights.sum() if normalization == "token" else (weights.sum(dim=1) > 0).sum()
+    """What grpo_loss divides by: loss tokens ('token'; 'group' arrives as group token weights)
+    or sequences with a loss token."""
+    return weights.sum() if normalization in ("token", "group") else (weights.sum(dim=1) > 0).sum()
+
+
+def minibatch_weights(data: dict[str, torch.Tensor], rl: RlSpec, mb: torch.Tensor, j: int) -> torch.Tensor:
+    """Iteration j's loss weights of the minibatch rows ``mb`` (B, N): the iteration's masked tokens
+    ('current'), the union of the mu masks ('union') or their coverage counts ('coverage', the
+    official weighting); 'group' normalisation folds each group's token mean into the weights."""
+    if rl.loss_tokens == "coverage":
+        weights = coverage_weights(data["masked"][:, mb])
+    elif rl.loss_tokens == "union":
+        weights = union_loss_mask(data["masked"][:, mb])
+    else:
+        weights = data["loss_masks"][j - 1][mb]
+    if rl.normalization == "group":
+        weights = group_token_weights(weights, data["row_ids"][mb] // rl.group_size)
+    return weights
+
+
+def objective_loss(rl: RlSpec, config: object, views, lp: torch.Tensor, inp, weights: torch.Tensor,
+                   data: dict[str, torch.Tensor], sub: torch.Tensor, j: int, extra: torch.Tensor) -> tuple[torch.Tensor, LossStats]:
+    """The un-normalised loss sum of a core/objectives.py objective on rows ``sub``.
+
+    lp: (V, B, N) per-view log-probs; extra: the wd1 row weights (precomputed over the minibatch)."""
+    name = get_estimator(rl.estimator).objective
+    device = lp.device
+    advantages = data["advantages"][sub].to(device)
+    live = weights.sum(dim=1, keepdim=True) > 0  # rows of this part that count (an empty part: none)
+    if name == "spg":
+        masks = views.coef > 0
+        return objectives.spg_loss_sum(lp, masks, inp.loss_valid & live, advantages, bound=config.bound,
+                                       eubo_beta=config.eubo_beta, mix_weight=config.mix_weight)
+    estimate = (views.coef * lp).sum(dim=0)  # (B, N)
+    if name == "wd1":
+        return objectives.wd1_loss_sum(estimate, inp.loss_valid & live, extra.to(device))
+    elbo = (estimate * views.loss_mask).sum(dim=1)  # (B,)
+    old = data["old_logprobs"][j - 1][sub].to(device).sum(dim=1)
+    ref = data["ref_logprobs"][j - 1][sub].to(device).sum(dim=1) if "ref_logprobs" in data else None
+    loss, stats = objectives.espo_loss_sum(elbo * live[:, 0], old * live[:, 0], advantages * live[:, 0], estimate.shape[1],
+                                           epsilon=rl.epsilon, ref_elbo=ref, beta=rl.beta)
+    return loss, stats
+
+
+def objective_denominator(rl: RlSpec, data: dict[str, torch.Tensor], mb: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    name = get_estimator(rl.estimator).objective
+    if name == "spg":
+        return objectives.spg_denominator(valid)
+    if name == "wd1":
+        return objectives.wd1_denominator(data["row_ids"][mb] // rl.group_size)
+    return objectives.espo_denominator(len(mb))
 
 
 def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, torch.Tensor], rl: RlSpec, seed: int,
@@ -84,7 +137,6 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
     prompt_len = int(data["prompt_length"][0])
     rows = data["keep"].nonzero().squeeze(1)
     rows = rows[torch.randperm(len(rows), generator=stage_generator(seed, salt=11))]
-    union = union_loss_mask(data["masked"]) if rl.loss_tokens == "union" else None
     options = estimator_options(rl)
     layout = None
     if image is not None:  # text-to-image: image slots only, codebook softmax (stages/image.py)
@@ -95,13 +147,21 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
     stats, grad_norms, forwards = [], [], 0
     minibatches = [rows[i:i + rl.minibatch_size] for i in range(0, len(rows), rl.minibatch_size)]
     bar = tqdm(total=len(minibatches) * rl.num_iterations, desc="update", disable=not progress, leave=False)
+    objective = get_estimator(rl.estimator).objective
     for mb in minibatches:
+        wd1_weights = None
+        if objective == "wd1":
+            wd1_weights = objectives.wd1_row_weights(data["advantages"][mb], data["row_ids"][mb] // rl.group_size, options.psi)
         for j in range(1, rl.num_iterations + 1):
             bar.update(1)
-            mb_weights = union[mb] if union is not None else data["loss_masks"][j - 1][mb]
+            mb_weights = minibatch_weights(data, rl, mb, j)
             if not mb_weights.any():
                 continue
-            total = _denominator(mb_weights, rl.normalization)
+            if objective == "grpo":
+                total = _denominator(mb_weights, rl.normalization)
+            else:
+                valid = completion_valid(data["input_ids"][mb], prompt_len, policy.eos_id)
+                total = objective_denominator(rl, data, mb, valid)
             for part in local_part(torch.arange(len(mb)), rank):
                 # an empty part still runs one row with zero weight: every rank joins the collectives
                 sub = mb[part] if len(part) else mb[:1]
@@ -110,12 +170,24 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
                     inp = image_stage.estimator_input(layout, inp.input_ids, inp.row_ids)
                 weights = (mb_weights[part] if len(part) else torch.zeros_like(mb_weights[:1])).to(device)
                 views = build_views(rl.estimator, inp, seeds[j - 1], j, rl.num_iterations, policy.mask_id, options)
-                pi = estimate_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows)
+                if rl.loss_tokens == "coverage":
+                    views = score_visible(views)
+                lp = view_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows)  # (V, B, N)
                 forwards += views.inputs.shape[0] * len(part)
+                if objective != "grpo":
+                    extra = wd1_weights[part] if wd1_weights is not None and len(part) else torch.zeros(len(sub))
+                    loss_sum, s = objective_loss(rl, options, views, lp, inp, weights, data, sub, j, extra)
+                    stepper.backward(loss_sum / total)
+                    if len(part):
+                        stats.append(s)
+                    continue
+                pi = (views.coef * lp).sum(dim=0)
                 ref = data["ref_logprobs"][j - 1][sub].to(device) if "ref_logprobs" in data else None
                 loss, s = grpo_loss(
                     pi, data["old_logprobs"][j - 1][sub].to(device), data["advantages"][sub].to(device), weights,
-                    ref_logprobs=ref, beta=rl.beta, epsilon=rl.epsilon, normalization=rl.normalization, ratio_level=rl.ratio_level,
+                    ref_logprobs=ref, beta=rl.beta, epsilon=rl.epsilon,
+                    normalization="token" if rl.normalization == "group" else rl.normalization,
+                    ratio_level=rl.ratio_level, sequence_weights=views.elbo_weight,
                 )
                 stepper.backward(loss * (_denominator(weights, rl.normalization) / total))
                 if len(part):
@@ -123,7 +195,7 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
             grad_norms.append(stepper.step())
     bar.close()
     policy.model.eval()
-    fields = ("loss", "clip_fraction", "kl", "ratio_deviation")
+    fields = ("loss", "clip_fraction", "clip_ratio", "kl", "ratio_deviation")
     if rank.world_size == 1:
         means = {f: fmean(getattr(s, f) for s in stats) if stats else 0.0 for f in fields}
     else:  # the mean over every rank's parts, the same on all ranks (distributed.py, 4)
