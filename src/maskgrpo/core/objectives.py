@@ -81,7 +81,7 @@ def spg_denominator(valid: torch.Tensor) -> torch.Tensor:
 
 def wd1_row_weights(advantages: torch.Tensor, group_ids: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
     """w+_i - w-_i with softmaxes of +-psi A over each prompt group; (B,) -> (B,)."""
-    adv = advantages.float()
+    adv = advantages.to(torch.promote_types(advantages.dtype, torch.float32))
     out = torch.empty_like(adv)
     for g in torch.unique(group_ids):
         rows = group_ids == g
@@ -123,7 +123,7 @@ def espo_loss_sum(
         rows = max(len(elbo), 1)
         in_region = ((ratio < 1.0 - epsilon) & (adv < 0)) | ((ratio > 1.0 + eps_high) & (adv > 0))
         stats = LossStats(
-            loss=float(total) / rows, clip_fraction=float(in_region.float().mean()), kl=float(kl.mean()),
+            loss=float(total.detach()) / rows, clip_fraction=float(in_region.float().mean()), kl=float(kl.mean()),
             ratio_deviation=float((ratio - 1.0).abs().mean()), num_tokens=float(rows),
             clip_ratio=float((ratio * adv < clipped * adv).float().mean()),
         )
@@ -135,4 +135,4 @@ def espo_denominator(rows: int) -> torch.Tensor:
 
 
 def _stats(loss: torch.Tensor, num_tokens: float) -> LossStats:
-    return LossStats(loss=float(loss), clip_fraction=0.0, kl=0.0, ratio_deviation=0.0, num_tokens=num_tokens)
+    return LossStats(loss=float(loss.detach()), clip_fraction=0.0, kl=0.0, ratio_deviation=0.0, num_tokens=num_tokens)
