@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="extra overrides, e.g. rl.rounds=4")
     parser.add_argument("--out", type=Path, default=RESULTS / "ablation.json")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--store", type=Path, help="keep the runs in this folder (default: a temporary one)")
     parser.add_argument("--merge", type=Path, nargs="+", help="combine the runs of these result files (one process per seed)")
     args = parser.parse_args()
     if args.merge:
@@ -121,6 +122,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        tmp = str(args.store) if args.store else tmp
         for seed in args.seeds:
             for estimator in args.estimators:
                 row = run_once(args.pipeline, estimator, seed, tmp, args.set)
