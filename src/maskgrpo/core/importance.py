@@ -192,27 +192,28 @@ def unigrpo_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations
     return _with_elbo_weight(views, 1.0 / rate.to(inp.input_ids.device))
 
 
-def maskgrpo_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
-                   config: MaskGrpoConfig) -> MaskViews:
-    rate = maskgrpo_mask_rate(iteration, num_iterations, config.min_mask_rate)
+def _scheduled_views(inp: EstimatorInput, seed: int, rate: float, mask_id: int, text_mask: Callable[[int, int], torch.Tensor]) -> MaskViews:
+    """One view at the scheduled rate r_j: i.i.d. over image slots, ``text_mask(P, L_o)`` for text; 1/t = 1/r_j."""
     if inp.ramp_start is None:
         mask = random_slot_mask(seed, inp.row_ids, _target_maskable(inp), rate)
     else:
-        prompt_len, completion_len = _text_shape(inp, "maskgrpo")
-        unpadded = inp.prompt_valid[:, :prompt_len].sum(dim=1)  # (B,) each row's own prompt length
-        mask = ar_like_mask(seed, inp.row_ids, prompt_len, completion_len, rate, config.ar_span, unpadded)
+        mask = text_mask(*_text_shape(inp, "text"))
     return _with_elbo_weight(_single_view(inp, mask.to(inp.input_ids.device), mask_id, loss_all_valid=False), 1.0 / rate)
+
+
+def maskgrpo_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
+                   config: MaskGrpoConfig) -> MaskViews:
+    rate = maskgrpo_mask_rate(iteration, num_iterations, config.min_mask_rate)
+    unpadded = inp.prompt_valid[:, :inp.ramp_start].sum(dim=1) if inp.ramp_start is not None else None  # (B,) own prompt
+    return _scheduled_views(inp, seed, rate, mask_id, lambda prompt_len, completion_len: ar_like_mask(
+        seed, inp.row_ids, prompt_len, completion_len, rate, config.ar_span, unpadded))
 
 
 def random_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
                  config: RandomConfig) -> MaskViews:
     rate = maskgrpo_mask_rate(iteration, num_iterations, config.min_mask_rate)
-    if inp.ramp_start is None:
-        mask = random_slot_mask(seed, inp.row_ids, _target_maskable(inp), rate)
-    else:
-        prompt_len, completion_len = _text_shape(inp, "random")
-        mask = bernoulli_completion_mask(seed, inp.row_ids, prompt_len, completion_len, rate)
-    return _with_elbo_weight(_single_view(inp, mask.to(inp.input_ids.device), mask_id, loss_all_valid=False), 1.0 / rate)
+    return _scheduled_views(inp, seed, rate, mask_id, lambda prompt_len, completion_len: bernoulli_completion_mask(
+        seed, inp.row_ids, prompt_len, completion_len, rate))
 
 
 def _with_elbo_weight(views: MaskViews, inv_t: float | torch.Tensor) -> MaskViews:

@@ -136,19 +136,16 @@ def add_reward(prompts: list[str], completions: list[Any], answer: list[str], *,
 
     "589": 2 of 3 digits match -> 0.5 * 2/3; "1579": the last 3 of 4 match -> 0.5 * 3/4.
     """
-    preds = _prepare("add_reward", completions, answer_tag, answer=answer)
-    out: list[float | None] = []
-    for p, a in zip(preds, answer):
-        if a is None:
-            out.append(None)
-        elif p == a:
-            out.append(1.0)
-        elif not p:
-            out.append(0.0)
-        else:
-            same = sum(x == y for x, y in zip(reversed(p), reversed(a)))
-            out.append(0.5 * same / max(len(p), len(a)))
-    return out
+    def partial(p: str, a: str) -> float:
+        return 0.5 * sum(x == y for x, y in zip(reversed(p), reversed(a))) / max(len(p), len(a))
+
+    return _graded("add_reward", completions, answer, answer_tag, partial)
+
+
+def _graded(fn: str, completions: list[Any], answer: list[str], answer_tag: bool | None, partial) -> list[float | None]:
+    """None without a reference, 1.0 if exact, 0.0 if empty, else ``partial(prediction, answer)``."""
+    preds = _prepare(fn, completions, answer_tag, answer=answer)
+    return [None if a is None else 1.0 if p == a else 0.0 if not p else partial(p, a) for p, a in zip(preds, answer)]
 
 
 def chain_reward(prompts: list[str], completions: list[Any], answer: list[str], *,
@@ -159,18 +156,11 @@ def chain_reward(prompts: list[str], completions: list[Any], answer: list[str], 
     ...              answer=["47+8=55;55-3=52"] * 3)
     [1.0, 0.25, 0.0]
     """
-    preds = _prepare("chain_reward", completions, answer_tag, answer=answer)
-    out: list[float | None] = []
-    for p, a in zip(preds, answer):
-        if a is None:
-            out.append(None)
-        elif p == a:
-            out.append(1.0)
-        else:
-            steps = a.split(";")
-            right = sum(x == y for x, y in zip((p or "").split(";"), steps))
-            out.append(0.5 * right / len(steps))
-    return out
+    def partial(p: str, a: str) -> float:
+        steps = a.split(";")
+        return 0.5 * sum(x == y for x, y in zip(p.split(";"), steps)) / len(steps)
+
+    return _graded("chain_reward", completions, answer, answer_tag, partial)
 
 
 def _as_numbers(value: Any) -> list[int]:
