@@ -1,7 +1,7 @@
 """Shared helpers for the benchmarks in bench/ (not tests): a toy text policy warm-started with
 the masked-diffusion SFT objective, a forward-counting ``LogitsFn``, timing, and JSON output.
 
-SFT objective (ALGORITHM.md §5, text): t ~ U(1e-3, 1) per row, completion tokens masked with
+SFT objective (docs/algorithm.md §5, text): t ~ U(1e-3, 1) per row, completion tokens masked with
 probability t (prompt never), loss = sum over masked tokens of CE / t, divided by the number of
 completion tokens. Written here so the benchmarks do not depend on the pipeline stages.
 """

@@ -1,4 +1,4 @@
-"""Sampler benchmark: what the rollout sampler's options buy on the tiny model (ALGORITHM.md §2.1, §8).
+"""Sampler benchmark: what the rollout sampler's options buy on the tiny model (docs/algorithm.md §2.1, §8).
 
 Measures, on the same prompts in the same run, tokens/s and model forwards per completion for:
 1. ``plain``: LLaDA's sampler with full logits (``head_only=False``): the baseline. Its forwards

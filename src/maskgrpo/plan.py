@@ -1,4 +1,4 @@
-"""RunSpec -> the ordered stage calls: the DAG, declared once (DESIGN.md, "The DAG").
+"""RunSpec -> the ordered stage calls: the DAG, declared once (docs/design.md, "The DAG").
 
     sft -> evaluate_0 (baseline)
         -> rollout_1 [x shards] -> score_1 -> update_1 -> rollout_2 -> ... -> update_R -> evaluate_R

@@ -6,7 +6,7 @@ The same models give the CLI's errors (``maskgrpo validate``), each stage's sing
 the stage specs from a RunSpec; a stage's spec hash (``spec_hash``) decides whether its committed
 output can be reused.
 
-Defaults follow ALGORITHM.md §7 where they are scale-free (epsilon, beta, gamma, mu) and the toy
+Defaults follow docs/algorithm.md §7 where they are scale-free (epsilon, beta, gamma, mu) and the toy
 task of §9 where they are not (model size, lengths, learning rates).
 """
 
@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag, ValidationError, model_serializer, model_validator
+
+from maskgrpo.store.layout import RUN_ID_PATTERN
 
 __all__ = [
     "RunSpec", "SftSpec", "RolloutSpec", "ScoreSpec", "UpdateSpec", "EvaluateSpec", "StageSpec",
@@ -173,6 +175,7 @@ class RewardSpec(_Spec):
 
 
 class TextSamplerSpec(_Spec):
+    kind: Literal["text"] = Field("text", description="Sampler kind: 'text' (semi-AR low-confidence); must match the run's modality.")
     gen_length: int = Field(16, ge=1, description="Completion length L_o (tokens), EOS-filled after the answer.")
     steps: int = Field(16, ge=1, description="Denoising steps S over the whole completion.")
     block_length: int = Field(8, ge=1, description="Semi-AR block length b; must divide gen_length.")
@@ -191,6 +194,13 @@ class TextSamplerSpec(_Spec):
             raise ValueError(f"steps ({self.steps}) must be divisible by the number of blocks ({blocks})")
         return self
 
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: Any) -> Any:  # 'text' is the default kind: documents without it stay unchanged
+        data = handler(self)
+        if isinstance(data, dict):
+            data.pop("kind", None)
+        return data
+
 
 class SftSpecPart(_Spec):
     enabled: bool = Field(True, description="Warm-start with masked-diffusion SFT; false passes model.source through.")
@@ -202,7 +212,7 @@ class SftSpecPart(_Spec):
     label_noise: float = Field(
         0.0, ge=0.0, le=1.0,
         description="Fraction of training targets replaced by a corrupted answer, to stop SFT at a "
-        "mediocre policy that RL can improve (toy tasks; ALGORITHM.md §9).",
+        "mediocre policy that RL can improve (toy tasks; docs/algorithm.md §9).",
     )
 
 
@@ -254,7 +264,7 @@ class RlSpec(_Spec):
     logprob_chunk_rows: int = Field(64, ge=1, description="Rows per chunk when computing log-probs (bounds memory).")
     spg: SpgOptions = Field(default_factory=SpgOptions, description="Options of the 'spg' estimator.")
     wd1: Wd1Options = Field(default_factory=Wd1Options, description="Options of the 'wd1' estimator.")
-    sampler: TextSamplerSpec = Field(default_factory=TextSamplerSpec, description="Rollout sampler.")
+    sampler: "SamplerSpec" = Field(default_factory=lambda: TextSamplerSpec(), description="Rollout sampler (its kind matches the modality).")
 
     @model_serializer(mode="wrap")
     def _serialise(self, handler: Any) -> Any:
@@ -271,14 +281,15 @@ class RlSpec(_Spec):
 class EvalSpecPart(_Spec):
     every: int = Field(0, ge=0, description="Evaluate every E rounds (0 = only after SFT and at the end).")
     size: int | None = Field(None, ge=1, description="Held-out prompts to evaluate (None = task.eval_size).")
-    sampler: TextSamplerSpec = Field(
+    sampler: "SamplerSpec" = Field(
         default_factory=lambda: TextSamplerSpec(temperature=0.0),
-        description="Evaluation sampler (greedy by default).",
+        description="Evaluation sampler (its kind matches the modality; text: greedy by default, image: MaskGIT argmax).",
     )
     num_samples: int = Field(16, ge=0, description="Sample completions shown in the report.")
 
 
 class ImageSamplerSpec(_Spec):
+    kind: Literal["image"] = Field("image", description="Sampler kind: 'image' (over the image slots); must match the run's modality.")
     sampler: Literal["emerge", "maskgit"] = Field("emerge", description="Image sampler: MaskGRPO's emerge (diverse) or MaskGIT cosine (confidence-greedy).")
     steps: int = Field(12, ge=1, description="Denoising steps T over the image slots.")
     cfg_scale: float = Field(3.0, ge=0.0, description="Classifier-free guidance scale w against the empty prompt (0 = off).")
@@ -310,7 +321,7 @@ GENEVAL_PROTOCOL = {"temperature": 1.0, "steps": 32, "cfg_scale": 3.5, "maskgit"
 
 
 class ImageSpec(_Spec):
-    """Text-to-image settings (modality 'image'; ALGORITHM.md §1, §2.2-2.3, §5)."""
+    """Text-to-image settings (modality 'image'; docs/algorithm.md §1, §2.2-2.3, §5)."""
 
     layout: Literal["tiny", "mmada"] = Field("tiny", description="'tiny': specials and codes appended to the character vocabulary; 'mmada': MMaDA-8B's ids.")
     grid_size: int = Field(8, ge=1, description="Image side in VQ slots; the image has grid_size^2 slots (MMaDA: 32).")
@@ -318,13 +329,8 @@ class ImageSpec(_Spec):
     text_slots: int = Field(40, ge=4, description="Length of the left-padded text segment (MMaDA: 257).")
     min_masking_rate: float = Field(0.0, ge=0.0, lt=1.0, description="SFT: masked fraction max(cos(pi u / 2), this) of the image slots.")
     cond_dropout: float = Field(0.1, ge=0.0, le=1.0, description="SFT: probability of training on the empty prompt (makes CFG work).")
-    rollout: ImageSamplerSpec = Field(default_factory=ImageSamplerSpec, description="Rollout sampler (paper: emerge, 12 steps, CFG 3.0-3.5).")
-    evaluate: ImageSamplerSpec = Field(
-        default_factory=lambda: ImageSamplerSpec(sampler="maskgit", temperature=0.0),
-        description="Evaluation sampler (MaskGIT, argmax codes by default: deterministic, the toy's choice).",
-    )
     eval_protocol: Literal["pipeline", "geneval"] = Field(
-        "pipeline", description="'geneval': the paper's GenEval protocol, which sets the evaluate sampler to temperature 1, "
+        "pipeline", description="'geneval': the paper's GenEval protocol, which sets evaluate.sampler to temperature 1, "
                                 "32 steps, CFG 3.5 (MaskGIT as MMaDA) and 4 images per prompt; 'pipeline': the fields as given.")
     eval_images_per_prompt: int = Field(
         1, ge=1, description="Images per held-out prompt at evaluation; accuracy is the mean over all of them "
@@ -338,26 +344,24 @@ class ImageSpec(_Spec):
     def _serialise(self, handler: Any) -> Any:
         return _drop_defaults(_drop_unset(handler(self), self, "decoder"), self, "eval_protocol")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _geneval(cls, data: Any) -> Any:
-        """eval_protocol 'geneval' sets the evaluation to the paper's protocol (it overrides
-        evaluate's temperature, steps, cfg_scale and MaskGIT noise, and eval_images_per_prompt)."""
-        if isinstance(data, dict) and data.get("eval_protocol") == "geneval":
-            evaluate = data.get("evaluate") or {}
-            evaluate = evaluate.model_dump() if isinstance(evaluate, BaseModel) else dict(evaluate)
-            evaluate.setdefault("sampler", "maskgit")
-            data = {**data, "evaluate": {**evaluate, **GENEVAL_PROTOCOL}, "eval_images_per_prompt": 4}
-        return data
-
     @model_validator(mode="after")
     def _mmada(self) -> "ImageSpec":
         if self.layout == "mmada" and self.codebook_size != 8192:
             raise ValueError(f"layout 'mmada' has codebook_size 8192, got {self.codebook_size}")
-        if self.eval_images_per_prompt > 1 and self.evaluate.temperature == 0.0:
-            raise ValueError("eval_images_per_prompt > 1 with evaluate.temperature 0: every image of a prompt "
-                             "would be the same; sample (temperature > 0) or evaluate one image per prompt")
         return self
+
+
+def _sampler_kind(value: Any) -> str:
+    return value.get("kind", "text") if isinstance(value, dict) else getattr(value, "kind", "text")
+
+
+# The samplers, one union keyed by ``kind`` (absent: 'text'; an image run fills in 'image').
+SamplerSpec = Annotated[
+    Union[Annotated[TextSamplerSpec, Tag("text")], Annotated[ImageSamplerSpec, Tag("image")]], Discriminator(_sampler_kind)
+]
+RlSpec.model_rebuild()
+EvalSpecPart.model_rebuild()
+IMAGE_SAMPLER_DEFAULTS = {"rl": {}, "evaluate": {"sampler": "maskgit", "temperature": 0.0}}  # emerge rollouts, MaskGIT argmax evaluation
 
 
 class Toleration(_Spec):
@@ -415,12 +419,50 @@ class RunSpec(_Spec):
     evaluate: EvalSpecPart = Field(default_factory=EvalSpecPart, description="Held-out evaluation.")
     cluster: ClusterSpec = Field(default_factory=ClusterSpec, description="Kubeflow settings (ignored by the local runner).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _image_samplers(cls, data: Any) -> Any:
+        """An image run's samplers are image samplers unless the document says otherwise."""
+        if not isinstance(data, dict) or data.get("modality") != "image":
+            return data
+        data = dict(data)
+        for part, default in IMAGE_SAMPLER_DEFAULTS.items():
+            section = data.get(part)
+            section = dict(section) if isinstance(section, dict) else ({} if section is None else section)
+            if isinstance(section, dict):
+                sampler = section.get("sampler")
+                if sampler is None:
+                    section["sampler"] = {"kind": "image", **default}
+                elif isinstance(sampler, dict) and "kind" not in sampler:
+                    section["sampler"] = {"kind": "image", **sampler}
+            data[part] = section
+        return data
+
+    @model_validator(mode="after")
+    def _geneval(self) -> "RunSpec":
+        """image.eval_protocol 'geneval': the paper's GenEval protocol overrides evaluate.sampler's
+        temperature, steps, cfg_scale and MaskGIT noise, and image.eval_images_per_prompt (4)."""
+        if self.image is None or self.image.eval_protocol != "geneval":
+            return self
+        sampler = self.evaluate.sampler.model_copy(update=GENEVAL_PROTOCOL)
+        evaluate = self.evaluate.model_copy(update={"sampler": sampler})
+        image = self.image.model_copy(update={"eval_images_per_prompt": 4})
+        object.__setattr__(self, "evaluate", evaluate)  # frozen specs: set once, inside validation
+        object.__setattr__(self, "image", image)
+        return self
+
     @model_validator(mode="after")
     def _consistent(self) -> "RunSpec":
         if self.model.source == "builtin:tiny" and not self.sft.enabled:
             raise ValueError("model.source 'builtin:tiny' is untrained: enable sft or give a checkpoint")
         if (self.modality == "image") != (self.image is not None):
             raise ValueError("modality 'image' needs an image section (and only it may have one)")
+        for name, sampler in (("rl.sampler", self.rl.sampler), ("evaluate.sampler", self.evaluate.sampler)):
+            if sampler.kind != self.modality:
+                raise ValueError(f"{name}: a {sampler.kind} sampler in a {self.modality} run (kind must be {self.modality!r})")
+        if self.image is not None and self.image.eval_images_per_prompt > 1 and self.evaluate.sampler.temperature == 0.0:
+            raise ValueError("image.eval_images_per_prompt > 1 with evaluate.sampler.temperature 0: every image of a "
+                             "prompt would be the same; sample (temperature > 0) or evaluate one image per prompt")
         return self
 
 
@@ -431,7 +473,7 @@ class RunSpec(_Spec):
 
 class _StageSpec(_Spec):
     store: str = Field(description="Store root URI (file:// or s3://).")
-    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run identifier; the store prefix of every output.")
+    run_id: str = Field(pattern=RUN_ID_PATTERN, description="Run identifier; the store prefix of every output (store/layout.py).")
     round: int = Field(0, ge=0, description="Round index (0 for SFT and the baseline evaluation).")
     seed: int = Field(0, ge=0, description="Seed of this stage's random draws.")
     data_seed: int = Field(0, ge=0, description="Seed of the run's fixed train and eval problem sets.")
@@ -513,7 +555,8 @@ def format_validation_error(err: ValidationError, source: str = "") -> str:
     prefix = f"{source}: " if source else ""
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(document)"
+        loc = [p for k, p in enumerate(e["loc"]) if not (k and e["loc"][k - 1] == "sampler" and p in ("text", "image"))]
+        path = ".".join(str(p) for p in loc) or "(document)"  # (the sampler union's tag is not a field)
         lines.append(f"{prefix}{path}: {e['msg']}")
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""models/layout.py: the MMaDA text-to-image layout on literal ids (ALGORITHM.md §1)."""
+"""models/layout.py: the MMaDA text-to-image layout on literal ids (docs/algorithm.md §1)."""
 
 import pytest
 import torch

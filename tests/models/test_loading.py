@@ -1,4 +1,4 @@
-"""Checkpoint loading (models/loading.py, stages/common.py): store URIs of imported checkpoints,
+"""Checkpoint loading (models/loading.py, stages/policy.py): store URIs of imported checkpoints,
 the verified copy into the cache, the HF tokenizer behind the stages' tokenizer interface, and
 one whole tiny run (SFT, rollout, score, update, evaluate) from a Llama checkpoint in the store
 with its HF tokenizer: the path an 8B LLaDA run takes, at toy size."""
@@ -18,7 +18,8 @@ from maskgrpo.models.loading import HFTokenizer, fetch_with_progress, parse_stor
 from maskgrpo.plan import build_plan
 from maskgrpo.specs import ModelSpec, RunSpec
 from maskgrpo.stages import get_stage
-from maskgrpo.stages.common import import_checkpoint, load_policy, load_source_policy, local_source
+from maskgrpo.models.loading import import_checkpoint, local_source
+from maskgrpo.stages.policy import load_policy, load_source_policy
 from maskgrpo.store import CorruptOutputError, open_store
 
 CHARS = "0123456789abcdefghijklmnopqrstuvwxyz+-*/=()<>,.:;|? "  # the toy tasks' characters

@@ -1,6 +1,7 @@
 """LoRA (models/lora.py): only adapters train; the reference policy is the same network with
-adapters disabled and equals the base exactly; checkpoints hold adapters only; merged weights
-give the adapter model's logits; a whole tiny run with LoRA through the stages."""
+adapters disabled and equals the network below them exactly; checkpoints hold adapters only;
+merged weights give the adapter model's logits; a whole tiny run with LoRA through the stages,
+whose reference is the SFT policy (the SFT adapters are merged before the RL adapters)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from maskgrpo.models.tiny import TinyMDM, TinyMDMConfig
 from maskgrpo.plan import build_plan
 from maskgrpo.specs import ModelSpec, RunSpec
 from maskgrpo.stages import get_stage
-from maskgrpo.stages.common import load_policy
-from maskgrpo.stages.common import reference_logits as policy_reference_logits
+from maskgrpo.stages.policy import load_policy
+from maskgrpo.stages.policy import reference_logits as policy_reference_logits
 from maskgrpo.store import open_store
 
 
@@ -110,7 +111,7 @@ def test_lora_needs_a_saved_base():
 
 
 @pytest.mark.slow
-def test_stages_with_lora_store_adapters_and_reference_is_the_base(tmp_path, monkeypatch):
+def test_stages_with_lora_store_adapters_and_reference_is_the_sft_policy(tmp_path, monkeypatch):
     """SFT (adapters trained), rollout, score, update on sort-4 from a tiny Llama folder and a
     character tokenizer (the one of test_loading.py)."""
     from test_loading import write_checkpoint
@@ -137,8 +138,15 @@ def test_stages_with_lora_store_adapters_and_reference_is_the_base(tmp_path, mon
     spec = calls[-1].spec.model
     policy = load_policy(store, "r", "update/1", spec)
     assert is_lora(policy.model)
-    plain = load_model(base)  # the base, loaded on its own
+    sft = load_policy(store, "r", "sft/0", spec)  # the SFT policy: base + SFT adapters merged + fresh (B = 0) ones
+    plain = load_model(base)  # the pre-SFT base, loaded on its own
     x = torch.tensor([[0, 0, 3, 4, 5, 2, 2, 2]])
     mask = ((x != 0).cumsum(1) > 0).long()
-    torch.testing.assert_close(policy_reference_logits(policy)(x), plain(x, attention_mask=mask).logits, atol=0, rtol=0)
-    assert (policy.logits(x) - plain(x, attention_mask=mask).logits).abs().max() > 1e-5
+    reference = policy_reference_logits(policy)(x)
+    torch.testing.assert_close(reference, sft.logits(x), atol=1e-6, rtol=1e-6)
+    assert (reference - plain(x, attention_mask=mask).logits).abs().max() > 1e-4  # not the base: SFT moved it
+    assert (policy.logits(x) - reference).abs().max() > 1e-5  # the RL adapters moved the policy
+    # ``maskgrpo merge`` folds the SFT chain and the RL adapters: the merged model is the policy
+    local = store.open("r", "update", 1).get_dir("checkpoint", tmp_path / "ckpt")
+    merged = load_model(merge_adapters(local, tmp_path / "merged"))
+    torch.testing.assert_close(merged(x, attention_mask=mask).logits, policy.logits(x), atol=1e-5, rtol=1e-5)

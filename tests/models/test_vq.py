@@ -1,4 +1,4 @@
-"""models/vq.py and decoded scoring (stages/score.py with image.decoder).
+"""models/vq.py and decoded scoring (stages/scoring.py through the image modality with image.decoder).
 
 MAGVIT-v2's weights cannot be downloaded here, so ``PaletteDecoder`` below is a TEST DOUBLE with
 MMaDA's MAGVITv2 interface (``from_pretrained(folder)``, ``decode_code(codes (B, N)) -> (B, 3, H,
@@ -14,8 +14,9 @@ import torch
 
 from maskgrpo.models.vq import VQDecoder, decode_images, import_class, load_decoder, to_pil
 from maskgrpo.specs import ImageSpec, RewardSpec, RunSpec, TaskSpec
-from maskgrpo.stages.common import import_checkpoint
-from maskgrpo.stages.score import score_rows
+from maskgrpo.models.loading import import_checkpoint
+from maskgrpo.modalities import get_modality
+from maskgrpo.stages.scoring import score_rows
 from maskgrpo.tasks.geneval import PALETTE
 
 META = {"tag": "colors", "include": [{"class": "bar", "count": 1, "color": "red"}], "prompt": "a red bar"}
@@ -117,26 +118,26 @@ def test_score_rows_hands_decoded_images_to_the_rewards(decoder_dir, tmp_path, m
         return [0.0] * len(completions)
 
     image = ImageSpec(grid_size=8, decoder={"class_path": CLASS_PATH, "source": str(decoder_dir), "device": "cpu"})
-    per_fn, totals = score_rows(rows, reward, task, image)
+    per_fn, totals = score_rows(rows, reward, task, get_modality(image, task))
     # the decoded 32x32 px images read back as the same grids: the red bar passes, the blue fails
     assert per_fn == {"geneval_strict": [1.0, 0.0]} and totals == [1.0, 0.0]
     assert score_rows(rows, reward, task) == (per_fn, totals)  # code text, no decoder: same scores
 
-    monkeypatch.setattr("maskgrpo.stages.score.bind_reward", lambda name, params: spy)
-    score_rows(rows, reward, task, image)
+    monkeypatch.setattr("maskgrpo.stages.scoring.bind_reward", lambda name, params: spy)
+    score_rows(rows, reward, task, get_modality(image, task))
     assert [im.size for im in seen] == [(32, 32), (32, 32)]  # PIL images, 8 cells x 4 px
     seen.clear()
-    score_rows(rows, reward, task, ImageSpec(grid_size=8))
+    score_rows(rows, reward, task, get_modality(ImageSpec(grid_size=8), task))
     assert seen == [r["completion"] for r in rows]  # no decoder: the code text, as before
 
     # a store URI source: imported like a checkpoint, fetched into the cache, then loaded
     monkeypatch.setenv("MASKGRPO_CACHE", str(tmp_path / "cache"))
     source = import_checkpoint(decoder_dir, f"file://{tmp_path}/models", "palette-vq")
     seen.clear()
-    score_rows(rows, reward, task, ImageSpec(grid_size=8, decoder={"class_path": CLASS_PATH, "source": source, "device": "cpu"}))
+    score_rows(rows, reward, task, get_modality(ImageSpec(grid_size=8, decoder={"class_path": CLASS_PATH, "source": source, "device": "cpu"}), task))
     assert len(seen) == 2 and seen[0].size == (32, 32)
     with pytest.raises(FileNotFoundError, match="image.decoder.source '/nowhere' is neither a store URI nor a folder"):
-        score_rows(rows, reward, task, ImageSpec(grid_size=8, decoder={"class_path": CLASS_PATH, "source": "/nowhere"}))
+        score_rows(rows, reward, task, get_modality(ImageSpec(grid_size=8, decoder={"class_path": CLASS_PATH, "source": "/nowhere"}), task))
 
 
 def test_the_plan_gives_the_score_stage_the_image_only_with_a_decoder():

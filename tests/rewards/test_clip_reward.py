@@ -73,7 +73,7 @@ def test_missing_checkpoint_names_the_path(tmp_path):
 
 def test_clip_model_as_a_reward_param_local_or_store_uri(tiny_clip, tmp_path, monkeypatch):
     from maskgrpo.rewards import bind_reward
-    from maskgrpo.stages.common import import_checkpoint
+    from maskgrpo.models.loading import import_checkpoint
 
     monkeypatch.delenv("MASKGRPO_CLIP_MODEL", raising=False)
     prompts, images = ["a red square", "a blue plus"], _images()

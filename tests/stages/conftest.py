@@ -1,6 +1,8 @@
-"""One tiny run of the five stages, called directly (no Prefect) against a file:// store, shared
-by the stage tests: sort-6 task, 20 SFT steps, one round of 4 prompts x G=4, mu=2, the dense
-sort reward (so the advantages are not all zero and the update has something to learn)."""
+"""Tiny runs of the five stages, called directly (no Prefect) against a file:// store, shared by
+the stage tests. Text: sort-6, 20 SFT steps, one round of 4 prompts x G=4, mu=2, the dense sort
+reward (so the advantages are not all zero and the update has something to learn). Image: toy
+GenEval colours on 8x8 grids, 3 SFT steps, one round of 2 prompts x G=2 with emerge rollouts,
+mu=2, the soft detector reward. ``modality_run`` is parametrised over both."""
 
 from __future__ import annotations
 
@@ -25,6 +27,18 @@ TINY_DOC = {
            "lr": 1e-3, "sampler": {"gen_length": 8, "steps": 8, "block_length": 8, "temperature": 1.0}},
     "evaluate": {"sampler": {"gen_length": 8, "steps": 8, "block_length": 8, "temperature": 0.0}},
 }
+IMAGE_DOC = {
+    "name": "tiny-image", "seed": 0, "modality": "image",
+    "image": {"grid_size": 8, "codebook_size": 5, "text_slots": 20},
+    "model": {"tiny": {"hidden_size": 16, "num_layers": 1, "num_heads": 2}},
+    "task": {"name": "toy-geneval", "params": {"tags": ["colors"]}, "train_size": 8, "eval_size": 2},
+    "reward": {"functions": [{"name": "geneval_soft"}]},
+    "sft": {"steps": 3, "batch_size": 4},
+    "rl": {"rounds": 1, "prompts_per_round": 2, "group_size": 2, "num_iterations": 2, "min_mask_rate": 0.8,
+           "minibatch_size": 4, "sampler": {"sampler": "emerge", "steps": 4, "cfg_scale": 1.0}},
+    "evaluate": {"num_samples": 2, "sampler": {"sampler": "maskgit", "steps": 4, "cfg_scale": 1.0, "temperature": 0.0}},
+}
+DOCS = {"text": TINY_DOC, "image": IMAGE_DOC}
 RUN_ID = "stages"
 
 
@@ -54,11 +68,25 @@ def committed_stages(store: Store, run_id: str) -> dict[tuple[str, int], str]:
     return {(s["stage"], s["round"]): s["attempt_id"] for s in store.list_stages(run_id) if s["committed"]}
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> TinyRun:
-    root = tmp_path_factory.mktemp("stages") / "runs"
+def run_all(doc: dict, root: Path) -> TinyRun:
     store = open_store(f"file://{root}")
-    run = RunSpec.model_validate(TINY_DOC)
+    run = RunSpec.model_validate(doc)
     calls = build_plan(run, RUN_ID, store.uri, num_shards=1)
     results = {c.name: get_stage(c.kind)(c.spec, store) for c in calls}
     return TinyRun(root, store, run, {c.name: c for c in calls}, results)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    return run_all(TINY_DOC, tmp_path_factory.mktemp("stages") / "runs")
+
+
+@pytest.fixture(scope="session")
+def image_run(tmp_path_factory) -> TinyRun:
+    return run_all(IMAGE_DOC, tmp_path_factory.mktemp("image-stages") / "runs")
+
+
+@pytest.fixture(params=["text", "image"])
+def modality_run(request) -> TinyRun:
+    """The text and the image tiny runs, one test each."""
+    return request.getfixturevalue("tiny_run" if request.param == "text" else "image_run")

@@ -1,6 +1,7 @@
 """The update and SFT stages under DeepSpeed on CPU (stages/distributed.py): torchrun with one and
 two gloo processes, ZeRO-2 and ZeRO-3 (and the ``deepspeed`` launcher, which appends
-``--local_rank=N``), each compared with the single-process PyTorch stage on the same data.
+``--local_rank=N``), each compared with the single-process PyTorch stage on the same data; the
+image modality's SFT and update under ZeRO-2 on two processes, within the same tolerance.
 
 Tolerance: float32 everywhere; the ranks' gradients are summed in a different order than one
 process sums them, so weights agree to rounding, not bit for bit: max |dW| <= TOL = 1e-5, and the
@@ -34,8 +35,9 @@ import torch
 from maskgrpo.plan import build_plan
 from maskgrpo.specs import RunSpec
 from maskgrpo.stages import get_stage
-from maskgrpo.stages.common import OPTIMIZER_META, OPTIMIZER_TENSORS, load_policy
+from maskgrpo.artifacts import OPTIMIZER_META, OPTIMIZER_TENSORS
 from maskgrpo.stages.distributed import Rank, local_part
+from maskgrpo.stages.policy import load_policy
 from maskgrpo.store import open_store
 
 pytest.importorskip("deepspeed")
@@ -233,3 +235,53 @@ def test_deepspeed_sft_equals_in_process(tmp_path, round_store, stage, procs):
     diff = _max_diff(_weights(uri, "sft/0", sft.model), _weights(round_store["plain"].uri, "sft/0", sft.model))
     print(f"SFT ZeRO-{stage} x{procs}: max |dW| vs in-process {diff:.2e}")
     assert diff <= TOL
+
+
+IMAGE_DOC = {
+    "name": "ds-image", "seed": 0, "modality": "image",
+    "image": {"grid_size": 6, "codebook_size": 5, "text_slots": 20},
+    "model": {"device": "cpu", "tiny": {"hidden_size": 32, "num_heads": 4}},
+    "task": {"name": "toy-geneval", "params": {"grid_size": 6, "tags": ["colors"]}, "train_size": 8, "eval_size": 2},
+    "reward": {"functions": [{"name": "geneval_soft"}]},
+    "sft": {"steps": 10, "batch_size": 8, "lr": 1e-3},
+    "rl": {"rounds": 1, "prompts_per_round": 4, "group_size": 4, "minibatch_size": 8, "num_iterations": 2,
+           "min_mask_rate": 0.8, "lr": 1e-3, "grad_clip": 0.5, "advantage": "none",
+           "sampler": {"sampler": "emerge", "steps": 4, "cfg_scale": 0.0}},
+}
+
+
+@pytest.fixture(scope="module")
+def image_store(tmp_path_factory):
+    """An image run: ``pristine`` holds sft, rollout_1 and score_1; ``plain`` also update_1."""
+    root = tmp_path_factory.mktemp("ds-image") / "runs"
+    store = open_store(f"file://{root}")
+    calls = {c.name: c for c in build_plan(RunSpec.model_validate(IMAGE_DOC), "r", store.uri, num_shards=1)}
+    for name in ("sft", "rollout_1", "score_1"):
+        get_stage(calls[name].kind)(calls[name].spec, store)
+    pristine = root.parent / "pristine"
+    shutil.copytree(root, pristine)
+    result = get_stage("update")(calls["update_1"].spec, store)
+    assert result.optimizer_steps == 2 * 2 and result.grad_norm > 0
+    return {"pristine": pristine, "plain": store, "calls": calls}
+
+
+@pytest.mark.slow
+def test_deepspeed_image_sft_and_update_equal_in_process(tmp_path, image_store):
+    """Image SFT (MaskGIT noising, condition dropout) and an image update under ZeRO-2 on two gloo
+    processes equal the in-process stages (max |dW| <= TOL, as for text)."""
+    calls, plain = image_store["calls"], image_store["plain"].uri
+    sft = calls["sft"].spec
+    uri = f"file://{tmp_path}/sft-runs"
+    _launch(tmp_path, _with_deepspeed(sft, uri, zero_stage=2), "sft", 2)
+    losses = open_store(uri).open("r", "sft", 0).get_json("losses.json")
+    plain_losses = image_store["plain"].open("r", "sft", 0).get_json("losses.json")
+    assert len(losses) == 10 and max(abs(a - b) for a, b in zip(losses, plain_losses)) <= TOL * max(plain_losses)
+    sft_diff = _max_diff(_weights(uri, "sft/0", sft.model), _weights(plain, "sft/0", sft.model))
+
+    update = calls["update_1"].spec
+    uri = _copy_store(image_store["pristine"], tmp_path / "runs")
+    _launch(tmp_path, _with_deepspeed(update, uri, zero_stage=2, gradient_accumulation_steps=2), "update", 2)
+    diff = _max_diff(_weights(uri, "update/1", update.model), _weights(plain, "update/1", update.model))
+    moved = _max_diff(_weights(plain, "update/1", update.model), _weights(plain, "sft/0", update.model))
+    print(f"image ZeRO-2 x2: SFT max |dW| {sft_diff:.2e}; update max |dW| {diff:.2e} (the update moved weights {moved:.2e})")
+    assert sft_diff <= TOL and diff <= TOL and moved > 100 * TOL

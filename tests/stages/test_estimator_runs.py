@@ -18,8 +18,9 @@ from maskgrpo.core.importance import views_per_iteration
 from maskgrpo.plan import build_plan
 from maskgrpo.specs import RunSpec
 from maskgrpo.stages import get_stage
-from maskgrpo.stages.rollout import ROLLOUT_FILE, estimator_options
-from maskgrpo.stages.common import weight_digest, load_policy
+from maskgrpo.artifacts import ROLLOUT as ROLLOUT_FILE
+from maskgrpo.stages.estimation import estimator_config
+from maskgrpo.stages.policy import load_policy, weight_digest
 from maskgrpo.store import open_store
 
 from .conftest import TINY_DOC
@@ -55,7 +56,7 @@ def test_estimator_trains_end_to_end(store, rl):
     assert math.isfinite(update.loss) and 0.0 <= update.clip_ratio <= 1.0
     sft = load_policy(store, RUN_ID, "sft/0", run.model)
     assert update.weight_digest != weight_digest(sft.model)  # the objective moved the weights
-    views = views_per_iteration(run.rl.estimator, estimator_options(run.rl))
+    views = views_per_iteration(run.rl.estimator, estimator_config(run.rl))
     assert update.forwards_per_completion == pytest.approx(views * MU)
     tensors = store.open(RUN_ID, "rollout", 1).get_tensors(ROLLOUT_FILE)
     if run.rl.estimator in ("spg", "wd1"):  # ratio-free: no old-policy pass at rollout time

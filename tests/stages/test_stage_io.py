@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from maskgrpo.stages import get_stage
-from maskgrpo.stages.rollout import ROLLOUT_FILE
-from maskgrpo.stages.score import SCORES_FILE
+from maskgrpo.artifacts import ROLLOUT as ROLLOUT_FILE
+from maskgrpo.artifacts import SCORES as SCORES_FILE
 from maskgrpo.store import CorruptOutputError, NotCommittedError
 
 from .conftest import RUN_ID, committed_stages, files_under

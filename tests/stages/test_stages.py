@@ -1,6 +1,7 @@
-"""Each stage's ``run(spec, store)`` on the shared tiny run (conftest.py): committed outputs,
-skip on a matching spec hash, the rollout's cached log-probs, the update, the score's
-advantages, the greedy evaluation."""
+"""Each stage's ``run(spec, store)`` on the shared tiny runs of both modalities (conftest.py):
+committed outputs, skip on a matching spec hash, the rollout's cached log-probs and the data the
+update rebuilds its masks from, every trainable parameter moved by the update, the score's
+advantages, the deterministic evaluation."""
 
 from __future__ import annotations
 
@@ -9,87 +10,112 @@ from pathlib import Path
 import pytest
 import torch
 
+from maskgrpo.artifacts import CHECKPOINT, ROLLOUT, SAMPLES, SCORES
 from maskgrpo.core.importance import build_views, estimate_logprobs
 from maskgrpo.core.loss import grpo_loss
+from maskgrpo.modalities import modality_for
 from maskgrpo.specs import spec_hash
 from maskgrpo.stages import get_stage
-from maskgrpo.stages.common import CHECKPOINT, load_policy, load_policy_dir
-from maskgrpo.stages.rollout import ROLLOUT_FILE, estimator_input, estimator_options
-from maskgrpo.stages.score import SCORES_FILE
+from maskgrpo.stages.estimation import estimator_config, estimator_input
+from maskgrpo.stages.policy import load_policy, load_policy_dir
+from maskgrpo.stages.update import load_round
 
 from .conftest import RUN_ID, files_under
 
 NAMES = ["sft", "evaluate_0", "rollout_1", "score_1", "update_1", "evaluate_1"]
 
 
-def test_every_stage_committed_with_its_spec_hash(tiny_run):
-    assert list(tiny_run.calls) == NAMES
-    for name, call in tiny_run.calls.items():
-        committed = tiny_run.store.open(RUN_ID, call.output, call.round)
+def test_every_stage_committed_with_its_spec_hash(modality_run):
+    run = modality_run
+    assert list(run.calls) == NAMES
+    for name, call in run.calls.items():
+        committed = run.store.open(RUN_ID, call.output, call.round)
         assert committed.spec_hash == spec_hash(call.spec), name
         assert "metrics.json" in committed.files()
-        assert tiny_run.results[name].skipped is False
-    assert tiny_run.results["sft"].steps == 20
-    assert tiny_run.results["rollout_1"].rows == 16  # 4 prompts x G=4
-    assert tiny_run.results["evaluate_0"].examples == 20
+        assert run.results[name].skipped is False
+    text = run.run.modality == "text"
+    assert run.results["sft"].steps == (20 if text else 3)
+    assert run.results["rollout_1"].rows == (16 if text else 4)  # prompts x G
+    assert run.results["evaluate_0"].examples == (20 if text else 2)
+    if not text:  # the image evaluation's report file, and code text in the samples
+        assert run.store.open(RUN_ID, "evaluate", 1).get_bytes("images.png").startswith(b"\x89PNG")
+        rows = run.store.open(RUN_ID, "rollout", 1).get_jsonl(SAMPLES)
+        assert all(len(r["completion"]) == 64 and set(r["completion"]) <= set("01234") for r in rows)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_committed_stage_is_skipped(tiny_run, name):
-    call = tiny_run.calls[name]
-    before = files_under(tiny_run.root)
-    again = get_stage(call.kind)(call.spec, tiny_run.store)
+def test_committed_stage_is_skipped(modality_run, name):
+    run = modality_run
+    call = run.calls[name]
+    before = files_under(run.root)
+    again = get_stage(call.kind)(call.spec, run.store)
     assert again.skipped is True
-    first = tiny_run.results[name].model_dump(exclude={"skipped"})
+    first = run.results[name].model_dump(exclude={"skipped"})
     assert again.model_dump(exclude={"skipped"}) == first  # the committed metrics, not new ones
-    assert files_under(tiny_run.root) == before  # nothing written
+    assert files_under(run.root) == before  # nothing written
 
 
-def test_rollout_caches_old_logprobs_equal_to_a_fresh_estimate(tiny_run):
+def test_rollout_caches_old_logprobs_equal_to_a_fresh_estimate(modality_run):
     """Recompute log-probs with the SFT weights and the stored mask seeds, as the update's first
-    iteration does: they equal the cached ones, so the first ratio is exactly 1."""
-    spec = tiny_run.calls["update_1"].spec
-    data = tiny_run.store.open(RUN_ID, "rollout", 1).get_tensors(ROLLOUT_FILE)
-    policy = load_policy(tiny_run.store, RUN_ID, "sft/0", spec.model, mutable=True)
+    iteration does, from the estimator data the rollout stored (no modality): they equal the
+    cached ones, so the first ratio is exactly 1."""
+    run = modality_run
+    spec = run.calls["update_1"].spec
+    data = load_round(run.store, spec)
+    policy = load_policy(run.store, RUN_ID, "sft/0", spec.model, mutable=True)
     policy.model.train()  # the update's mode (dropout 0: same as eval)
     seeds, mu = data["mask_seeds"].tolist(), spec.rl.num_iterations
-    assert len(seeds) == mu == 2 and data["old_logprobs"].shape == (2, 16, 8)  # (mu, B, L_o)
-    prompt_len = int(data["prompt_length"][0])
-    inp = estimator_input(data["input_ids"], prompt_len, data["row_ids"], policy.pad_id, policy.eos_id)
-    advantages = tiny_run.store.open(RUN_ID, "score", 1).get_tensors(SCORES_FILE)["advantages"]
+    rows = data["input_ids"].shape[0]
+    inp = estimator_input(data, torch.arange(rows), torch.device("cpu"))
+    # the same input the modality builds from the sequences and the tokenizer
+    modality = modality_for(run.calls["rollout_1"].spec)
+    rebuilt = modality.estimator_input(policy.tokenizer, data["input_ids"], int(data["prompt_length"][0]), data["row_ids"])
+    for field in ("target_positions", "prompt_valid", "loss_valid"):
+        assert torch.equal(getattr(inp, field), getattr(rebuilt, field)), field
+    assert (inp.ramp_start, inp.vocab_slice) == (rebuilt.ramp_start, rebuilt.vocab_slice)
+    if run.run.modality == "text":
+        assert inp.ramp_start == int(data["prompt_length"][0]) and inp.vocab_slice is None
+        assert data["old_logprobs"].shape == (2, 16, 8)  # (mu, B, L_o)
+    else:  # image slots: no ramp, the codebook slice
+        assert inp.ramp_start is None and inp.vocab_slice[1] == 5 and data["old_logprobs"].shape == (2, 4, 64)
+    advantages = run.store.open(RUN_ID, "score", 1).get_tensors(SCORES)["advantages"]
+    mask_id = int(data["mask_id"][0])
+    assert len(seeds) == mu == 2
     for j in range(1, mu + 1):
-        views = build_views(spec.rl.estimator, inp, seeds[j - 1], j, mu, policy.mask_id, estimator_options(spec.rl))
+        views = build_views(spec.rl.estimator, inp, seeds[j - 1], j, mu, mask_id, estimator_config(spec.rl))
         assert torch.equal(views.loss_mask, data["loss_masks"][j - 1])  # same mask rebuilt from the seed
+        masked_cols = (views.inputs[0] == mask_id) & ~(inp.input_ids == mask_id)
+        assert not masked_cols[:, : int(inp.target_positions[0])].any()  # the prompt / condition is never masked
         with torch.no_grad():
             fresh = estimate_logprobs(policy.logits, views, inp, chunk_rows=spec.rl.logprob_chunk_rows)
         loss_tokens = data["loss_masks"][j - 1]
         diff = (fresh - data["old_logprobs"][j - 1])[loss_tokens].abs().max().item()
-        assert diff <= 1e-6, f"iteration {j}: max |l_fresh - l_old| = {diff}"
+        assert diff <= 1e-5, f"iteration {j}: max |l_fresh - l_old| = {diff}"
         _, stats = grpo_loss(fresh, data["old_logprobs"][j - 1], advantages, loss_tokens)
-        # rho = exp(l - l_old) = exp(0) = 1 on every loss token: nothing clipped, no deviation
-        assert stats.ratio_deviation <= 1e-6 and stats.clip_fraction == 0.0
-    # the maskgrpo schedule with gamma 0.6, mu 2: r_1 = 0.8, r_2 = 1.0 -> 0.999; later masks hide more
+        # rho = exp(l - l_old) = 1 on every loss token: nothing clipped, no deviation
+        assert stats.ratio_deviation <= 1e-5 and stats.clip_fraction == 0.0
+    # the maskgrpo schedule with mu 2: r_2 = 0.999 > r_1; later masks hide more
     assert data["masked"][0].sum() < data["masked"][1].sum()
 
 
-def test_update_changes_every_trainable_parameter(tiny_run, tmp_path):
-    before = load_policy_dir(tiny_run.store.open(RUN_ID, "sft", 0).get_dir(CHECKPOINT, tmp_path / "a"),
-                             tiny_run.run.model).model
-    after = load_policy_dir(tiny_run.store.open(RUN_ID, "update", 1).get_dir(CHECKPOINT, tmp_path / "b"),
-                            tiny_run.run.model).model
+def test_update_changes_every_trainable_parameter(modality_run, tmp_path):
+    run = modality_run
+    before = load_policy_dir(run.store.open(RUN_ID, "sft", 0).get_dir(CHECKPOINT, tmp_path / "a"), run.run.model).model
+    after = load_policy_dir(run.store.open(RUN_ID, "update", 1).get_dir(CHECKPOINT, tmp_path / "b"), run.run.model).model
     after_params = dict(after.named_parameters())
-    unchanged = [n for n, p in before.named_parameters() if p.requires_grad and torch.equal(p, after_params[n])]
-    assert unchanged == []
-    result = tiny_run.results["update_1"]
-    # 16 rows / minibatch 16 = 1 minibatch, x mu = 2 optimizer steps
+    trainable = [n for n, p in before.named_parameters() if p.requires_grad]
+    unchanged = [n for n in trainable if torch.equal(dict(before.named_parameters())[n], after_params[n])]
+    assert trainable and unchanged == []
+    result = run.results["update_1"]
+    # text: 16 rows / minibatch 16, image: 4 rows / minibatch 4 = 1 minibatch, x mu = 2 optimizer steps
     assert result.optimizer_steps == 2 and result.grad_norm > 0 and result.loss != 0.0
-    assert result.weight_digest != tiny_run.results["sft"].weight_digest
+    assert result.weight_digest != run.results["sft"].weight_digest
     # the optimizer state is stored beside the checkpoint (safetensors + JSON, no pickle)
-    assert {"optimizer.safetensors", "optimizer.json"} <= set(tiny_run.store.open(RUN_ID, "update", 1).files())
+    assert {"optimizer.safetensors", "optimizer.json"} <= set(run.store.open(RUN_ID, "update", 1).files())
 
 
 def test_score_advantages_are_group_normalised(tiny_run):
-    scores = tiny_run.store.open(RUN_ID, "score", 1).get_tensors(SCORES_FILE)
+    scores = tiny_run.store.open(RUN_ID, "score", 1).get_tensors(SCORES)
     rewards, advantages = scores["rewards"], scores["advantages"]
     assert rewards.shape == advantages.shape == (16,)
     assert torch.equal(rewards, scores["reward.sort_dense"])  # one function, weight 1
@@ -106,7 +132,8 @@ def test_score_advantages_are_group_normalised(tiny_run):
     assert scores["keep"].all()  # no dynamic filtering by default
 
 
-def test_evaluate_is_greedy_and_deterministic(tiny_run):
+def test_evaluate_is_greedy_and_deterministic(modality_run):
+    tiny_run = modality_run
     call = tiny_run.calls["evaluate_1"]
     assert call.spec.evaluate.sampler.temperature == 0.0
     baseline = tiny_run.store.open(RUN_ID, "evaluate", 1).get_jsonl("samples.jsonl")
@@ -121,4 +148,4 @@ def test_evaluate_is_greedy_and_deterministic(tiny_run):
     # the held-out prompts are the eval split, the same for every evaluation of the run
     first = tiny_run.store.open(RUN_ID, "evaluate", 0).get_jsonl("samples.jsonl")
     assert [r["prompt"] for r in first] == [r["prompt"] for r in baseline]
-    assert len(baseline) == 20
+    assert len(baseline) == tiny_run.results["evaluate_0"].examples

@@ -1,7 +1,7 @@
 """The pure algorithm of MaskGRPO: torch and the standard library only.
 
 Tensors and ``torch.Generator`` in, tensors (and detached stats) out. Nothing here knows about
-specs, stores, loggers or orchestration (DESIGN.md, "Layering"; a test enforces it).
+specs, stores, loggers or orchestration (docs/design.md, "Layering"; a test enforces it).
 
 Modules:
     schedules   noise schedules and the MaskGRPO mask-rate schedule r_j

@@ -1,4 +1,4 @@
-"""Group-relative advantages (ALGORITHM.md §4).
+"""Group-relative advantages (docs/algorithm.md §4).
 
 A_i = (r_i - mean_G) / (std_G + 1e-5) over each prompt's group of G completions, with the
 unbiased std; ``scale="none"`` gives d1's A_i = r_i - mean_G. Groups whose rewards are all equal

@@ -1,4 +1,4 @@
-"""Image samplers over VQ-code slots (ALGORITHM.md §2.2 and §2.3).
+"""Image samplers over VQ-code slots (docs/algorithm.md §2.2 and §2.3).
 
 Both fill the N masked image slots of a sequence in T steps, with classifier-free guidance
 z = (1 + w) z_cond - w z_uncond, where the unconditional sequence (the caller builds it, e.g.

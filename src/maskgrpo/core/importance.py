@@ -1,4 +1,4 @@
-"""Importance estimators: per-token log-probs of completions under seeded masks (ALGORITHM.md §3).
+"""Importance estimators: per-token log-probs of completions under seeded masks (docs/algorithm.md §3).
 
 A masked diffusion model has no left-to-right factorisation, so GRPO's per-token ratio
 pi_theta / pi_old is replaced by a masked-reconstruction log-prob evaluated on a seeded mask. For

@@ -1,4 +1,4 @@
-"""The MaskGRPO objective: clipped surrogate plus a k3 KL penalty (ALGORITHM.md §4).
+"""The MaskGRPO objective: clipped surrogate plus a k3 KL penalty (docs/algorithm.md §4).
 
 Per token, with rho = exp(l_theta - l_old):
     loss_k = -min(rho A, clip(rho, 1 - eps, 1 + eps) A) + beta * KL_k,

@@ -1,4 +1,4 @@
-"""Seeded masks for the importance estimators (ALGORITHM.md §3).
+"""Seeded masks for the importance estimators (docs/algorithm.md §3).
 
 Every mask is a pure function of (seed, row id, rate, shapes). Each row draws from its own
 ``torch.Generator`` seeded by mixing the mask seed with the row's global id (its index in the

@@ -1,6 +1,6 @@
 """Implementations chosen by name: built-in lazy import strings plus entry-point plugins.
 
-One small mechanism for every registry of the project (tasks, rewards; STYLE.md 5): names map to
+One small mechanism for every registry of the project (tasks, rewards; docs/design.md, "Style"): names map to
 ``"module:attr"`` strings imported on first use; third-party packages add names through an
 entry-point group; built-in names win; an unknown name fails listing the valid ones.
 """

@@ -1,4 +1,4 @@
-"""Primitives shared by the samplers (ALGORITHM.md §2).
+"""Primitives shared by the samplers (docs/algorithm.md §2).
 
 ``LogitsFn`` is the only thing the samplers and estimators know about a model:
 ``logits_fn(input_ids (B, L), positions (B, K) | None) -> logits (B, K, V)`` (or (B, L, V) when

@@ -1,4 +1,4 @@
-"""Noise schedules and the MaskGRPO mask-rate schedule (ALGORITHM.md §1, §3).
+"""Noise schedules and the MaskGRPO mask-rate schedule (docs/algorithm.md §1, §3).
 
 1. Linear schedule (text): a token is masked with probability t.
 2. Cosine schedule (images, MaskGIT/MMaDA): the masked fraction at progress r in [0, 1] is

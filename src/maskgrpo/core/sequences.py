@@ -1,4 +1,4 @@
-"""Token sequences as the policy reads them (ALGORITHM.md §1): left-padded prompt batches and
+"""Token sequences as the policy reads them (docs/algorithm.md §1): left-padded prompt batches and
 EOS-filled completions. Shared by every tokenizer (the toy character one and Hugging Face's).
 
 >>> left_pad([[5, 6], [7]], pad_id=0).tolist()

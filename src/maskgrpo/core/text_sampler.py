@@ -1,4 +1,4 @@
-"""Semi-autoregressive low-confidence remasking sampler for text (LLaDA; ALGORITHM.md §2.1).
+"""Semi-autoregressive low-confidence remasking sampler for text (LLaDA; docs/algorithm.md §2.1).
 
 The completion of length L_o is decoded in K = L_o / b blocks, left to right, s = S / K steps per
 block. At each step the model proposes a token at every masked position of the current block

@@ -3,12 +3,12 @@
 Every adapter returns an ``nn.Module`` with one calling convention, the one the tiny model has:
 ``model(input_ids (B, L), attention_mask (B, L), logits_positions (B, K) | None) -> .logits``
 (B, K, V) or (B, L, V), and ``save_pretrained(path)``. Chosen by name from a registry of lazy
-import strings (STYLE.md 5); ``auto`` picks by the checkpoint config's ``model_type``:
+import strings (docs/design.md, "Style"); ``auto`` picks by the checkpoint config's ``model_type``:
 
 1. ``tiny``: the built-in ``maskgrpo-tiny`` model (models/tiny.py), loaded as it is.
 2. ``bidirectional``: any transformers ``*ForCausalLM`` (Llama, Qwen2, Mistral, ...) made
    bidirectional: its decoder gets an explicit 4-D float attention mask that is zero everywhere
-   except at padding keys, so no causal mask is applied (TOOLCHAIN.md, transformers 5.24).
+   except at padding keys, so no causal mask is applied (docs/design.md, "Toolchain", transformers 5.24).
    Positions count from the first real token (left padding does not change a row's logits) and
    the LM head runs only at ``logits_positions``. It is the test double of the 8B models'
    interface and a real option for any such backbone.
@@ -16,7 +16,7 @@ import strings (STYLE.md 5); ``auto`` picks by the checkpoint config's ``model_t
    (``trust_remote_code``; transformers 5 has no native LLaDA/MMaDA). Their forward returns
    logits at every position; this adapter gathers ``logits_positions`` afterwards.
    Deviation: so the full-vocabulary logits are computed and then sliced, which costs memory
-   the generic adapter saves; ``logprob_chunk_rows`` bounds it (ALGORITHM.md §8).
+   the generic adapter saves; ``logprob_chunk_rows`` bounds it (docs/algorithm.md §8).
 
 Options for all: ``dtype`` (bfloat16 on GPUs), ``load_in_4bit`` (bitsandbytes NF4, CUDA only,
 for a frozen base under LoRA; a clear error when bitsandbytes or CUDA is missing).
@@ -26,7 +26,6 @@ no download, for benchmarks.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Callable
@@ -34,6 +33,8 @@ from typing import Callable
 import torch
 from torch import nn
 from transformers.modeling_outputs import MaskedLMOutput
+
+from maskgrpo.core.registry import LazyRegistry
 
 __all__ = [
     "ADAPTERS", "BidirectionalLM", "RemoteCodeLM", "adapter_for", "load_model", "llada_8b_config", "random_model",
@@ -175,8 +176,7 @@ def load_model(path: str | Path, *, adapter: str = "auto", dtype: torch.dtype = 
     """Load the checkpoint folder ``path`` through its adapter (see the module docstring)."""
     path = Path(path)
     name = adapter_for(path, adapter)
-    module, _, attr = ADAPTERS[name].partition(":")
-    loader: Callable[..., nn.Module] = getattr(importlib.import_module(module), attr)
+    loader: Callable[..., nn.Module] = LazyRegistry("adapter", ADAPTERS).load(name)  # core/registry.py
     return loader(path, dtype, trust_remote_code, _quantization(load_in_4bit, path))
 
 

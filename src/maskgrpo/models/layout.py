@@ -1,4 +1,4 @@
-"""The MMaDA text-to-image sequence layout, shared by the tiny model and MMaDA-8B (ALGORITHM.md §1).
+"""The MMaDA text-to-image sequence layout, shared by the tiny model and MMaDA-8B (docs/algorithm.md §1).
 
 Implements:
 1. ``ImageLayout``: the ids and sizes of one layout. A sequence is

@@ -1,7 +1,7 @@
 """Getting a real checkpoint ready to load: where it comes from, the local cache, its tokenizer.
 
 1. ``parse_store_source``: a model source that names a committed store output, either
-   ``<store-root>/<name>`` (a checkpoint imported with ``maskgrpo.stages.common.import_checkpoint``:
+   ``<store-root>/<name>`` (a checkpoint imported with ``import_checkpoint`` below:
    run id ``<name>``, stage ``model``, no round) or ``<store-root>/<run_id>/<stage>/<round>`` (a
    run's own stage output, e.g. ``s3://bucket/runs/run1/update/3``). Anything else is a local folder.
 2. ``fetch_with_progress``: the verified copy of a committed folder into the local cache
@@ -13,8 +13,11 @@
    Special ids come from the RunSpec's ``model.special_tokens`` first, then the tokenizer.
    ``chat_template`` wraps each prompt as one user turn (Instruct models; d1 does this).
 
-Import-light: this module needs transformers only when an HF tokenizer is loaded, and never
-imports the store (the caller passes a ``Committed``).
+4. ``local_source`` / ``import_checkpoint``: a source (folder or store URI) as a local folder,
+   and a local folder committed to the store as a source.
+
+Import-light: this module needs transformers only when an HF tokenizer is loaded, and imports
+the store only inside ``local_source`` / ``import_checkpoint``.
 """
 
 from __future__ import annotations
@@ -27,13 +30,15 @@ from typing import Any, Iterable, NamedTuple
 
 import torch
 
+from maskgrpo.artifacts import CHECKPOINT
 from maskgrpo.core.sequences import eos_filled, left_pad
 
-__all__ = ["StoreSource", "HFTokenizer", "cache_root", "fetch_with_progress", "parse_store_source", "TOKENIZER_META"]
+__all__ = ["StoreSource", "HFTokenizer", "cache_root", "fetch_with_progress", "import_checkpoint", "local_source",
+           "parse_store_source", "TOKENIZER_META"]
 
 TOKENIZER_META = "maskgrpo_tokenizer.json"
 IMPORTED_STAGE = "model"  # stage name of an imported checkpoint
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = CHECKPOINT  # the folder name of artifacts.py
 
 
 class StoreSource(NamedTuple):
@@ -152,7 +157,7 @@ class HFTokenizer:
         return left_pad([self._prompt_ids(t) for t in texts], self.pad_id, length, labels=texts)
 
     def encode_completion(self, text: str, length: int) -> list[int]:
-        """``text`` + EOS, then EOS up to ``length`` (ALGORITHM.md §1). Too long -> ValueError."""
+        """``text`` + EOS, then EOS up to ``length`` (docs/algorithm.md §1). Too long -> ValueError."""
         return eos_filled(self.encode(text), self.eos_id, length, label=text)
 
     def decode(self, ids: Iterable[int] | torch.Tensor) -> str:
@@ -193,3 +198,37 @@ class HFTokenizer:
         tok = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
         return cls(tok, mask_id=meta.get("mask_id"), pad_id=meta.get("pad_id"), eos_id=meta.get("eos_id"),
                    chat_template=bool(meta.get("chat_template", False)), source=str(directory))
+
+
+def local_source(source: str, progress: bool = True) -> Path:
+    """A model (or decoder) source as a local folder: a folder as is, a store URI fetched
+    (verified) into ``$MASKGRPO_CACHE/models/...`` (``parse_store_source``). The one place this
+    rule lives: the stages' policies, the VQ decoder and the CLIP reward all call it."""
+    import hashlib
+
+    from maskgrpo.store import open_store
+
+    found = parse_store_source(source)
+    if found is None:
+        path = Path(source)
+        if not path.is_dir():
+            raise FileNotFoundError(f"model.source {source!r} is neither builtin:tiny, a store URI nor a folder")
+        return path
+    committed = open_store(found.store).open(found.run_id, found.stage, found.round)
+    local = cache_root() / "models" / hashlib.sha256(committed.uri.encode()).hexdigest()[:16] / committed.attempt_id
+    return fetch_with_progress(committed, CHECKPOINT_DIR, local, progress=progress)
+
+
+def import_checkpoint(local_dir: str | Path, store_uri: str, name: str) -> str:
+    """Commit a local checkpoint folder to ``<store_uri>/<name>`` (stage 'model'), so
+    ``model.source: <store_uri>/<name>`` loads it anywhere; returns that source string."""
+    import hashlib
+
+    from maskgrpo.store import open_store
+
+    store = open_store(store_uri)
+    digest = hashlib.sha256(str(sorted((p.name, p.stat().st_size) for p in Path(local_dir).iterdir())).encode()).hexdigest()
+    with store.begin(name, IMPORTED_STAGE, None, digest) as attempt:
+        attempt.put_dir(CHECKPOINT_DIR, Path(local_dir))
+        attempt.commit()
+    return f"{store.uri.rstrip('/')}/{name}"

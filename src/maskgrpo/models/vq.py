@@ -1,4 +1,4 @@
-"""VQ image decoders: image codes -> pixels, so rewards can score real images (ALGORITHM.md §1, §6).
+"""VQ image decoders: image codes -> pixels, so rewards can score real images (docs/algorithm.md §1, §6).
 
 Implements:
 1. ``VQDecoder``: the protocol MMaDA's MAGVIT-v2 tokenizer follows (its repository's
@@ -6,7 +6,7 @@ Implements:
    ``Class.from_pretrained(folder)``; ``decode_code(codes)`` takes (B, N) code indices (N = 32 x 32
    for 512 px) and returns (B, 3, H, W) float images in [-1, 1].
 2. ``load_decoder(class_path, folder, device)``: imports ``"package.module:Class"``, loads it from
-   a LOCAL folder (the caller fetches a store URI first: ``maskgrpo.stages.common.local_source``),
+   a LOCAL folder (the caller fetches a store URI first: ``maskgrpo.models.loading.local_source``),
    eval mode, on ``device``; cached per (class, folder, device) so a process loads it once.
 3. ``decode_images(decoder, codes, batch_size)``: batches under ``torch.no_grad``, then pixels as
    MMaDA converts them: ``clamp((x + 1) / 2, 0, 1) * 255`` truncated to uint8, one RGB

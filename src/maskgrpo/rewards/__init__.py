@@ -1,4 +1,4 @@
-"""Reward functions chosen by name (STYLE.md 5; signatures as TRL's reward functions).
+"""Reward functions chosen by name (docs/design.md, "Style"; signatures as TRL's reward functions).
 
 ``get_reward(name)`` resolves a lazy ``"module:attr"`` import string from ``_REWARDS`` or a
 third-party plugin under the entry-point group ``maskgrpo.rewards`` (built-in names win).

@@ -1,4 +1,4 @@
-"""CLIP-score reward for text-to-image policies (ALGORITHM.md §6), through transformers' CLIP classes.
+"""CLIP-score reward for text-to-image policies (docs/algorithm.md §6), through transformers' CLIP classes.
 
 Implements:
 1. ``ClipScorer(path)``: ``CLIPModel`` + tokenizer from a LOCAL folder (``save_pretrained``
@@ -92,20 +92,11 @@ def _scorer(path: str) -> ClipScorer:
 
 
 def _local_folder(source: str) -> str:
-    """A store URI's committed checkpoint fetched into the cache (as ``stages.common.local_source``
-    does for model.source; rewards may not import stages); anything else as is."""
-    import hashlib
+    """A store URI's committed checkpoint fetched into the cache (models/loading.py,
+    ``local_source``); anything else as is."""
+    from maskgrpo.models.loading import local_source, parse_store_source
 
-    from maskgrpo.models.loading import CHECKPOINT_DIR, cache_root, fetch_with_progress, parse_store_source
-
-    found = parse_store_source(source)
-    if found is None:
-        return source
-    from maskgrpo.store import open_store
-
-    committed = open_store(found.store).open(found.run_id, found.stage, found.round)
-    local = cache_root() / "models" / hashlib.sha256(committed.uri.encode()).hexdigest()[:16] / committed.attempt_id
-    return str(fetch_with_progress(committed, CHECKPOINT_DIR, local, progress=False))
+    return source if parse_store_source(source) is None else str(local_source(source, progress=False))
 
 
 def clip_score(prompts: list[str], completions: list[Any], clip_model: str | list[str] | None = None,

@@ -1,6 +1,6 @@
 """Code reward: 2 x the pass rate of a problem's test asserts, run in the sandbox, + 0.5 format.
 
-Implements ALGORITHM.md section 6, "Code" (the MaskGRPO/d1 MBPP reward):
+Implements docs/algorithm.md section 6, "Code" (the MaskGRPO/d1 MBPP reward):
 
 1. Code = the body of the LAST ```python fence of the completion (an unclosed last fence counts
    up to the end of the text: a generation cut at the length limit still runs); the whole

@@ -1,4 +1,4 @@
-"""Weighted sum of reward functions (ALGORITHM.md §4: r_i = Σ_f w_f R_f(i)).
+"""Weighted sum of reward functions (docs/algorithm.md §4: r_i = Σ_f w_f R_f(i)).
 
 A None or NaN from a function is skipped in the sum (as TRL's ``nansum`` does); a row where every
 function is skipped totals 0.0.

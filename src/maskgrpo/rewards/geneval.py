@@ -1,4 +1,4 @@
-"""Toy GenEval detector rewards (ALGORITHM.md §6 and §9), GenEval-style strict and soft scores.
+"""Toy GenEval detector rewards (docs/algorithm.md §6 and §9), GenEval-style strict and soft scores.
 
 A completion is an image of the toy world (``maskgrpo.tasks.geneval``): its grid text (one digit
 per cell, as the image stages decode it), a ``PIL.Image`` or PNG bytes (read back with the

@@ -1,4 +1,4 @@
-"""A client for remote reward servers over a JSON protocol (ALGORITHM.md §6; never pickle).
+"""A client for remote reward servers over a JSON protocol (docs/algorithm.md §6; never pickle).
 
 Protocol (``POST <url>``, ``Content-Type: application/json``):
 
@@ -18,7 +18,7 @@ retried. ``headers`` are sent with every request and never shown (repr, errors).
 ``RewardFunctionSpec.params`` (``{url: ..., timeout: 120, batch_size: 16}``). A secret header (an
 API key) comes only from an environment variable named in ``params.headers_env``
 (``{Authorization: REWARD_API_AUTH}`` sends the variable's value as ``Authorization``), read when
-the reward is called, never from the spec. Deviation from STYLE.md 4 (secrets read in ``main()``):
+the reward is called, never from the spec. Deviation from docs/design.md, "Style" (secrets read in ``main()``):
 the variable is read at call time, inside the score stage, because the stage does not know which
 rewards need which variables; its value is never logged or stored.
 

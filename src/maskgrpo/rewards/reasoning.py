@@ -1,4 +1,4 @@
-"""GSM8K and MATH rewards (ALGORITHM.md §6; the MaskGRPO reference's LLaDA-style rewards).
+"""GSM8K and MATH rewards (docs/algorithm.md §6; the MaskGRPO reference's LLaDA-style rewards).
 
 Implements, with the TRL signature and ``answer`` the reference final answer:
 1. ``gsm8k_reward`` = format + integer + correctness, each also registered alone:

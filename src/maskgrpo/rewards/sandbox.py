@@ -1,6 +1,6 @@
 """Run model-written Python in a separate, resource-limited, network-less process.
 
-What is implemented (ALGORITHM.md section 6, "Code": a sandbox with no network, CPU/memory/time
+What is implemented (docs/algorithm.md section 6, "Code": a sandbox with no network, CPU/memory/time
 limits), layer by layer, strongest first. `sandbox_layers()` says which layers are in force on
 the running machine; every `SandboxResult` carries the same tuple.
 

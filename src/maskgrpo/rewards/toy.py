@@ -1,10 +1,10 @@
-"""Rewards of the toy and puzzle tasks (ALGORITHM.md §6 and §9).
+"""Rewards of the toy and puzzle tasks (docs/algorithm.md §6 and §9).
 
 Implements, all with the TRL signature ``fn(prompts, completions, **columns) -> list[float|None]``:
 1. ``sort_exact`` (1 if the completion is the sorted answer) and ``sort_dense`` (fraction of
    positions correct, over the longer of answer and completion).
 2. ``add_reward``: 1.0 if exact, else 0.5 x the fraction of digits matching, aligned from the
-   least significant digit (a design choice of this project; ALGORITHM.md §9 only asks for
+   least significant digit (a design choice of this project; docs/algorithm.md §9 only asks for
    "partial credit per digit").
 3. ``countdown_reward``: 1.0 if the expression uses exactly the given numbers once each and
    equals the target, 0.1 if an expression is present but invalid or wrong, 0.0 if none (the

@@ -4,27 +4,24 @@
     rollout   sample G completions per prompt, cache old/reference log-probs for the mu masks
     score     rewards and group-relative advantages
     update    mu MaskGRPO iterations per minibatch; writes the next policy
-    evaluate  greedy decoding on held-out prompts, accuracy and reward
+    evaluate  held-out sampling (greedy by default), accuracy and reward
+
+No stage module imports another (tests/test_architecture.py); what they share lives in the
+helper modules: policy.py (policies, LoRA, checkpoints), data.py (examples), estimation.py (the
+estimator's stored data), scoring.py (rewards), seeds.py, optimizer.py, main.py, distributed.py,
+outputs.py. What differs between text and images is the modality's (maskgrpo.modalities).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
-STAGES: dict[str, str] = {
-    "sft": "maskgrpo.stages.sft:run",
-    "rollout": "maskgrpo.stages.rollout:run",
-    "score": "maskgrpo.stages.score:run",
-    "update": "maskgrpo.stages.update:run",
-    "evaluate": "maskgrpo.stages.evaluate:run",
-}
+from maskgrpo.core.registry import LazyRegistry
+
+STAGE_MODULES = ("sft", "rollout", "score", "update", "evaluate")
+STAGES = LazyRegistry("stage", {kind: f"maskgrpo.stages.{kind}:run" for kind in STAGE_MODULES})
 
 
 def get_stage(kind: str) -> Callable[..., Any]:
     """The ``run`` function of a stage kind; unknown -> ValueError listing the kinds."""
-    try:
-        module, _, attr = STAGES[kind].partition(":")
-    except KeyError:
-        raise ValueError(f"unknown stage {kind!r}; valid: {', '.join(STAGES)}") from None
-    return getattr(importlib.import_module(module), attr)
+    return STAGES.load(kind)

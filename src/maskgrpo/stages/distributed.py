@@ -1,4 +1,4 @@
-"""Update and SFT under DeepSpeed ZeRO (DESIGN.md "Multi-GPU"), one pod, many processes.
+"""Update and SFT under DeepSpeed ZeRO (docs/design.md, "Multi-GPU"), one pod, many processes.
 
 Launch the stage main with ``torchrun --nproc_per_node N -m maskgrpo.stages.update --spec ...``
 or ``deepspeed --num_gpus N --module maskgrpo.stages.update --spec ...`` (that launcher appends
@@ -14,14 +14,14 @@ or ``deepspeed --num_gpus N --module maskgrpo.stages.update --spec ...`` (that l
    the minibatch loss (its token or sequence count over the minibatch's), so summed over ranks
    and micro-batches the gradient equals the single-process one: the result does not depend on
    the number of processes (up to float summation order; the tests measure it). The masks are
-   unchanged: iteration j of a minibatch uses mask j on every rank (ALGORITHM.md §3).
+   unchanged: iteration j of a minibatch uses mask j on every rank (docs/algorithm.md §3).
 4. Only rank 0 writes to the store; under ZeRO-3 the weights are gathered first. The stage's
    metrics (SFT losses, update loss/clip/KL means, forwards, wall time) are reduced over the ranks,
    so every rank returns the same result and writes the same KFP outputs (the ranks of one pod
    share those files).
 
 5. The AdamW state carries over between rounds as on the plain path, in the same files
-   (``optimizer.safetensors`` + ``optimizer.json``, stages/common.py ``save_optimizer``): at the
+   (``optimizer.safetensors`` + ``optimizer.json``, stages/optimizer.py ``save_optimizer``): at the
    end of a round every rank joins in assembling each parameter's full ``exp_avg`` /
    ``exp_avg_sq`` from the ZeRO partitions (``deepspeed.utils.safe_get_full_optimizer_state``,
    ZeRO 0-3) and rank 0 writes them keyed ``{index}.{key}`` (index = position in

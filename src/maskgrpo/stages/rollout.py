@@ -2,12 +2,16 @@
 
 1. The round's prompts are drawn from the task's train split with the round seed; shard s of S
    takes every S-th group, so shards partition the round and row ids stay global.
-2. Text completions come from the semi-AR low-confidence sampler (ALGORITHM.md §2.1) at the
-   rollout temperature.
+2. The modality samples them (text: the semi-AR low-confidence sampler; images: emerge or
+   MaskGIT over the image slots, docs/algorithm.md, "Rollouts") with ``rl.sampler``.
 3. With the same weights, in eval mode, the estimator's per-token log-probs under all mu seeded
    masks are computed and stored (``old_logprobs``), and with beta > 0 the reference policy's
-   (``ref_logprobs``). The mu mask seeds are drawn from the round seed, so every shard and the
-   update stage rebuild identical masks.
+   (``ref_logprobs``): with LoRA the same network with its adapters disabled (= the SFT policy,
+   stages/policy.py, 2), else the committed ``reference`` policy. The mu mask seeds are drawn
+   from the round seed, so every shard and the update stage rebuild identical masks.
+4. Beside them the rollout stores what the estimator reads (``ESTIMATOR_KEYS``: target
+   positions, prompt-valid and loss-valid masks, the AR ramp start or -1 for image slots, the
+   vocabulary slice, the mask id), so the update is modality-blind.
 
     python -m maskgrpo.stages.rollout --spec @rollout.json
 """
@@ -18,157 +22,109 @@ import time
 
 import torch
 from pydantic import BaseModel
-from tqdm.auto import tqdm
 
-from maskgrpo.core.importance import (
-    EstimatorInput, cache_logprobs, completion_loss_valid, estimator_config, get_estimator, views_per_iteration,
-)
-from maskgrpo.core.text_sampler import sample_text
+from maskgrpo.artifacts import METRICS, ROLLOUT, SAMPLES
+from maskgrpo.core.importance import EstimatorInput, cache_logprobs, get_estimator, views_per_iteration
+from maskgrpo.modalities import modality_for
 from maskgrpo.plan import rollout_output
 from maskgrpo.specs import RlSpec, RolloutSpec, spec_hash
-from maskgrpo.stages.common import Policy, load_policy, reference_logits, stage_generator, stage_main
-from maskgrpo.stages.data import decode, encode_prompts, load_examples
+from maskgrpo.stages.data import load_examples
+from maskgrpo.stages.estimation import estimator_config, estimator_tensors, mask_seeds
+from maskgrpo.stages.main import stage_main
+from maskgrpo.stages.policy import is_lora_policy, load_policy, reference_logits
+from maskgrpo.stages.seeds import Salt, stage_generator
 from maskgrpo.store import Store
 from maskgrpo.tasks import Example
 
 STAGE = "rollout"
-ROLLOUT_FILE = "rollout.safetensors"
-SAMPLES_FILE = "samples.jsonl"
-SAMPLE_BATCH_ROWS = 256
 
 
 class RolloutResult(BaseModel):
     rows: int
     forwards_per_completion: float
-    logprob_forwards_per_completion: float = 0.0  # old (+ reference) log-prob passes; 0 for wd1 / spg
+    logprob_forwards_per_completion: float = 0.0  # old (+ reference) log-prob passes; 0 for spg and wd1
     completion_length_mean: float
     wall_seconds: float
     skipped: bool = False
 
 
-def mask_seeds(seed: int, num_iterations: int) -> list[int]:
-    """The mu mask seeds S_1..S_mu of a round (shared by every shard and by the update)."""
-    g = stage_generator(seed, salt=7)
-    return torch.randint(0, 2**62, (num_iterations,), generator=g).tolist()
-
-
 def round_prompts(train: list[Example], rl: RlSpec, seed: int, shard: int, num_shards: int) -> tuple[list[Example], list[int]]:
     """This shard's prompts and their group indices within the round."""
-    order = torch.randperm(len(train), generator=stage_generator(seed, salt=3)).tolist()
+    order = torch.randperm(len(train), generator=stage_generator(seed, Salt.ROUND_PROMPTS)).tolist()
     chosen = [order[i % len(order)] for i in range(rl.prompts_per_round)]
     groups = list(range(shard, rl.prompts_per_round, num_shards))
     return [train[chosen[g]] for g in groups], groups
-
-
-def estimator_options(rl: RlSpec):
-    """The estimator's typed config from the RlSpec fields of the same names, or from its own
-    options block (``rl.spg``, ``rl.wd1``); others: defaults."""
-    fields = get_estimator(rl.estimator).config.__dataclass_fields__
-    block = getattr(rl, rl.estimator, None)
-    values = block.model_dump() if block is not None else {f: getattr(rl, f) for f in fields if f in RlSpec.model_fields}
-    return estimator_config(rl.estimator, **values)
-
-
-def completion_valid(input_ids: torch.Tensor, prompt_len: int, eos_id: int) -> torch.Tensor:
-    """(B, L_o) bool: completion tokens up to and including the first EOS."""
-    return completion_loss_valid(input_ids[:, prompt_len:], eos_id)
-
-
-def estimator_input(input_ids: torch.Tensor, prompt_len: int, row_ids: torch.Tensor, pad_id: int, eos_id: int) -> EstimatorInput:
-    completion = input_ids[:, prompt_len:]  # (B, L_o)
-    prompt_valid = input_ids != pad_id
-    prompt_valid[:, prompt_len:] = False
-    return EstimatorInput(
-        input_ids=input_ids,
-        target_positions=torch.arange(prompt_len, input_ids.shape[1], device=input_ids.device),
-        row_ids=row_ids,
-        prompt_valid=prompt_valid,
-        loss_valid=completion_loss_valid(completion, eos_id),
-        ramp_start=prompt_len,
-    )
-
-
-def generate(policy: Policy, prompts: list[str], rl: RlSpec, seed: int, prompt_len: int | None = None,
-             progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Sample G completions per prompt (prompt-major rows). Returns (input_ids (B, L), P, forwards/completion)."""
-    tok = policy.tokenizer
-    repeated = [p for p in prompts for _ in range(rl.group_size)]
-    prompt_ids, valid = encode_prompts(tok, repeated, prompt_len)
-    prompt_ids, valid = prompt_ids.to(policy.device), valid.to(policy.device)
-    generator = stage_generator(seed, salt=5)
-    s = rl.sampler
-    policy.model.eval()
-    chunks, forwards = [], 0
-    for start in tqdm(range(0, len(repeated), SAMPLE_BATCH_ROWS), desc="rollout", disable=not progress, leave=False):
-        rows = slice(start, start + SAMPLE_BATCH_ROWS)
-        out = sample_text(
-            policy.logits, prompt_ids[rows], gen_length=s.gen_length, steps=s.steps, block_length=s.block_length,
-            mask_id=tok.mask_id, eos_id=tok.eos_id, temperature=s.temperature, cfg_scale=s.cfg_scale,
-            prompt_valid=valid[rows], remasking=s.remasking, threshold=s.threshold, early_exit=s.early_exit,
-            generator=generator,
-        )
-        chunks.append(out.tokens)
-        forwards += int(out.row_forwards.sum())
-    completions = torch.cat(chunks)
-    return torch.cat([prompt_ids, completions], dim=1), prompt_ids.shape[1], forwards / max(len(repeated), 1)
 
 
 def run(spec: RolloutSpec, store: Store) -> RolloutResult:
     output = rollout_output(spec.shard, spec.num_shards)
     digest = spec_hash(spec)
     if store.is_done(spec.run_id, output, spec.round, digest):
-        return RolloutResult(**store.open(spec.run_id, output, spec.round).get_json("metrics.json"), skipped=True)
-    if spec.image is not None:  # text-to-image (stages/image.py)
-        from maskgrpo.stages import image
-
-        return image.run_rollout(spec, store, output, digest)
+        return RolloutResult(**store.open(spec.run_id, output, spec.round).get_json(METRICS), skipped=True)
     start = time.perf_counter()
     rl = spec.rl
+    modality = modality_for(spec)
     policy = load_policy(store, spec.run_id, spec.policy, spec.model)
+    policy.model.eval()
+    tok = policy.tokenizer
     train = load_examples(spec.task, "train", spec.data_seed)
     examples, groups = round_prompts(train, rl, spec.seed, spec.shard, spec.num_shards)
-    width = policy.tokenizer.encode_batch_left_padded([e.prompt for e in train]).shape[1]  # fixed: shards concatenate
-    input_ids, prompt_len, forwards = generate(policy, [e.prompt for e in examples], rl, spec.seed + spec.shard, width)
+    repeated = [e for e in examples for _ in range(rl.group_size)]
+    width = modality.prompt_width(tok, [e.prompt for e in train])  # fixed: shards concatenate
+    generated = modality.generate(policy.logits, tok, [e.prompt for e in repeated], rl.sampler,
+                                  stage_generator(spec.seed + spec.shard, Salt.SAMPLING), device=policy.device, width=width)
+    input_ids = generated.input_ids
     row_ids = torch.tensor([g * rl.group_size + i for g in groups for i in range(rl.group_size)])
-    inp = estimator_input(input_ids, prompt_len, row_ids.to(input_ids.device), policy.pad_id, policy.eos_id)
+    inp = modality.estimator_input(tok, input_ids, generated.prompt_length, row_ids.to(input_ids.device))
     seeds = mask_seeds(spec.seed, rl.num_iterations)
-    options = estimator_options(rl)
+    mask_id = modality.mask_id(tok)
+    config = estimator_config(rl)
     visible = rl.loss_tokens == "coverage"  # the official weighting scores visible tokens too
-    needs_old = get_estimator(rl.estimator).needs_old  # wd1, spg: ratio-free, no old-policy forwards
-    old = cache_logprobs(policy.logits if needs_old else None, rl.estimator, inp, seeds, policy.mask_id,
-                         chunk_rows=rl.logprob_chunk_rows, config=options, visible=visible)
+    needs_old = get_estimator(rl.estimator).needs_old  # spg, wd1: ratio-free, no old-policy forwards
+    old = cache_logprobs(policy.logits if needs_old else None, rl.estimator, inp, seeds, mask_id,
+                         chunk_rows=rl.logprob_chunk_rows, config=config, visible=visible)
     tensors = {
-        "input_ids": input_ids.cpu(), "row_ids": row_ids, "mask_seeds": torch.tensor(seeds, dtype=torch.int64),
-        "prompt_length": torch.tensor([prompt_len]), "loss_masks": old.loss_masks.cpu(), "masked": old.masked.cpu(),
+        **estimator_tensors(inp, mask_id), "row_ids": row_ids, "mask_seeds": torch.tensor(seeds, dtype=torch.int64),
+        "prompt_length": torch.tensor([generated.prompt_length]),
+        "loss_masks": old.loss_masks.cpu(), "masked": old.masked.cpu(),
     }
     if needs_old:
         tensors["old_logprobs"] = old.logprobs.cpu()
-    if rl.beta > 0 and needs_old and (spec.model.lora is not None or spec.reference is not None):
-        if spec.model.lora is not None:  # the base with adapters disabled: no second model in memory
-            reference_fn = reference_logits(policy)
-        else:
-            reference = load_policy(store, spec.run_id, spec.reference, spec.model)
-            reference.model.eval()
-            reference_fn = reference.logits
-        ref = cache_logprobs(reference_fn, rl.estimator, inp, seeds, policy.mask_id, chunk_rows=rl.logprob_chunk_rows,
-                             config=options, visible=visible)
+    reference_fn = _reference(spec, store, policy) if rl.beta > 0 and needs_old else None
+    if reference_fn is not None:
+        ref = cache_logprobs(reference_fn, rl.estimator, inp, seeds, mask_id, chunk_rows=rl.logprob_chunk_rows, config=config,
+                             visible=visible)
         tensors["ref_logprobs"] = ref.logprobs.cpu()
-    logprob_forwards = views_per_iteration(rl.estimator, options) * rl.num_iterations * (("old_logprobs" in tensors) + ("ref_logprobs" in tensors))
-    completions = decode(policy.tokenizer, input_ids[:, prompt_len:].cpu())
+    passes = ("old_logprobs" in tensors) + ("ref_logprobs" in tensors)
+    logprob_forwards = views_per_iteration(rl.estimator, config) * rl.num_iterations * passes
+    completions = modality.decode(tok, input_ids, generated.prompt_length)
     samples = [
         {"row": int(r), "group": g, "prompt": e.prompt, "answer": e.answer, "columns": e.columns, "completion": c}
-        for (g, e), r, c in zip(((g, e) for g, e in zip(groups, examples) for _ in range(rl.group_size)), row_ids.tolist(), completions)
+        for r, g, e, c in zip(row_ids.tolist(), [g for g in groups for _ in range(rl.group_size)], repeated, completions)
     ]
     result = RolloutResult(
-        rows=len(samples), forwards_per_completion=forwards, logprob_forwards_per_completion=logprob_forwards,
+        rows=len(samples), forwards_per_completion=generated.forwards_per_row, logprob_forwards_per_completion=logprob_forwards,
         completion_length_mean=float(inp.loss_valid.sum(1).float().mean()), wall_seconds=time.perf_counter() - start,
     )
     with store.begin(spec.run_id, output, spec.round, digest) as attempt:
-        attempt.put_tensors(ROLLOUT_FILE, tensors, metadata={"policy": spec.policy or "", "estimator": rl.estimator})
-        attempt.put_jsonl(SAMPLES_FILE, samples)
-        attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
+        attempt.put_tensors(ROLLOUT, tensors, metadata={"policy": spec.policy or "", "estimator": rl.estimator,
+                                                        "modality": modality.name})
+        attempt.put_jsonl(SAMPLES, samples)
+        attempt.put_json(METRICS, result.model_dump(exclude={"skipped"}))
         attempt.commit()
     return result
+
+
+def _reference(spec: RolloutSpec, store: Store, policy):
+    """The reference policy's LogitsFn: LoRA adapters disabled (the SFT policy, no second model),
+    else the committed ``spec.reference`` policy; None when the run has neither."""
+    if is_lora_policy(policy):
+        return reference_logits(policy)
+    if spec.reference is None:
+        return None
+    reference = load_policy(store, spec.run_id, spec.reference, spec.model)
+    reference.model.eval()
+    return reference.logits
 
 
 def main(argv: list[str] | None = None) -> int:

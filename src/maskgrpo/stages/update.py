@@ -1,11 +1,14 @@
-"""Update: mu MaskGRPO iterations per minibatch of the round's rollouts (ALGORITHM.md §3-§4).
+"""Update: mu MaskGRPO iterations per minibatch of the round's rollouts (docs/algorithm.md §3-§4).
 
 For each minibatch (rows shuffled with the round seed), iteration j = 1..mu is its j-th
 optimizer step: the estimator rebuilds mask j from the stored seed S_j and the rows' global ids,
 so the new log-probs use exactly the mask the old ones were cached with; the loss is the clipped
-surrogate (+ k3 KL with beta > 0) over the iteration's loss tokens ("current") or the union of all
-mu masks ("union"). AdamW state carries over between rounds (stored beside the checkpoint; under
-DeepSpeed too, stages/distributed.py).
+surrogate (+ k3 KL with beta > 0) over the iteration's loss tokens ("current"), the union of all
+mu masks ("union") or their coverage counts ("coverage", the official weighting); estimators with
+their own objective (spg, wd1, espo: core/objectives.py) minimise that instead, each sum divided
+by its denominator over the whole minibatch, so any split into parts gives the minibatch loss. AdamW state carries over between rounds (stored beside the checkpoint; under
+DeepSpeed too, stages/distributed.py). Modality-blind: the estimator's input comes from the data
+the rollout stored (stages/estimation.py), not from the modality.
 
     python -m maskgrpo.stages.update --spec @update.json
 """
@@ -19,20 +22,20 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from maskgrpo.artifacts import METRICS, OPTIMIZER_META, OPTIMIZER_TENSORS, ROLLOUT, SCORES
 from maskgrpo.core import objectives
 from maskgrpo.core.importance import (
-    build_views, coverage_weights, get_estimator, score_visible, union_loss_mask, view_logprobs,
+    MaskViews, build_views, coverage_weights, get_estimator, score_visible, union_loss_mask, view_logprobs,
 )
 from maskgrpo.core.loss import LossStats, grpo_loss, group_token_weights
 from maskgrpo.plan import rollout_output
-from maskgrpo.specs import ImageSpec, RlSpec, UpdateSpec, spec_hash
-from maskgrpo.stages.common import (
-    OPTIMIZER_META, OPTIMIZER_TENSORS, Policy, load_optimizer, load_policy, parse_ref, remember_policy, save_optimizer,
-    save_policy, stage_generator, stage_main, weight_digest,
-)
-from maskgrpo.stages.rollout import ROLLOUT_FILE, completion_valid, estimator_input, estimator_options
-from maskgrpo.stages.score import SCORES_FILE
+from maskgrpo.specs import RlSpec, UpdateSpec, spec_hash
 from maskgrpo.stages import distributed
+from maskgrpo.stages.estimation import ROUND_CONSTANTS, estimator_config, estimator_input
+from maskgrpo.stages.main import stage_main
+from maskgrpo.stages.optimizer import load_optimizer, save_optimizer
+from maskgrpo.stages.policy import Policy, load_policy, parse_ref, remember_policy, save_policy, weight_digest
+from maskgrpo.stages.seeds import Salt, stage_generator
 from maskgrpo.stages.distributed import Rank, Stepper, TorchStepper, local_part
 from maskgrpo.store import Store
 
@@ -43,7 +46,7 @@ class UpdateResult(BaseModel):
     optimizer_steps: int
     loss: float
     clip_fraction: float
-    clip_ratio: float = 0.0  # the official mean(rho A < clip(rho) A); clip_fraction: clipped region
+    clip_ratio: float = 0.0  # the official mean(rho A < clip(rho) A); clip_fraction: the clipped region
     kl: float
     ratio_deviation: float
     grad_norm: float
@@ -55,17 +58,14 @@ class UpdateResult(BaseModel):
 
 def load_round(store: Store, spec: UpdateSpec) -> dict[str, torch.Tensor]:
     """The round's rollout shards concatenated in row order, with the score's advantages."""
-    parts = [store.open(spec.run_id, rollout_output(s, spec.num_shards), spec.round).get_tensors(ROLLOUT_FILE)
+    parts = [store.open(spec.run_id, rollout_output(s, spec.num_shards), spec.round).get_tensors(ROLLOUT)
              for s in range(spec.num_shards)]
-    data = {key: torch.cat([p[key] for p in parts], dim=1 if parts[0][key].dim() == 3 else 0)
-            for key in parts[0] if key not in ("mask_seeds", "prompt_length")}
-    data["mask_seeds"], data["prompt_length"] = parts[0]["mask_seeds"], parts[0]["prompt_length"]
-    order = data["row_ids"].argsort()
-    for key, value in data.items():
-        if key in ("mask_seeds", "prompt_length"):
-            continue
-        data[key] = value[:, order] if value.dim() == 3 else value[order]
-    scores = store.open(spec.run_id, "score", spec.round).get_tensors(SCORES_FILE)
+    rows = {key: torch.cat([p[key] for p in parts], dim=1 if parts[0][key].dim() == 3 else 0)
+            for key in parts[0] if key not in ROUND_CONSTANTS}
+    order = rows["row_ids"].argsort()
+    data = {key: value[:, order] if value.dim() == 3 else value[order] for key, value in rows.items()}
+    data.update({key: parts[0][key] for key in ROUND_CONSTANTS if key in parts[0]})
+    scores = store.open(spec.run_id, "score", spec.round).get_tensors(SCORES)
     data["advantages"], data["keep"] = scores["advantages"], scores["keep"]
     return data
 
@@ -78,8 +78,8 @@ def _denominator(weights: torch.Tensor, normalization: str) -> torch.Tensor:
 
 def minibatch_weights(data: dict[str, torch.Tensor], rl: RlSpec, mb: torch.Tensor, j: int) -> torch.Tensor:
     """Iteration j's loss weights of the minibatch rows ``mb`` (B, N): the iteration's masked tokens
-    ('current'), the union of the mu masks ('union') or their coverage counts ('coverage', the
-    official weighting); 'group' normalisation folds each group's token mean into the weights."""
+    ('current'), the union of the mu masks ('union') or their coverage counts ('coverage');
+    'group' normalisation folds each prompt group's token mean into the weights."""
     if rl.loss_tokens == "coverage":
         weights = coverage_weights(data["masked"][:, mb])
     elif rl.loss_tokens == "union":
@@ -91,41 +91,38 @@ def minibatch_weights(data: dict[str, torch.Tensor], rl: RlSpec, mb: torch.Tenso
     return weights
 
 
-def objective_loss(rl: RlSpec, config: object, views, lp: torch.Tensor, inp, weights: torch.Tensor,
-                   data: dict[str, torch.Tensor], sub: torch.Tensor, j: int, extra: torch.Tensor) -> tuple[torch.Tensor, LossStats]:
-    """The un-normalised loss sum of a core/objectives.py objective on rows ``sub``.
-
-    lp: (V, B, N) per-view log-probs; extra: the wd1 row weights (precomputed over the minibatch)."""
-    name = get_estimator(rl.estimator).objective
-    device = lp.device
-    advantages = data["advantages"][sub].to(device)
-    live = weights.sum(dim=1, keepdim=True) > 0  # rows of this part that count (an empty part: none)
-    if name == "spg":
-        masks = views.coef > 0
-        return objectives.spg_loss_sum(lp, masks, inp.loss_valid & live, advantages, bound=config.bound,
-                                       eubo_beta=config.eubo_beta, mix_weight=config.mix_weight)
-    estimate = (views.coef * lp).sum(dim=0)  # (B, N)
-    if name == "wd1":
-        return objectives.wd1_loss_sum(estimate, inp.loss_valid & live, extra.to(device))
-    elbo = (estimate * views.loss_mask).sum(dim=1)  # (B,)
-    old = data["old_logprobs"][j - 1][sub].to(device).sum(dim=1)
-    ref = data["ref_logprobs"][j - 1][sub].to(device).sum(dim=1) if "ref_logprobs" in data else None
-    loss, stats = objectives.espo_loss_sum(elbo * live[:, 0], old * live[:, 0], advantages * live[:, 0], estimate.shape[1],
-                                           epsilon=rl.epsilon, ref_elbo=ref, beta=rl.beta)
-    return loss, stats
-
-
-def objective_denominator(rl: RlSpec, data: dict[str, torch.Tensor], mb: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def objective_denominator(rl: RlSpec, data: dict[str, torch.Tensor], mb: torch.Tensor) -> torch.Tensor:
+    """What a core/objectives.py loss sum is divided by over the whole minibatch ``mb``."""
     name = get_estimator(rl.estimator).objective
     if name == "spg":
-        return objectives.spg_denominator(valid)
+        return objectives.spg_denominator(data["loss_valid"][mb])
     if name == "wd1":
         return objectives.wd1_denominator(data["row_ids"][mb] // rl.group_size)
     return objectives.espo_denominator(len(mb))
 
 
+def objective_loss(rl: RlSpec, config: object, views: MaskViews, lp: torch.Tensor, inp, weights: torch.Tensor,
+                   data: dict[str, torch.Tensor], sub: torch.Tensor, j: int, row_weights: torch.Tensor) -> tuple[torch.Tensor, LossStats]:
+    """The loss sum of a core/objectives.py objective on rows ``sub``; lp: (V, B, N) per-view
+    log-probs; row_weights: wd1's (w+ - w-) of these rows (computed over the minibatch)."""
+    name = get_estimator(rl.estimator).objective
+    device = lp.device
+    live = (weights.sum(dim=1) > 0).to(lp.dtype)  # (B,) an empty part's stand-in row counts 0
+    advantages = data["advantages"][sub].to(device) * live
+    if name == "spg":
+        return objectives.spg_loss_sum(lp, views.coef > 0, inp.loss_valid, advantages, bound=config.bound,
+                                       eubo_beta=config.eubo_beta, mix_weight=config.mix_weight)
+    estimate = (views.coef * lp).sum(dim=0)  # (B, N)
+    if name == "wd1":
+        return objectives.wd1_loss_sum(estimate, inp.loss_valid, row_weights.to(device) * live)
+    elbo = (estimate * views.loss_mask).sum(dim=1)  # (B,) ESPO's sequence ELBO
+    old = data["old_logprobs"][j - 1][sub].to(device).sum(dim=1)
+    ref = data["ref_logprobs"][j - 1][sub].to(device).sum(dim=1) if "ref_logprobs" in data else None
+    return objectives.espo_loss_sum(elbo, old, advantages, estimate.shape[1], epsilon=rl.epsilon, ref_elbo=ref, beta=rl.beta)
+
+
 def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, torch.Tensor], rl: RlSpec, seed: int,
-             progress: bool = True, image: ImageSpec | None = None, stepper: Stepper | None = None,
+             progress: bool = True, stepper: Stepper | None = None,
              rank: Rank = Rank()) -> UpdateResult:
     """Run the round's optimizer steps in place; returns the averaged stats (digest left empty).
 
@@ -134,62 +131,48 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
     stepper = stepper or TorchStepper(policy.model, optimizer, rl.grad_clip)
     device = policy.device
     seeds = data["mask_seeds"].tolist()
-    prompt_len = int(data["prompt_length"][0])
+    mask_id = int(data["mask_id"][0])
     rows = data["keep"].nonzero().squeeze(1)
-    rows = rows[torch.randperm(len(rows), generator=stage_generator(seed, salt=11))]
-    options = estimator_options(rl)
-    layout = None
-    if image is not None:  # text-to-image: image slots only, codebook softmax (stages/image.py)
-        from maskgrpo.stages import image as image_stage
-
-        layout = image_stage.image_layout(image, policy.tokenizer)
+    rows = rows[torch.randperm(len(rows), generator=stage_generator(seed, Salt.MINIBATCH_ORDER))]
+    config = estimator_config(rl)
+    objective = get_estimator(rl.estimator).objective
     policy.model.train()
     stats, grad_norms, forwards = [], [], 0
     minibatches = [rows[i:i + rl.minibatch_size] for i in range(0, len(rows), rl.minibatch_size)]
     bar = tqdm(total=len(minibatches) * rl.num_iterations, desc="update", disable=not progress, leave=False)
-    objective = get_estimator(rl.estimator).objective
     for mb in minibatches:
-        wd1_weights = None
+        wd1_weights = torch.zeros(len(mb))
         if objective == "wd1":
-            wd1_weights = objectives.wd1_row_weights(data["advantages"][mb], data["row_ids"][mb] // rl.group_size, options.psi)
+            wd1_weights = objectives.wd1_row_weights(data["advantages"][mb], data["row_ids"][mb] // rl.group_size, config.psi)
         for j in range(1, rl.num_iterations + 1):
             bar.update(1)
             mb_weights = minibatch_weights(data, rl, mb, j)
             if not mb_weights.any():
                 continue
-            if objective == "grpo":
-                total = _denominator(mb_weights, rl.normalization)
-            else:
-                valid = completion_valid(data["input_ids"][mb], prompt_len, policy.eos_id)
-                total = objective_denominator(rl, data, mb, valid)
+            total = _denominator(mb_weights, rl.normalization) if objective == "grpo" else objective_denominator(rl, data, mb)
             for part in local_part(torch.arange(len(mb)), rank):
                 # an empty part still runs one row with zero weight: every rank joins the collectives
                 sub = mb[part] if len(part) else mb[:1]
-                inp = estimator_input(data["input_ids"][sub].to(device), prompt_len, data["row_ids"][sub].to(device), policy.pad_id, policy.eos_id)
-                if layout is not None:
-                    inp = image_stage.estimator_input(layout, inp.input_ids, inp.row_ids)
+                inp = estimator_input(data, sub, device)
                 weights = (mb_weights[part] if len(part) else torch.zeros_like(mb_weights[:1])).to(device)
-                views = build_views(rl.estimator, inp, seeds[j - 1], j, rl.num_iterations, policy.mask_id, options)
+                views = build_views(rl.estimator, inp, seeds[j - 1], j, rl.num_iterations, mask_id, config)
                 if rl.loss_tokens == "coverage":
                     views = score_visible(views)
                 lp = view_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows)  # (V, B, N)
                 forwards += views.inputs.shape[0] * len(part)
                 if objective != "grpo":
-                    extra = wd1_weights[part] if wd1_weights is not None and len(part) else torch.zeros(len(sub))
-                    loss_sum, s = objective_loss(rl, options, views, lp, inp, weights, data, sub, j, extra)
+                    loss_sum, s = objective_loss(rl, config, views, lp, inp, weights, data, sub, j,
+                                                 wd1_weights[part] if len(part) else torch.zeros(1))
                     stepper.backward(loss_sum / total)
-                    if len(part):
-                        stats.append(s)
-                    continue
-                pi = (views.coef * lp).sum(dim=0)
-                ref = data["ref_logprobs"][j - 1][sub].to(device) if "ref_logprobs" in data else None
-                loss, s = grpo_loss(
-                    pi, data["old_logprobs"][j - 1][sub].to(device), data["advantages"][sub].to(device), weights,
-                    ref_logprobs=ref, beta=rl.beta, epsilon=rl.epsilon,
-                    normalization="token" if rl.normalization == "group" else rl.normalization,
-                    ratio_level=rl.ratio_level, sequence_weights=views.elbo_weight,
-                )
-                stepper.backward(loss * (_denominator(weights, rl.normalization) / total))
+                else:
+                    ref = data["ref_logprobs"][j - 1][sub].to(device) if "ref_logprobs" in data else None
+                    loss, s = grpo_loss(
+                        (views.coef * lp).sum(dim=0), data["old_logprobs"][j - 1][sub].to(device),
+                        data["advantages"][sub].to(device), weights, ref_logprobs=ref, beta=rl.beta, epsilon=rl.epsilon,
+                        normalization="token" if rl.normalization == "group" else rl.normalization,
+                        ratio_level=rl.ratio_level, sequence_weights=views.elbo_weight,
+                    )
+                    stepper.backward(loss * (_denominator(weights, rl.normalization) / total))
                 if len(part):
                     stats.append(s)
             grad_norms.append(stepper.step())
@@ -215,7 +198,7 @@ def make_optimizer(policy: Policy, rl: RlSpec) -> torch.optim.AdamW:
 def run(spec: UpdateSpec, store: Store) -> UpdateResult:
     digest = spec_hash(spec)
     if store.is_done(spec.run_id, STAGE, spec.round, digest):
-        return UpdateResult(**store.open(spec.run_id, STAGE, spec.round).get_json("metrics.json"), skipped=True)
+        return UpdateResult(**store.open(spec.run_id, STAGE, spec.round).get_json(METRICS), skipped=True)
     start = time.perf_counter()
     rank = distributed.setup(spec.model)
     policy = load_policy(store, spec.run_id, spec.policy, spec.model, mutable=True)
@@ -226,8 +209,7 @@ def run(spec: UpdateSpec, store: Store) -> UpdateResult:
     stepper = distributed.make_stepper(policy, optimizer, spec.model, rank, spec.rl.grad_clip)
     if spec.optimizer_from and deepspeed:  # into the ZeRO partitions (distributed.py, 5)
         stepper.import_optimizer(store.open(spec.run_id, *parse_ref(spec.optimizer_from)).get_tensors(OPTIMIZER_TENSORS))
-    result = optimize(policy, optimizer, load_round(store, spec), spec.rl, spec.seed, image=spec.image,
-                      stepper=stepper, rank=rank)
+    result = optimize(policy, optimizer, load_round(store, spec), spec.rl, spec.seed, stepper=stepper, rank=rank)
     if deepspeed:
         state = stepper.export_optimizer(keep=rank.is_main)  # collective: every rank
         distributed.unwrap(policy)
@@ -236,7 +218,7 @@ def run(spec: UpdateSpec, store: Store) -> UpdateResult:
     with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:
         save_policy(attempt, policy)
         save_optimizer(attempt, optimizer)
-        attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
+        attempt.put_json(METRICS, result.model_dump(exclude={"skipped"}))
         committed = attempt.commit()
     remember_policy(committed, policy)
     return result
@@ -253,7 +235,7 @@ def _commit_distributed(spec: UpdateSpec, store: Store, policy: Policy, result: 
                 save_policy(attempt, policy)
                 attempt.put_tensors(OPTIMIZER_TENSORS, state[0])
                 attempt.put_json(OPTIMIZER_META, state[1])
-                attempt.put_json("metrics.json", result.model_dump(exclude={"skipped"}))
+                attempt.put_json(METRICS, result.model_dump(exclude={"skipped"}))
                 attempt.commit()
     distributed.barrier(spec.model)
     return result

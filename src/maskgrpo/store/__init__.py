@@ -1,6 +1,6 @@
 """Object storage for stage outputs: ``file://`` and ``s3://`` with atomic, verified commits.
 
-Implements DESIGN.md "The store": keys from one pure function (layout.py); each attempt writes
+Implements docs/design.md, "The store": keys from one pure function (layout.py); each attempt writes
 under its own prefix; ``_MANIFEST.json`` last and create-only; a pointer advanced by
 compare-and-swap (attempt.py documents the rule for concurrent commits); readers verify size and
 sha256 per file.  Deviations: file:// uses the os module rather than fsspec (local.py says why);

@@ -1,4 +1,4 @@
-"""One writer's attempt at a stage output, and the commit protocol (DESIGN.md "The store").
+"""One writer's attempt at a stage output, and the commit protocol (docs/design.md, "The store").
 
 1. Files go under the attempt's own prefix ``<run>/<stage>/<round>/<attempt_id>/``; nothing
    there is ever overwritten (putting a name twice is an error).

@@ -8,10 +8,11 @@ create-only writes and compare-and-swap on one key: that is all the commit proto
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 from pathlib import Path
 from typing import Protocol
+
+from maskgrpo.core.registry import LazyRegistry
 
 from .errors import StoreError
 
@@ -52,8 +53,7 @@ def open_backend(uri: str) -> Backend:
             f"unknown store scheme {scheme!r} in {uri!r}: valid schemes are "
             f"{', '.join(s + '://' for s in sorted(BACKENDS))} (or a plain local path)"
         )
-    module, cls = BACKENDS[scheme].split(":")
-    return getattr(importlib.import_module(module), cls).from_uri(uri)
+    return LazyRegistry("store scheme", BACKENDS).load(scheme).from_uri(uri)  # core/registry.py: the one mechanism
 
 
 def hash_file(path: str | os.PathLike) -> tuple[int, str]:

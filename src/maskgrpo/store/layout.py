@@ -22,7 +22,10 @@ POINTER_NAME = "_POINTER.json"
 MANIFEST_NAME = "_MANIFEST.json"
 NO_ROUND = "-"
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+# The run-id grammar, the one rule specs.py and the KFP compiler check too: a run id is a path
+# segment of every key, so what the store refuses must fail at validation, not at the first write.
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+_ID_RE = re.compile(RUN_ID_PATTERN)
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=@-]{0,254}$")
 _ATTEMPT_RE = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{12}$")
 

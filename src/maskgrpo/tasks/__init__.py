@@ -1,4 +1,4 @@
-"""Prompt sources chosen by name: toy generators and file datasets (STYLE.md 5).
+"""Prompt sources chosen by name: toy generators and file datasets (docs/design.md, "Style").
 
 ``get_task(name, **params)`` resolves a lazy ``"module:attr"`` import string from ``_TASKS`` or a
 third-party plugin registered under the entry-point group ``maskgrpo.tasks`` (built-in names win),

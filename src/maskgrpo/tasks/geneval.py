@@ -1,4 +1,4 @@
-"""Toy GenEval: text-to-image prompts over small grids of colour codes (ALGORITHM.md §9).
+"""Toy GenEval: text-to-image prompts over small grids of colour codes (docs/algorithm.md §9).
 
 Implements:
 1. The world: a palette (code 0 = background, then red, green, blue, yellow) and four shape

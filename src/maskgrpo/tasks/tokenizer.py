@@ -1,9 +1,9 @@
-"""A character tokenizer for the tiny built-in model (ALGORITHM.md §9).
+"""A character tokenizer for the tiny built-in model (docs/algorithm.md §9).
 
 Implements:
 1. ids 0 = ``<pad>``, 1 = ``<eos>``, 2 = ``<mask>``, then one id per character, in order;
-2. prompts left-padded with pad (ALGORITHM.md §1: "Prompts are left-padded");
-3. completions as text + EOS, the unused tail filled with EOS (ALGORITHM.md §1), so the answer
+2. prompts left-padded with pad (docs/algorithm.md §1: "Prompts are left-padded");
+3. completions as text + EOS, the unused tail filled with EOS (docs/algorithm.md §1), so the answer
    ends at the first EOS;
 4. ``save``/``load`` as a plain ``tokenizer.json`` (JSON, never pickle).
 
@@ -109,7 +109,7 @@ class CharTokenizer:
         return left_pad([self.encode(t) for t in texts], self.pad_id, length, labels=texts)
 
     def encode_completion(self, text: str, length: int) -> list[int]:
-        """``text`` + EOS, then EOS up to ``length`` (ALGORITHM.md §1). Too long -> ValueError."""
+        """``text`` + EOS, then EOS up to ``length`` (docs/algorithm.md §1). Too long -> ValueError."""
         return eos_filled(self.encode(text), self.eos_id, length, label=text)
 
     def save(self, directory: str | Path) -> None:

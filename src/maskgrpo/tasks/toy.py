@@ -1,4 +1,4 @@
-"""Toy generators that show real learning on a CPU (ALGORITHM.md §9).
+"""Toy generators that show real learning on a CPU (docs/algorithm.md §9).
 
 Implements, each with a short prompt (<= 24 characters) the ``CharTokenizer`` covers:
 1. ``sort``: ``"sort:53812907="`` -> ``"01235789"`` (params ``length`` = 8, ``digits`` = 10: the

@@ -1,6 +1,6 @@
 """KFP container components: one per stage kind, all with the same thin interface.
 
-A component is the project's image plus an argv carrying one stage spec (STYLE.md §10):
+A component is the project's image plus an argv carrying one stage spec (docs/design.md, "Style"):
 
     python -m maskgrpo.stages.<kind>
         --spec <stage spec JSON>            # the whole input; checkpoints/rollouts are store URIs in it

@@ -19,7 +19,7 @@
    passes ``<run id>-[[ScheduledTime]]`` so each tick trains afresh.
 6. Optional: ``trainer=TrainJobOptions(...)`` runs each update as a Kubeflow Trainer TrainJob
    (``trainer.py``), launched and awaited by a small CPU step.
-7. One multi-GPU node: with ``model.deepspeed.enabled``, an update (and a text SFT) whose pod has
+7. One multi-GPU node: with ``model.deepspeed.enabled``, an update (and an SFT) whose pod has
    ``accelerator_count`` > 1 runs ``torchrun --standalone --nproc_per_node <count> -m
    maskgrpo.stages.<kind>``, one DeepSpeed rank per GPU (stages/distributed.py); otherwise the
    command stays ``python -m maskgrpo.stages.<kind>``.
@@ -34,6 +34,7 @@ from kfp import compiler, dsl, kubernetes
 
 from maskgrpo.plan import StageCall, build_plan
 from maskgrpo.specs import RunSpec, StageResources
+from maskgrpo.store.layout import RUN_ID_PATTERN
 
 from .components import stage_component
 from .trainer import TrainJobLaunch, TrainJobOptions
@@ -44,7 +45,7 @@ S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 S3_SECRET_OPTIONAL_KEYS = ("MASKGRPO_S3_ENDPOINT_URL", "AWS_REGION")
 RETRY_BACKOFF = dict(backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="3600s")
 LAUNCHER_RESOURCES = StageResources(cpu="500m", memory="512Mi")
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_RUN_ID = re.compile(RUN_ID_PATTERN)  # the store's grammar (store/layout.py): one rule
 
 
 def resolve_target(run: RunSpec, *, image: str | None = None, run_id: str | None = None,
@@ -82,14 +83,14 @@ def _configure(task: dsl.PipelineTask, res: StageResources, *, display: str, ret
 
 
 def stage_command(call: StageCall, run: RunSpec, res: StageResources) -> list[str] | None:
-    """torchrun over the pod's GPUs for a DeepSpeed update or text SFT on more than one
-    accelerator (module docstring, 7); None keeps the component's default command."""
+    """torchrun over the pod's GPUs for a DeepSpeed update or SFT (either modality) on more than
+    one accelerator (module docstring, 7); None keeps the component's default command."""
     if not run.model.deepspeed.enabled or res.accelerator_count <= 1:
         return None
-    if call.kind == "update" or (call.kind == "sft" and getattr(call.spec, "image", None) is None):
+    if call.kind in ("update", "sft"):
         return ["torchrun", "--standalone", "--nproc_per_node", str(res.accelerator_count),
                 "-m", f"maskgrpo.stages.{call.kind}"]
-    return None  # the image SFT has no DeepSpeed path (stages/image.py)
+    return None
 
 
 def _rounds_of_shards(calls: list[StageCall]) -> dict[int, list[StageCall]]:

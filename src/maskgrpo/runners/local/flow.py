@@ -1,4 +1,4 @@
-"""The local runner: a Prefect flow that walks the plan in one process (DESIGN.md, "Orchestration").
+"""The local runner: a Prefect flow that walks the plan in one process (docs/design.md, "Orchestration").
 
 Each stage call is a Prefect task with retries; stages skip themselves when their committed
 output matches their spec hash, so ``--resume`` (or a Prefect retry) recomputes nothing that is

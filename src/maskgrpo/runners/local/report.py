@@ -11,6 +11,7 @@ import json
 from statistics import fmean
 from typing import Any
 
+from maskgrpo.artifacts import IMAGE_GRID, METRICS, SAMPLES
 from maskgrpo.plan import StageCall
 from maskgrpo.specs import RunSpec
 from maskgrpo.store import Store
@@ -18,11 +19,11 @@ from maskgrpo.store import Store
 SUMMARY = "summary.json"
 REPORT = "report.md"
 CURVE = "curve.png"
-IMAGES = "images.png"  # written by image evaluations (stages/image.py)
+IMAGES = IMAGE_GRID  # written by image evaluations (modalities/image.py)
 
 
 def _metrics(store: Store, run_id: str, call: StageCall) -> dict[str, Any]:
-    return store.open(run_id, call.output, call.round).get_json("metrics.json")
+    return store.open(run_id, call.output, call.round).get_json(METRICS)
 
 
 def build_summary(run: RunSpec, store: Store, run_id: str, calls: list[StageCall], wall_seconds: float) -> dict[str, Any]:
@@ -105,8 +106,8 @@ def write_summary(run: RunSpec, store: Store, run_id: str, calls: list[StageCall
     """Write summary.json, report.md and curve.png beside the run's stage outputs."""
     summary = build_summary(run, store, run_id, calls, wall_seconds)
     evals = [c for c in calls if c.kind == "evaluate"]
-    first = store.open(run_id, evals[0].output, evals[0].round).get_jsonl("samples.jsonl")
-    last = store.open(run_id, evals[-1].output, evals[-1].round).get_jsonl("samples.jsonl")
+    first = store.open(run_id, evals[0].output, evals[0].round).get_jsonl(SAMPLES)
+    last = store.open(run_id, evals[-1].output, evals[-1].round).get_jsonl(SAMPLES)
     store.write_run_file(run_id, SUMMARY, json.dumps(summary, indent=2).encode())
     store.write_run_file(run_id, CURVE, _curve_png(summary))
     report = _report_md(summary, first, last, run.evaluate.num_samples)

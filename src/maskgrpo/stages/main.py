@@ -1,0 +1,62 @@
+"""The entry point every ``python -m maskgrpo.stages.<kind>`` shares."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ValidationError
+
+from maskgrpo.specs import format_validation_error
+from maskgrpo.stages.outputs import write_kfp_outputs
+from maskgrpo.store import Store, open_store
+
+log = logging.getLogger("maskgrpo")
+
+
+def read_spec_arg(value: str) -> dict[str, Any]:
+    """--spec takes JSON text or @path to a JSON file."""
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"--spec is not valid JSON: {err}") from None
+
+
+def stage_main(kind: str, spec_cls: type[BaseModel], run: Callable[[Any, Store], BaseModel], argv: list[str] | None = None) -> int:
+    """Parse ``--spec``, validate, open the store, run, write the KFP UI outputs (stages/outputs.py)."""
+    parser = argparse.ArgumentParser(prog=f"python -m maskgrpo.stages.{kind}", description=f"Run the {kind} stage.")
+    parser.add_argument("--spec", required=True, help="the stage spec as JSON, or @file.json")
+    parser.add_argument("--run-id", default="", help="override the spec's run_id (KFP passes the pipeline's run_id parameter)")
+    parser.add_argument("--metrics-path", help="write the stage's scalar metrics here as flat JSON")
+    parser.add_argument("--summary-path", help="write a Markdown summary here")
+    parser.add_argument("--executor-input", help="KFP executor input ({{$}}): metrics go to its output file")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                        help="set by the deepspeed launcher (stages/distributed.py); torchrun sets LOCAL_RANK instead")
+    args = parser.parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    raw = read_spec_arg(args.spec)
+    if args.run_id:
+        raw["run_id"] = args.run_id
+    try:
+        spec = spec_cls.model_validate(raw)
+    except ValidationError as err:
+        print(format_validation_error(err, "--spec"), file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    result = run(spec, open_store(spec.store))
+    payload = result.model_dump(mode="json")
+    log.info("%s round %d done in %.1fs", kind, spec.round, time.perf_counter() - start)
+    rows = "\n".join(f"| {k} | {v} |" for k, v in payload.items())
+    summary = f"# {kind} (run {spec.run_id}, round {spec.round})\n\n| field | value |\n|---|---|\n{rows}\n"
+    write_kfp_outputs(payload, summary, metrics_path=args.metrics_path, summary_path=args.summary_path,
+                      executor_input=args.executor_input)
+    return 0
