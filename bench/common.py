@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from maskgrpo.core.sft import sft_loss_share, text_noise
 from maskgrpo.models.tiny import TinyMDM, TinyMDMConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -61,21 +62,19 @@ def new_model(vocab_size: int, hidden: int = 128, layers: int = 2, heads: int = 
 
 def sft_train(model: TinyMDM, data: TextData, steps: int, *, batch: int = 64, lr: float = 3e-3, seed: int = 0,
               mask_id: int = 2) -> list[float]:
-    """Masked-diffusion SFT for ``steps`` AdamW steps; returns the loss curve."""
+    """Masked-diffusion SFT (core/sft.py, as the SFT stage) for ``steps`` AdamW steps; returns the loss curve."""
     g = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
     prompt_len = data.prompt_ids.shape[1]
     losses = []
+    positions = torch.arange(prompt_len, prompt_len + data.completion_ids.shape[1])
     for _ in range(steps):
         idx = torch.randint(0, len(data.prompt_ids), (batch,), generator=g)
-        prompts, completions = data.prompt_ids[idx], data.completion_ids[idx]  # (b, P), (b, L_o)
-        t = torch.rand(batch, 1, generator=g) * (1 - 1e-3) + 1e-3  # (b, 1)
-        masked = torch.rand(completions.shape, generator=g) < t  # (b, L_o)
-        noisy = torch.where(masked, torch.full_like(completions, mask_id), completions)
-        logits = model(torch.cat([prompts, noisy], dim=1)).logits[:, prompt_len:].float()  # (b, L_o, V)
-        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), completions, reduction="none")  # (b, L_o)
-        loss = (ce * masked / t).sum() / completions.numel()
+        x = torch.cat([data.prompt_ids[idx], data.completion_ids[idx]], dim=1)  # (b, P + L_o)
+        noise = text_noise(x, positions, mask_id, 1e-3, g)  # core/sft.py: the stages' objective
+        logits = model(noise.inputs).logits[:, prompt_len:]  # (b, L_o, V)
+        loss = sft_loss_share(logits, x[:, prompt_len:], noise, torch.arange(batch))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

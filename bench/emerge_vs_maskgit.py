@@ -24,26 +24,30 @@ from statistics import fmean, stdev
 
 import torch
 
+from maskgrpo.artifacts import LOSSES, METRICS
 from maskgrpo.core.advantages import group_advantages
 from maskgrpo.plan import build_plan
 from maskgrpo.specs import load_run_spec, spec_hash
-from maskgrpo.stages import image, sft
-from maskgrpo.stages.common import load_policy, stage_generator
+from maskgrpo.modalities import modality_for
+from maskgrpo.stages import sft
 from maskgrpo.stages.data import load_examples
-from maskgrpo.stages.score import score_rows
+from maskgrpo.stages.policy import load_policy
+from maskgrpo.stages.scoring import score_rows
+from maskgrpo.stages.seeds import Salt, stage_generator
 from maskgrpo.store import open_store
 
 
 def diversity(run, store, run_id: str, sampler: str, seed: int, prompts: int) -> dict:
     policy = load_policy(store, run_id, "sft/0", run.model)
-    layout = image.image_layout(run.image, policy.tokenizer)
+    modality = modality_for(run)
     examples = load_examples(run.task, "train", run.seed)[:prompts]
     repeated = [e for e in examples for _ in range(run.rl.group_size)]
-    spec = run.image.rollout.model_copy(update={"sampler": sampler})
-    ids, _ = image.generate(policy, layout, [e.prompt for e in repeated], spec, stage_generator(seed, salt=99), progress=False)
+    spec = run.rl.sampler.model_copy(update={"sampler": sampler})
+    out = modality.generate(policy.logits, policy.tokenizer, [e.prompt for e in repeated], spec,
+                            stage_generator(seed, Salt.BENCH_DIVERSITY), device=policy.device, progress=False)
     rows = [{"prompt": e.prompt, "answer": e.answer, "columns": e.columns, "completion": c}
-            for e, c in zip(repeated, image.decode(layout, ids))]
-    _, totals = score_rows(rows, run.reward, run.task)
+            for e, c in zip(repeated, modality.decode(policy.tokenizer, out.input_ids, out.prompt_length))]
+    _, totals = score_rows(rows, run.reward, run.task, modality)
     rewards = torch.tensor(totals)
     _, stats = group_advantages(rewards, run.rl.group_size)
     distinct = fmean(len({r["completion"] for r in rows[g:g + run.rl.group_size]}) for g in range(0, len(rows), run.rl.group_size))
@@ -54,8 +58,8 @@ def diversity(run, store, run_id: str, sampler: str, seed: int, prompts: int) ->
 
 def run_variant(run, store, run_id: str, sampler: str, reuse_sft_from: str | None) -> dict:
     """The pipeline with ``sampler`` for the rollouts; the SFT of ``reuse_sft_from`` when given."""
-    image_doc = run.image.model_copy(update={"rollout": run.image.rollout.model_copy(update={"sampler": sampler})})
-    variant = run.model_copy(update={"image": image_doc})
+    rl = run.rl.model_copy(update={"sampler": run.rl.sampler.model_copy(update={"sampler": sampler})})
+    variant = run.model_copy(update={"rl": rl})
     evals, rollouts = {}, []
     for call in build_plan(variant, run_id, store.uri, num_shards=1):
         if call.kind == "sft" and reuse_sft_from is not None:
@@ -63,8 +67,8 @@ def run_variant(run, store, run_id: str, sampler: str, reuse_sft_from: str | Non
             # SFT): committed again as this run's SFT output (a manifest names its own run)
             source = store.open(reuse_sft_from, sft.STAGE, 0)
             policy = load_policy(store, reuse_sft_from, f"{sft.STAGE}/0", call.spec.model)
-            result = sft.SftResult(**source.get_json("metrics.json"))
-            sft.commit_sft(call.spec, store, spec_hash(call.spec), policy, result, source.get_json("losses.json"))
+            result = sft.SftResult(**source.get_json(METRICS))
+            sft.commit_sft(call.spec, store, spec_hash(call.spec), policy, result, source.get_json(LOSSES))
             continue
         result = importlib.import_module(f"maskgrpo.stages.{call.kind}").run(call.spec, store)
         if call.kind == "evaluate":

@@ -12,7 +12,8 @@ adapters on top; so "adapters disabled" is the SFT policy, not the pre-SFT base.
    adapters train; ``save_pretrained`` then writes the adapter folder only
    (``adapter_config.json`` + ``adapter_model.safetensors``).
 2. ``reference_logits(model, logits_fn)``: the reference policy of docs/algorithm.md §4 with LoRA: the
-   same network called under ``disable_adapter()``, so no second copy of an 8B model is held.
+   same network called under ``disable_adapter()`` (the base with the merged chain: the SFT
+   policy), so no second copy of an 8B model is held.
 3. ``load_adapters(base, folder)``: a base model plus a saved adapter folder, trainable.
 4. ``merge_adapters(src, dst, base=None)``: folds an adapter checkpoint (its merged chain, then
    its adapters) into full weights (``merge_and_unload``) and writes a plain checkpoint (weights

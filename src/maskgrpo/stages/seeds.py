@@ -21,6 +21,7 @@ class Salt(IntEnum):
     MINIBATCH_ORDER = 11  # update: the row shuffle before minibatching
     EVALUATION = 13  # evaluate: the eval sampler's draws
     LORA_INIT = 17  # fresh LoRA adapters (A's init; B starts at zero)
+    BENCH_DIVERSITY = 99  # bench/emerge_vs_maskgit.py: the diversity samples
 
 
 def stage_generator(seed: int, salt: Salt) -> torch.Generator:
