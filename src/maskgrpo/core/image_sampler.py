@@ -10,7 +10,7 @@ from the empty prompt) has the same image slots. Logits are restricted to the co
    undecoded - 1) lowest-scoring slots stay masked, the rest are committed; all are committed at
    the last step, r = (s + 1) / T. Deterministic counts, confidence-greedy: low diversity.
    ``maskgit_noise``:
-   - "mmada" (MMaDA's ``t2i_generate``, ALGORITHM.md section 10): candidates from softmax(z)
+   - "mmada" (MMaDA's ``t2i_generate``, docs/algorithm.md §10): candidates from softmax(z)
      whatever tau (tau only scales the noise), and the noise temperature compounds,
      tau_s = tau prod_{i <= s} (1 - (i + 1) / T) (T = 12: .917, .764, .573, .382, .223, ...).
    - "linear" (default, the pipelines' choice): candidates from softmax(z / tau), argmax at

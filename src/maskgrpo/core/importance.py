@@ -23,7 +23,7 @@ Estimators (``ESTIMATORS``, chosen by name; each takes its own frozen config dat
 
 ``MaskViews.elbo_weight`` (B,) is the 1/t of each row's view (1/r_j, 1/t, 1 for a fully masked
 completion): the sequence-level ratio exp(sum_k (1/t)(l_theta - l_old)) uses it.
-``score_visible`` (the official loss weighting, ALGORITHM.md section 10) scores every completion
+``score_visible`` (the official loss weighting, docs/algorithm.md §10) scores every completion
 position of a single-view estimator: masked positions give masked-reconstruction log-probs,
 visible ones the model's log-prob of the visible token.
 
@@ -420,7 +420,7 @@ def union_loss_mask(masked: torch.Tensor) -> torch.Tensor:
 
 
 def coverage_weights(masked: torch.Tensor) -> torch.Tensor:
-    """The official ``compute_loss`` weighting (ALGORITHM.md section 10): each completion token
+    """The official ``compute_loss`` weighting (docs/algorithm.md §10): each completion token
     counts as many times as the mu masks cover it, post-EOS padding included;
     (mu, B, N) bool -> (B, N) float32 counts in 0..mu."""
     return masked.float().sum(dim=0)

@@ -7,7 +7,7 @@ Options:
 1. ``normalization``: "token" averages over every weighted token of the batch given; "group"
    takes the token mean within each prompt group (``group_ids``), then the mean over the groups
    (what the official code computes: one group per micro-batch, then the mean over micro-batches;
-   ALGORITHM.md section 10); "sequence" averages each sequence's tokens, then the sequences (the
+   docs/algorithm.md §10); "sequence" averages each sequence's tokens, then the sequences (the
    paper). ``group_token_weights`` turns "group" into token weights, so a caller that splits a
    minibatch can keep it exact.
 2. ``ratio_level``: "token" (default) or "sequence": one ratio per completion,

@@ -77,7 +77,7 @@ def ar_like_keep_prob(
     """kappa = min(1, 2 (1 - r)(1 - u)): probability that a completion token stays visible.
 
     span="completion" (the paper): u_n = n / (L_o - 1) for completion token n; returns (L_o,).
-    span="sequence" (the official code, ALGORITHM.md section 10): the ramp runs over the absolute
+    span="sequence" (the official code, docs/algorithm.md §10): the ramp runs over the absolute
     positions p >= 1 of each row's own unpadded sequence of length L = P + L_o, where P is the
     row's unpadded prompt length: completion token n sits at p = P + n and
     keep(p) = min(1, 2 (1 - r)(1 - (p - 1) / (L - 2))). ``prompt_len`` is then an int or a (B,)
