@@ -5,7 +5,12 @@
 1. the tiny toy pipeline's stages on the GPU (sft -> rollout -> score -> update -> evaluate);
 2. a DeepSpeed ZeRO-2 update with NCCL (torchrun over every visible GPU) on the tiny round;
 3. sampler tokens/s and update tokens/s of a LLaDA-8B-shaped random model (generic bidirectional
-   adapter, bf16, no download): one 256-token block-decoding pass and one forward+backward.
+   adapter, bf16, no download): one 256-token block-decoding pass and one forward+backward;
+4. peak memory of the native LLaDA-8B (models/llada.py, random bf16 weights) for one update
+   micro-batch at llada-gsm8k.yaml's lengths (prompt 256 + completion 256, log-probs at the 256
+   completion positions in float32), LoRA r 128 on all linear layers with AdamW: rows 1/2/6, with
+   and without gradient checkpointing, and a 4-bit base when bitsandbytes is installed
+   (docs/real-models.md, section 5, has the estimate these measure).
 Without CUDA it exits 0 writing {"skipped": "no CUDA device"}. Not run in CI (no GPU there).
 """
 
@@ -92,6 +97,73 @@ def llada_8b_throughput(batch: int = 4, prompt: int = 256, gen: int = 256, block
             "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30}
 
 
+def llada_8b_memory(prompt: int = 256, gen: int = 256) -> dict:
+    """Peak GiB of one LoRA update step of the native LLaDA-8B per configuration (docstring, 4)."""
+    import gc
+
+    from maskgrpo.models.llada import LLaDAModelLM, llada_8b_config
+    from maskgrpo.models.lora import apply_lora
+
+    results: dict = {}
+
+    def build(four_bit: bool):
+        with torch.device("cuda"):
+            model = LLaDAModelLM._from_config(llada_8b_config(), dtype=torch.bfloat16)
+        if not four_bit:
+            return model
+        import tempfile as tf
+
+        from transformers import BitsAndBytesConfig
+        cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        with tf.TemporaryDirectory() as d:  # quantization happens on load: save once (16 GB of disk)
+            model.save_pretrained(d)
+            del model
+            torch.cuda.empty_cache()
+            return LLaDAModelLM.from_pretrained(d, dtype=torch.bfloat16, quantization_config=cfg, device_map="cuda")
+
+    configs = [("bf16", False, False), ("bf16+checkpointing", False, True)]
+    try:
+        import bitsandbytes  # noqa: F401
+        configs.append(("nf4+checkpointing", True, True))
+    except ImportError:
+        results["nf4+checkpointing"] = "skipped: bitsandbytes not installed"
+    for name, four_bit, ckpt in configs:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        try:
+            model = build(four_bit)
+            if ckpt:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            peft = apply_lora(model, r=128, alpha=64, dropout=0.05)
+            opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=1e-6)
+            base_gib = torch.cuda.memory_allocated() / 2**30
+            row = {"weights_gib": base_gib}
+            for rows in (1, 2, 6):
+                torch.cuda.reset_peak_memory_stats()
+                x = torch.randint(0, 126000, (rows, prompt + gen), device="cuda")
+                pos = torch.arange(prompt, prompt + gen, device="cuda").expand(rows, -1)
+                try:
+                    peft.train()
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        logits = peft(x, attention_mask=torch.ones_like(x), logits_positions=pos).logits
+                    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, x[:, prompt:, None])
+                    logp.mean().backward()
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    row[f"rows_{rows}_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+                except torch.cuda.OutOfMemoryError:
+                    row[f"rows_{rows}_peak_gib"] = "out of memory"
+                del x, pos
+                logits = logp = None
+                torch.cuda.empty_cache()
+            results[name] = row
+        finally:
+            model = peft = opt = None
+            gc.collect()
+            torch.cuda.empty_cache()
+    return {"prompt": prompt, "completion": gen, "lora_r": 128, **results}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/results/gpu.json")
@@ -109,6 +181,8 @@ def main() -> int:
         result["tiny_pipeline"] = {k: v for k, v in tiny.items() if k != "update_spec"}
         result["zero2_nccl"] = zero2_nccl(Path(tmp), tiny["update_spec"])
     result["llada_8b_shape"] = llada_8b_throughput()
+    torch.cuda.empty_cache()
+    result["llada_8b_native_memory"] = llada_8b_memory()
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0 if result["zero2_nccl"]["returncode"] == 0 else 1

@@ -8,7 +8,10 @@
     maskgrpo schedule PIPELINE.yaml (--host URL | --local) --cron EXPR [--max-concurrency N] ...
     maskgrpo gc STORE_URI [--run-id ID] [--dry-run] [--min-age SECONDS]
     maskgrpo merge ADAPTER_DIR OUT_DIR [--base BASE_DIR]    fold LoRA adapters into full weights
+    maskgrpo import CHECKPOINT_DIR STORE_URI/NAME           commit a checkpoint folder as a model.source
+    maskgrpo export SOURCE OUT_DIR [--base SOURCE]          a run's checkpoint (store URI or folder), LoRA merged
     maskgrpo serve-reward NAME [--host 127.0.0.1] [--port 8000]   a registered reward over HTTP/JSON
+    maskgrpo serve-sandbox [--host 127.0.0.1] [--port 8001]      the code reward's sandbox, without credentials
 
 Exit status: 0 success, 2 invalid document or arguments (nothing was written), 1 a failure while
 running (the message names the stage, file or URI).
@@ -143,11 +146,68 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pins(value: str | None) -> dict | bool:
+    """--trust-remote-code: the {file: sha256} pins as JSON text or @file (what `import` prints)."""
+    if not value:
+        return False
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        pins = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"--trust-remote-code: expected the JSON object of pins printed by `maskgrpo import`, got {value!r}") from None
+    if not isinstance(pins, dict):
+        raise ValueError("--trust-remote-code: expected a JSON object {file: sha256}")
+    return pins
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     from maskgrpo.models.lora import merge_adapters
 
-    out = merge_adapters(args.adapter_dir, args.out_dir, args.base, trust_remote_code=args.trust_remote_code)
+    out = merge_adapters(args.adapter_dir, args.out_dir, args.base, trust_remote_code=_pins(args.trust_remote_code))
     print(f"wrote merged checkpoint {out}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from maskgrpo.models.adapters import adapter_for
+    from maskgrpo.models.remote_code import code_digests
+    from maskgrpo.models.loading import import_checkpoint
+
+    folder = Path(args.checkpoint_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such checkpoint folder")
+    adapter = adapter_for(folder) if (folder / "config.json").exists() else None  # a VQ decoder may have none
+    root, _, name = args.dest.rstrip("/").rpartition("/")
+    if "://" not in root or not name:
+        raise ValueError(f"import destination {args.dest!r}: expected <store-root>/<name>, e.g. s3://maskgrpo/models/llada-8b-instruct")
+    source = import_checkpoint(folder, root, name)
+    print(f"imported {folder} as {source} (use it as model.source)")
+    pins = code_digests(folder)
+    if adapter in ("llada", "mmada"):
+        print(f"model_type {adapter}: loaded by maskgrpo's native class; its code files are not run "
+              f"({', '.join(pins) or 'none'}): no trust_remote_code needed")
+    elif pins:
+        print("it holds code files; to run them (review them first), pin them in the pipeline's model section:\n"
+              f"  trust_remote_code: {json.dumps(pins)}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import shutil
+
+    from maskgrpo.models.lora import ADAPTER_CONFIG, merge_adapters
+    from maskgrpo.models.loading import local_source
+
+    src, out = local_source(args.source), Path(args.out_dir)
+    if not (src / ADAPTER_CONFIG).exists():
+        shutil.copytree(src, out, dirs_exist_ok=True)  # full weights already
+        print(f"wrote checkpoint {out} (full weights, copied)")
+        return 0
+    base = args.base or json.loads((src / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{src / ADAPTER_CONFIG} names no base model: pass --base")
+    merge_adapters(src, out, local_source(base), trust_remote_code=_pins(args.trust_remote_code))
+    print(f"wrote merged checkpoint {out} (LoRA adapters of {args.source} folded into {base})")
     return 0
 
 
@@ -158,6 +218,15 @@ def cmd_serve_reward(args: argparse.Namespace) -> int:
     get_reward(args.name)  # an unknown name fails now, listing the valid ones
     print(f"serving reward {args.name!r} on http://{args.host}:{args.port}/ (POST JSON; GET /health)", flush=True)
     serve_reward(args.name, args.host, args.port)
+    return 0
+
+
+def cmd_serve_sandbox(args: argparse.Namespace) -> int:
+    from maskgrpo.rewards.sandbox_service import make_sandbox_server, serve_forever
+
+    server = make_sandbox_server(args.host, args.port, insecure=args.insecure)  # checks its layers first
+    print(f"serving the code sandbox on http://{args.host}:{server.server_address[1]}/run", flush=True)
+    serve_forever(server, "sandbox")
     return 0
 
 
@@ -225,18 +294,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spare attempts younger than this: a writer may still be running (default 3600)")
     p.set_defaults(func=cmd_gc)
 
+    def merged_into(p: argparse.ArgumentParser, base_help: str) -> None:
+        p.add_argument("out_dir", help="folder to write the merged transformers checkpoint to")
+        p.add_argument("--base", help=base_help)
+        p.add_argument("--trust-remote-code", metavar="PINS", help="run the base's own code: its {file: sha256} pins (JSON or @file)")
+
     p = sub.add_parser("merge", help="fold a LoRA checkpoint's adapters into full weights")
     p.add_argument("adapter_dir", help="checkpoint folder holding the PEFT adapters")
-    p.add_argument("out_dir", help="folder to write the merged transformers checkpoint to")
-    p.add_argument("--base", help="base checkpoint folder (default: the one recorded in the adapter config)")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow the base's custom modelling code")
+    merged_into(p, "base checkpoint folder (default: the one recorded in the adapter config)")
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("import", help="commit a transformers checkpoint folder to a store, as a model.source")
+    p.add_argument("checkpoint_dir", help="local checkpoint folder (config.json, safetensors, tokenizer), e.g. a hub download")
+    p.add_argument("dest", help="<store-root>/<name>, e.g. s3://maskgrpo/models/llada-8b-instruct")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", help="a checkpoint as a plain transformers folder, LoRA adapters merged into the base")
+    p.add_argument("source", help="a run's checkpoint: <store>/<run_id>/<stage>/<round> or a local folder")
+    merged_into(p, "base model source (default: the one recorded in the adapter config; store URI or folder)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("serve-reward", help="serve a registered reward function over HTTP (JSON, images as base64 PNG)")
     p.add_argument("name", help="reward registry name")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.set_defaults(func=cmd_serve_reward)
+
+    p = sub.add_parser("serve-sandbox", help="run model code for the code reward in a process without credentials "
+                       "(set MASKGRPO_SANDBOX_URL for the score stage); refuses to start unless every isolation layer holds")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+    p.add_argument("--insecure", action="store_true",
+                   help="UNSAFE: start even when an isolation layer is missing or credentials are in the environment")
+    p.set_defaults(func=cmd_serve_sandbox)
     return parser
 
 

@@ -29,7 +29,8 @@ __all__ = [
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: every float field of every spec is finite (NaN/inf are refused).
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 def _drop_defaults(data: Any, spec: BaseModel, *names: str) -> Any:
@@ -57,9 +58,9 @@ def _drop_unset(data: Any, spec: BaseModel, *names: str) -> Any:
 
 
 class TinyModelSpec(_Spec):
-    hidden_size: int = Field(128, ge=8, description="Width of the tiny built-in transformer.")
+    hidden_size: int = Field(128, ge=8, le=16_384, description="Width of the tiny built-in transformer. At most 16,384.")
     num_layers: int = Field(2, ge=1, le=48, description="Transformer blocks of the tiny model.")
-    num_heads: int = Field(4, ge=1, description="Attention heads; must divide hidden_size.")
+    num_heads: int = Field(4, ge=1, le=256, description="Attention heads; must divide hidden_size. At most 256.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in the tiny model (off in eval mode).")
 
     @model_validator(mode="after")
@@ -76,14 +77,14 @@ class SpecialTokensSpec(_Spec):
     pad_id: int | None = Field(None, ge=0, description="Padding id for left-padded prompts (LLaDA: 126081, the EOS).")
     eos_id: int | None = Field(None, ge=0, description="End of sequence; fills a completion's tail (LLaDA: 126081).")
     image_token_offset: int | None = Field(None, ge=0, description="Id of VQ code 0 (MMaDA: 126349; token = offset + code).")
-    image_codebook_size: int | None = Field(None, ge=1, description="VQ codebook size (MMaDA: 8192).")
+    image_codebook_size: int | None = Field(None, ge=1, le=2**20, description="VQ codebook size (MMaDA: 8192). At most 2^20.")
     soi_id: int | None = Field(None, ge=0, description="<|soi|>: start of the image slots (MMaDA).")
     eoi_id: int | None = Field(None, ge=0, description="<|eoi|>: end of the image slots (MMaDA).")
     t2i_id: int | None = Field(None, ge=0, description="<|t2i|>: text-to-image task token (MMaDA).")
 
 
 class LoraSpec(_Spec):
-    r: int = Field(8, ge=1, description="LoRA rank (reference: 128).")
+    r: int = Field(8, ge=1, le=4_096, description="LoRA rank (reference: 128). At most 4,096.")
     alpha: float = Field(16.0, gt=0.0, description="LoRA alpha; the update is scaled by alpha / r (reference: 64).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input (reference: 0.05).")
     target_modules: list[str] | Literal["all-linear"] = Field(
@@ -94,7 +95,7 @@ class LoraSpec(_Spec):
 class DeepSpeedSpec(_Spec):
     enabled: bool = Field(False, description="Run update and SFT under a DeepSpeed engine (launch with torchrun or deepspeed).")
     zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage 0-3 (reference: 2).")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step on each rank.")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=4_096, description="Micro-batches per optimizer step on each rank. At most 4,096.")
     offload_optimizer: bool = Field(False, description="Keep optimizer state in CPU memory (ZeRO 1-3).")
     offload_params: bool = Field(False, description="Keep parameters in CPU memory (ZeRO 3 only).")
     backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="torch.distributed backend; auto = nccl on CUDA, gloo on CPU.")
@@ -117,18 +118,29 @@ class ModelSpec(_Spec):
     tiny: TinyModelSpec = Field(default_factory=TinyModelSpec, description="Size of the built-in tiny model.")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Parameter dtype (bfloat16 for GPUs).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where stages run the model; auto = cuda if available.")
-    adapter: Literal["auto", "tiny", "llada", "mmada", "bidirectional"] = Field(
+    adapter: Literal["auto", "tiny", "llada", "mmada", "bidirectional", "remote"] = Field(
         "auto", description="How to load and call the checkpoint (maskgrpo.models.adapters); auto = from its config's model_type."
     )
-    trust_remote_code: bool = Field(False, description="Allow the checkpoint's own modelling code (LLaDA/MMaDA ship theirs).")
+    trust_remote_code: bool | dict[str, str] = Field(
+        False, description="Run the checkpoint's own modelling code, only for architectures maskgrpo does not implement "
+        "(LLaDA/MMaDA load natively): the {file: sha256} pins of its *.py files that `maskgrpo import` prints, "
+        "checked before every load; true alone is refused.")
     special_tokens: SpecialTokensSpec = Field(default_factory=SpecialTokensSpec, description="Special ids overriding the tokenizer's.")
     chat_template: bool = Field(False, description="Wrap each prompt in the tokenizer's chat template as one user turn (Instruct models).")
     lora: LoraSpec | None = Field(None, description="Train LoRA adapters instead of every weight (None = full fine-tuning).")
     load_in_4bit: bool = Field(False, description="Load the frozen base in 4 bits (bitsandbytes, CUDA only; needs lora).")
+    gradient_checkpointing: bool = Field(False, description="Recompute each block's activations in the backward pass (models that support it: llada, mmada, transformers backbones); trades about one extra forward for activation memory (docs/real-models.md).")
     deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec, description="DeepSpeed ZeRO for update and SFT.")
 
     @model_validator(mode="after")
     def _quantized_needs_lora(self) -> "ModelSpec":
+        if self.trust_remote_code is True:
+            raise ValueError("trust_remote_code: true would run any code the checkpoint holds; set it to the "
+                             "{file: sha256} pins printed by `maskgrpo import` (LLaDA/MMaDA need none: they load natively)")
+        if isinstance(self.trust_remote_code, dict):
+            bad = [k for k, v in self.trust_remote_code.items() if len(v) != 64 or any(c not in "0123456789abcdefABCDEF" for c in v)]
+            if bad:
+                raise ValueError(f"trust_remote_code.{bad[0]}: expected a sha256 (64 hex digits)")
         if self.load_in_4bit and self.lora is None:
             raise ValueError("load_in_4bit trains nothing without lora: set model.lora")
         if self.lora is not None and self.source == "builtin:tiny":
@@ -140,8 +152,8 @@ class ModelSpec(_Spec):
 class TaskSpec(_Spec):
     name: str = Field("sort", description="Task registry name (maskgrpo.tasks.list_tasks()).")
     params: dict[str, Any] = Field(default_factory=dict, description="Task parameters, e.g. {length: 6} for sort.")
-    train_size: int = Field(2000, ge=1, description="Training problems drawn from the task's train split.")
-    eval_size: int = Field(200, ge=1, description="Held-out problems for evaluation (the task's eval split).")
+    train_size: int = Field(2000, ge=1, le=10_000_000, description="Training problems drawn from the task's train split. At most 10,000,000.")
+    eval_size: int = Field(200, ge=1, le=1_000_000, description="Held-out problems for evaluation (the task's eval split). At most 1,000,000.")
 
 
 class RewardFunctionSpec(_Spec):
@@ -176,9 +188,9 @@ class RewardSpec(_Spec):
 
 class TextSamplerSpec(_Spec):
     kind: Literal["text"] = Field("text", description="Sampler kind: 'text' (semi-AR low-confidence); must match the run's modality.")
-    gen_length: int = Field(16, ge=1, description="Completion length L_o (tokens), EOS-filled after the answer.")
-    steps: int = Field(16, ge=1, description="Denoising steps S over the whole completion.")
-    block_length: int = Field(8, ge=1, description="Semi-AR block length b; must divide gen_length.")
+    gen_length: int = Field(16, ge=1, le=16_384, description="Completion length L_o (tokens), EOS-filled after the answer. At most 16,384.")
+    steps: int = Field(16, ge=1, le=16_384, description="Denoising steps S over the whole completion. At most 16,384.")
+    block_length: int = Field(8, ge=1, le=16_384, description="Semi-AR block length b; must divide gen_length. At most 16,384.")
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature tau (0 = greedy).")
     cfg_scale: float = Field(0.0, ge=0.0, description="Classifier-free guidance scale w (0 = off).")
     remasking: Literal["low_confidence", "random"] = Field("low_confidence", description="Which positions to commit each step.")
@@ -204,8 +216,8 @@ class TextSamplerSpec(_Spec):
 
 class SftSpecPart(_Spec):
     enabled: bool = Field(True, description="Warm-start with masked-diffusion SFT; false passes model.source through.")
-    steps: int = Field(300, ge=0, description="Optimizer steps.")
-    batch_size: int = Field(64, ge=1, description="Examples per step.")
+    steps: int = Field(300, ge=0, le=10_000_000, description="Optimizer steps. At most 10,000,000.")
+    batch_size: int = Field(64, ge=1, le=65_536, description="Examples per step. At most 65,536.")
     lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     min_t: float = Field(1e-3, gt=0.0, lt=1.0, description="Lower end eps of t ~ U(eps, 1).")
@@ -237,15 +249,15 @@ class Wd1Options(_Spec):
 
 
 class RlSpec(_Spec):
-    rounds: int = Field(4, ge=0, description="Rollout -> score -> update rounds (unrolled in the plan).")
-    prompts_per_round: int = Field(32, ge=1, description="Prompts sampled per round.")
-    group_size: int = Field(8, ge=2, description="Completions per prompt G (>= 2 for a group baseline).")
+    rounds: int = Field(4, ge=0, le=100_000, description="Rollout -> score -> update rounds (unrolled in the plan). At most 100,000.")
+    prompts_per_round: int = Field(32, ge=1, le=65_536, description="Prompts sampled per round. At most 65,536.")
+    group_size: int = Field(8, ge=2, le=1_024, description="Completions per prompt G (>= 2 for a group baseline). At most 1,024.")
     estimator: Literal["maskgrpo", "d1", "unigrpo", "coupled", "random", "spg", "wd1", "espo"] = Field(
         "maskgrpo", description="Importance estimator; spg, wd1 and espo bring their own objectives (core/objectives.py).")
-    num_iterations: int = Field(4, ge=1, description="mu: optimizer steps per minibatch, each with its own seeded mask.")
+    num_iterations: int = Field(4, ge=1, le=64, description="mu: optimizer steps per minibatch, each with its own seeded mask. At most 64.")
     min_mask_rate: float = Field(0.6, ge=0.0, lt=1.0, description="gamma: lowest mask rate of MaskGRPO's schedule (0.6 text, 0.8 images).")
     ar_span: Literal["completion", "sequence"] = Field("completion", description="Span of the AR-like ramp; 'sequence' reproduces the reference code.")
-    minibatch_size: int = Field(64, ge=1, description="Completions per optimizer minibatch.")
+    minibatch_size: int = Field(64, ge=1, le=65_536, description="Completions per optimizer minibatch. At most 65,536.")
     lr: float = Field(3e-4, gt=0.0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
@@ -261,7 +273,7 @@ class RlSpec(_Spec):
     normalization: Literal["token", "sequence", "group"] = Field(
         "token", description="Token mean over the minibatch, per-sequence mean, or 'group': token mean per prompt group, then the mean over groups (official).")
     ratio_level: Literal["token", "sequence"] = Field("token", description="Per-token ratios, or one per sequence.")
-    logprob_chunk_rows: int = Field(64, ge=1, description="Rows per chunk when computing log-probs (bounds memory).")
+    logprob_chunk_rows: int = Field(64, ge=1, le=65_536, description="Rows per chunk when computing log-probs (bounds memory). At most 65,536.")
     spg: SpgOptions = Field(default_factory=SpgOptions, description="Options of the 'spg' estimator.")
     wd1: Wd1Options = Field(default_factory=Wd1Options, description="Options of the 'wd1' estimator.")
     sampler: "SamplerSpec" = Field(default_factory=lambda: TextSamplerSpec(), description="Rollout sampler (its kind matches the modality).")
@@ -279,19 +291,19 @@ class RlSpec(_Spec):
 
 
 class EvalSpecPart(_Spec):
-    every: int = Field(0, ge=0, description="Evaluate every E rounds (0 = only after SFT and at the end).")
-    size: int | None = Field(None, ge=1, description="Held-out prompts to evaluate (None = task.eval_size).")
+    every: int = Field(0, ge=0, le=100_000, description="Evaluate every E rounds (0 = only after SFT and at the end). At most 100,000.")
+    size: int | None = Field(None, ge=1, le=1_000_000, description="Held-out prompts to evaluate (None = task.eval_size). At most 1,000,000.")
     sampler: "SamplerSpec" = Field(
         default_factory=lambda: TextSamplerSpec(temperature=0.0),
         description="Evaluation sampler (its kind matches the modality; text: greedy by default, image: MaskGIT argmax).",
     )
-    num_samples: int = Field(16, ge=0, description="Sample completions shown in the report.")
+    num_samples: int = Field(16, ge=0, le=1_000, description="Sample completions shown in the report. At most 1,000.")
 
 
 class ImageSamplerSpec(_Spec):
     kind: Literal["image"] = Field("image", description="Sampler kind: 'image' (over the image slots); must match the run's modality.")
     sampler: Literal["emerge", "maskgit"] = Field("emerge", description="Image sampler: MaskGRPO's emerge (diverse) or MaskGIT cosine (confidence-greedy).")
-    steps: int = Field(12, ge=1, description="Denoising steps T over the image slots.")
+    steps: int = Field(12, ge=1, le=1_024, description="Denoising steps T over the image slots. At most 1,024.")
     cfg_scale: float = Field(3.0, ge=0.0, description="Classifier-free guidance scale w against the empty prompt (0 = off).")
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the code draws (0 = argmax); MaskGIT 'mmada': the confidence-noise scale.")
     maskgit: Literal["linear", "mmada"] = Field(
@@ -314,7 +326,7 @@ class ImageDecoderSpec(_Spec):
     )
     source: str = Field(description="The decoder's weights: a local folder or a store URI (imported like a checkpoint).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the decoder runs; auto = cuda if available.")
-    batch_size: int = Field(16, ge=1, description="Images decoded per decode_code call.")
+    batch_size: int = Field(16, ge=1, le=4_096, description="Images decoded per decode_code call. At most 4,096.")
 
 
 GENEVAL_PROTOCOL = {"temperature": 1.0, "steps": 32, "cfg_scale": 3.5, "maskgit": "mmada"}  # + 4 images per prompt
@@ -324,17 +336,17 @@ class ImageSpec(_Spec):
     """Text-to-image settings (modality 'image'; docs/algorithm.md §1, §2.2-2.3, §5)."""
 
     layout: Literal["tiny", "mmada"] = Field("tiny", description="'tiny': specials and codes appended to the character vocabulary; 'mmada': MMaDA-8B's ids.")
-    grid_size: int = Field(8, ge=1, description="Image side in VQ slots; the image has grid_size^2 slots (MMaDA: 32).")
-    codebook_size: int = Field(5, ge=2, description="Number of image codes K (toy-geneval: 5 colours; MMaDA: 8192).")
-    text_slots: int = Field(40, ge=4, description="Length of the left-padded text segment (MMaDA: 257).")
+    grid_size: int = Field(8, ge=1, le=256, description="Image side in VQ slots; the image has grid_size^2 slots (MMaDA: 32). At most 256.")
+    codebook_size: int = Field(5, ge=2, le=2**20, description="Number of image codes K (toy-geneval: 5 colours; MMaDA: 8192). At most 2^20.")
+    text_slots: int = Field(40, ge=4, le=16_384, description="Length of the left-padded text segment (MMaDA: 257). At most 16,384.")
     min_masking_rate: float = Field(0.0, ge=0.0, lt=1.0, description="SFT: masked fraction max(cos(pi u / 2), this) of the image slots.")
     cond_dropout: float = Field(0.1, ge=0.0, le=1.0, description="SFT: probability of training on the empty prompt (makes CFG work).")
     eval_protocol: Literal["pipeline", "geneval"] = Field(
         "pipeline", description="'geneval': the paper's GenEval protocol, which sets evaluate.sampler to temperature 1, "
                                 "32 steps, CFG 3.5 (MaskGIT as MMaDA) and 4 images per prompt; 'pipeline': the fields as given.")
     eval_images_per_prompt: int = Field(
-        1, ge=1, description="Images per held-out prompt at evaluation; accuracy is the mean over all of them "
-                             "(GenEval's protocol: 4 sampled images per prompt; needs a sampling evaluate sampler).",
+        1, ge=1, le=64, description="Images per held-out prompt at evaluation; accuracy is the mean over all of them "
+                             "(GenEval's protocol: 4 sampled images per prompt; needs a sampling evaluate sampler). At most 64.",
     )
     decoder: ImageDecoderSpec | None = Field(
         None, description="Decode the codes to PIL images before the rewards see them (None: rewards get the code text).",
@@ -375,7 +387,7 @@ class StageResources(_Spec):
     cpu: str = Field("1", description="CPU request and limit (Kubernetes quantity).")
     memory: str = Field("4Gi", description="Memory request and limit.")
     accelerator_type: str | None = Field(None, description="Accelerator resource type, e.g. nvidia.com/gpu.")
-    accelerator_count: int = Field(0, ge=0, description="Accelerators per pod.")
+    accelerator_count: int = Field(0, ge=0, le=64, description="Accelerators per pod. At most 64.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pod must match.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pod tolerates.")
 
@@ -398,8 +410,8 @@ class ClusterSpec(_Spec):
     image: str = Field("ghcr.io/maskgrpo/maskgrpo:0.1.0", description="Container image of the stages (overridable with --image).")
     store: str = Field("s3://maskgrpo/runs", description="Store URI the cluster run writes to.")
     s3_secret: str = Field("maskgrpo-s3", description="Kubernetes Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and optionally MASKGRPO_S3_ENDPOINT_URL).")
-    rollout_shards: int = Field(1, ge=1, description="Parallel rollout tasks per round (ParallelFor), merged by score.")
-    retries: int = Field(2, ge=0, description="Retries per stage on failure.")
+    rollout_shards: int = Field(1, ge=1, le=1_024, description="Parallel rollout tasks per round (ParallelFor), merged by score. At most 1,024.")
+    retries: int = Field(2, ge=0, le=100, description="Retries per stage on failure. At most 100.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-stage pod resources.")
 
 
@@ -408,7 +420,7 @@ class RunSpec(_Spec):
 
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63, description="Pipeline name (DNS-1123 label).")
     description: str = Field("", description="What this pipeline does.")
-    seed: int = Field(0, ge=0, description="Seed of every random draw in the run.")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of every random draw in the run. At most 2^63-1.")
     modality: Literal["text", "image"] = Field("text", description="Modality of the policy's outputs.")
     image: ImageSpec | None = Field(None, description="Text-to-image settings; required with modality 'image', absent otherwise.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="The policy to start from.")
@@ -474,9 +486,9 @@ class RunSpec(_Spec):
 class _StageSpec(_Spec):
     store: str = Field(description="Store root URI (file:// or s3://).")
     run_id: str = Field(pattern=RUN_ID_PATTERN, description="Run identifier; the store prefix of every output (store/layout.py).")
-    round: int = Field(0, ge=0, description="Round index (0 for SFT and the baseline evaluation).")
-    seed: int = Field(0, ge=0, description="Seed of this stage's random draws.")
-    data_seed: int = Field(0, ge=0, description="Seed of the run's fixed train and eval problem sets.")
+    round: int = Field(0, ge=0, le=100_000, description="Round index (0 for SFT and the baseline evaluation). At most 100,000.")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of this stage's random draws. At most 2^63-1.")
+    data_seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of the run's fixed train and eval problem sets. At most 2^63-1.")
     policy: str | None = Field(None, description="Store reference 'stage/round' of the input policy checkpoint, or a source for SFT.")
     lineage: str = Field("", description="Hash of the specs of the stages this one depends on (set by the plan): an upstream change invalidates this stage's committed output.")
 
@@ -495,8 +507,8 @@ class RolloutSpec(_StageSpec):
     task: TaskSpec = Field(description="Prompt source.")
     rl: RlSpec = Field(description="Group size, sampler and estimator settings.")
     reference: str | None = Field(None, description="Store reference of the reference policy (beta > 0).")
-    shard: int = Field(0, ge=0, description="This shard's index.")
-    num_shards: int = Field(1, ge=1, description="Shards of the round's prompts.")
+    shard: int = Field(0, ge=0, le=1_023, description="This shard's index. At most 1,023.")
+    num_shards: int = Field(1, ge=1, le=1_024, description="Shards of the round's prompts. At most 1,024.")
     image: ImageSpec | None = Field(None, description="Text-to-image settings (None: text modality).")
 
 
@@ -505,7 +517,7 @@ class ScoreSpec(_StageSpec):
     task: TaskSpec = Field(description="The task (default reward).")
     reward: RewardSpec = Field(description="Reward functions and weights.")
     rl: RlSpec = Field(description="Advantage settings.")
-    num_shards: int = Field(1, ge=1, description="Rollout shards to merge.")
+    num_shards: int = Field(1, ge=1, le=1_024, description="Rollout shards to merge. At most 1,024.")
     image: ImageSpec | None = Field(
         None, description="Text-to-image settings, set only when image.decoder is (scoring then decodes codes to pixels).",
     )
@@ -520,7 +532,7 @@ class UpdateSpec(_StageSpec):
     model: ModelSpec = Field(description="Device and dtype for the policy.")
     rl: RlSpec = Field(description="MaskGRPO hyperparameters.")
     optimizer_from: str | None = Field(None, description="Store reference of the previous update (optimizer state), if any.")
-    num_shards: int = Field(1, ge=1, description="Rollout shards of this round.")
+    num_shards: int = Field(1, ge=1, le=1_024, description="Rollout shards of this round. At most 1,024.")
     image: ImageSpec | None = Field(None, description="Text-to-image settings (None: text modality).")
 
 
@@ -573,22 +585,56 @@ def set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+YAML_MAX_NODES = 100_000
+
+
+def load_yaml(text: str, source: str = "<yaml>") -> Any:
+    """``yaml.safe_load`` with alias expansion limited: a document whose aliases would expand to
+    more than ``YAML_MAX_NODES`` nodes (a "billion laughs" bomb) is refused before it is built.
+    ValueError naming ``source`` for that and for any YAML error (RecursionError included)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        sizes: dict[int, int] = {}
+
+        def size(node: yaml.Node) -> int:  # expanded node count; shared (aliased) nodes memoised
+            if id(node) not in sizes:
+                sizes[id(node)] = YAML_MAX_NODES + 1  # a cycle counts as too big
+                children = node.value if isinstance(node, yaml.SequenceNode) else (
+                    [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+                total = 1
+                for child in children:
+                    total += size(child)
+                    if total > YAML_MAX_NODES:
+                        break
+                sizes[id(node)] = total
+            return sizes[id(node)]
+
+        if root is not None and size(root) > YAML_MAX_NODES:
+            raise ValueError(f"{source}: YAML aliases expand to more than {YAML_MAX_NODES:,} nodes: refused")
+        return None if root is None else loader.construct_document(root)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{source}: not valid YAML: {err}") from None
+    except RecursionError:
+        raise ValueError(f"{source}: YAML nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
 def load_run_spec(path: str | Path, overrides: list[str] | None = None) -> RunSpec:
     """Read, override and validate a pipeline document. Raises ValueError with field paths."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = load_yaml(path.read_text(), str(path))
     except FileNotFoundError:
         raise ValueError(f"{path}: no such pipeline document") from None
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: a pipeline document is a mapping, got {type(doc).__name__}")
     for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected dotted.key=value")
         key, raw = item.split("=", 1)
-        set_dotted(doc, key.strip(), yaml.safe_load(raw))
+        set_dotted(doc, key.strip(), load_yaml(raw, f"--set {key.strip()}"))
     try:
         return RunSpec.model_validate(doc)
     except ValidationError as err:

@@ -17,16 +17,17 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kuberne
 
 # What each scenario must render, and why:
 #   every scenario: ConfigMap (run document), ServiceAccount, Role + RoleBinding (submitter RBAC),
-#     NetworkPolicy (deny ingress), Pod (helm test)                                     = 6
+#     NetworkPolicy x2 (deny ingress, stage-pod egress), Pod (helm test)                   = 7
 #   cpu-kind   : + Secret (dev creds) + MinIO PVC, Service, Deployment, NetworkPolicy
-#                + bucket Job + submit Job                                                 = 13
-#   gpu        : existing Secret; + submit Job + schedule Job (kfp-recurring)              = 8
-#   external-s3: existing Secret; submit off; + CronJob (cronjob mode)                     = 7
-COMMON = Counter({"ConfigMap": 1, "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "NetworkPolicy": 1, "Pod": 1})
+#                + bucket Job + submit Job                                                 = 14
+#   gpu        : existing Secret; + submit Job + schedule Job (kfp-recurring)
+#                + sandbox Service, Deployment, NetworkPolicy                              = 12
+#   external-s3: existing Secret; submit off; + CronJob (cronjob mode)                     = 8
+COMMON = Counter({"ConfigMap": 1, "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "NetworkPolicy": 2, "Pod": 1})
 EXPECTED = {
     "cpu-kind": COMMON + Counter({"Secret": 1, "PersistentVolumeClaim": 1, "Service": 1, "Deployment": 1,
                                   "NetworkPolicy": 1, "Job": 2}),
-    "gpu": COMMON + Counter({"Job": 2}),
+    "gpu": COMMON + Counter({"Job": 2, "Service": 1, "Deployment": 1, "NetworkPolicy": 1}),
     "external-s3": COMMON + Counter({"CronJob": 1}),
 }
 
@@ -39,7 +40,7 @@ def test_one_values_file_per_scenario():
 def test_renders_the_expected_objects(rendered, scenario):
     kinds = Counter(obj["kind"] for obj in objects_of(rendered[scenario]))
     assert kinds == EXPECTED[scenario]
-    assert sum(kinds.values()) == {"cpu-kind": 13, "gpu": 8, "external-s3": 7}[scenario]
+    assert sum(kinds.values()) == {"cpu-kind": 14, "gpu": 12, "external-s3": 8}[scenario]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

@@ -1,6 +1,8 @@
 """Model adapters (models/adapters.py): a tiny LlamaForCausalLM as the bidirectional test double
-of the 8B models' interface, a LLaDA-style checkpoint with its own modelling code loaded through
-``trust_remote_code`` offline, and the 4-bit option's error without bitsandbytes."""
+of the 8B models' interface, a checkpoint of an architecture maskgrpo does not implement with its
+own modelling code, loaded through pinned ``trust_remote_code`` offline (models/remote_code.py:
+a swapped or unpinned file is refused), and the 4-bit option's error without bitsandbytes.
+LLaDA/MMaDA themselves load natively: tests/models/test_llada.py."""
 
 from __future__ import annotations
 
@@ -12,9 +14,13 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
+from pydantic import ValidationError
+
 from maskgrpo.models.adapters import (
     BidirectionalLM, RemoteCodeLM, adapter_for, llada_8b_config, load_model, random_model,
 )
+from maskgrpo.models.remote_code import CodePinError, code_digests
+from maskgrpo.specs import ModelSpec
 
 
 def tiny_llama(seed: int = 0) -> BidirectionalLM:
@@ -62,19 +68,19 @@ def test_save_and_load_round_trip_through_auto(tmp_path):
 
 
 def test_unknown_adapter_lists_the_valid_ones(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown model adapter 'gpt'.*bidirectional.*llada.*mmada.*tiny"):
+    with pytest.raises(ValueError, match=r"unknown model adapter 'gpt'.*bidirectional.*llada.*mmada.*remote.*tiny"):
         adapter_for(tmp_path, "gpt")
     with pytest.raises(FileNotFoundError, match="no config.json"):
         adapter_for(tmp_path)
 
 
-# A LLaDA-style checkpoint: model_type "llada", its own config and modelling code via auto_map,
-# a forward(input_ids, attention_mask) that returns logits at every position.
+# A checkpoint maskgrpo does not implement (model_type "lladamoe", as LLaDA-MoE's): its own config
+# and modelling code via auto_map, a forward(input_ids, attention_mask) with logits everywhere.
 REMOTE_CONFIG = '''
 from transformers import PretrainedConfig
 
 class FakeLLaDAConfig(PretrainedConfig):
-    model_type = "llada"
+    model_type = "lladamoe"
     def __init__(self, vocab_size=30, d_model=16, mask_token_id=29, **kw):
         self.vocab_size, self.d_model, self.mask_token_id = vocab_size, d_model, mask_token_id
         super().__init__(**kw)
@@ -112,21 +118,28 @@ def remote_checkpoint(tmp_path):
     (folder / "configuration_fake.py").write_text(textwrap.dedent(REMOTE_CONFIG))
     (folder / "modeling_fake.py").write_text(textwrap.dedent(REMOTE_MODEL))
     auto_map = {"AutoConfig": "configuration_fake.FakeLLaDAConfig", "AutoModel": "modeling_fake.FakeLLaDAModelLM"}
-    (folder / "config.json").write_text(json.dumps({"model_type": "llada", "auto_map": auto_map}))
+    (folder / "config.json").write_text(json.dumps({"model_type": "lladamoe", "auto_map": auto_map}))
     torch.manual_seed(0)
     config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
     AutoModel.from_config(config, trust_remote_code=True).save_pretrained(folder)
     return folder
 
 
-def test_remote_code_checkpoint_needs_trust_remote_code(remote_checkpoint):
-    assert adapter_for(remote_checkpoint) == "llada"
+def test_remote_code_checkpoint_needs_pinned_trust_remote_code(remote_checkpoint):
+    assert adapter_for(remote_checkpoint) == "remote"
     with pytest.raises(ValueError, match="trust_remote_code"):
         load_model(remote_checkpoint)
+    with pytest.raises(CodePinError, match=r"must pin the code files"):
+        load_model(remote_checkpoint, trust_remote_code=True)
+    with pytest.raises(ValidationError, match=r"trust_remote_code: true would run any code"):
+        ModelSpec(source=str(remote_checkpoint), trust_remote_code=True)
 
 
-def test_remote_code_checkpoint_loads_and_serves_positions(remote_checkpoint):
-    model = load_model(remote_checkpoint, trust_remote_code=True)
+def test_remote_code_checkpoint_loads_with_pins_and_serves_positions(remote_checkpoint):
+    pins = code_digests(remote_checkpoint)
+    assert sorted(pins) == ["configuration_fake.py", "modeling_fake.py"]
+    assert ModelSpec(source=str(remote_checkpoint), trust_remote_code=pins).trust_remote_code == pins
+    model = load_model(remote_checkpoint, trust_remote_code=pins)
     assert isinstance(model, RemoteCodeLM)
     assert type(model.backbone).__name__ == "FakeLLaDAModelLM"  # the checkpoint's own class
     x = torch.tensor([[3, 4, 5, 6], [7, 8, 9, 10]])
@@ -134,6 +147,20 @@ def test_remote_code_checkpoint_loads_and_serves_positions(remote_checkpoint):
     pos = torch.tensor([[0, 3], [1, 2]])
     got = model(x, attention_mask=torch.ones_like(x), logits_positions=pos).logits
     torch.testing.assert_close(got, torch.stack([full[0, [0, 3]], full[1, [1, 2]]]), atol=0, rtol=0)
+
+
+def test_a_swapped_or_unpinned_code_file_is_refused_naming_it(remote_checkpoint, tmp_path):
+    pins = code_digests(remote_checkpoint)
+    marker = tmp_path / "ran"
+    evil = f"open({str(marker)!r}, 'w').write('x')\n"
+    modeling = remote_checkpoint / "modeling_fake.py"
+    modeling.write_text(evil + modeling.read_text())  # swapped in the bucket after import
+    with pytest.raises(CodePinError, match=r"modeling_fake.py: sha256 [0-9a-f]{64} differs from the pinned"):
+        load_model(remote_checkpoint, trust_remote_code=pins)
+    (remote_checkpoint / "helper.py").write_text(evil)  # a new file nobody pinned
+    with pytest.raises(CodePinError, match=r"helper.py: code file not pinned"):
+        load_model(remote_checkpoint, trust_remote_code={**pins, "modeling_fake.py": code_digests(remote_checkpoint)["modeling_fake.py"]})
+    assert not marker.exists()  # nothing of it ran
 
 
 @pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is not None and torch.cuda.is_available(),
@@ -151,3 +178,18 @@ def test_llada_8b_shape_has_about_8_billion_parameters():
     params = c.num_hidden_layers * (4 * c.hidden_size**2 + 3 * c.hidden_size * c.intermediate_size) \
         + 2 * c.vocab_size * c.hidden_size
     assert 7.9e9 < params < 8.1e9
+
+
+def test_import_prints_the_pins_that_load_the_remote_code(remote_checkpoint, tmp_path, capsys):
+    from maskgrpo.cli import main
+
+    assert main(["import", str(remote_checkpoint), f"file://{tmp_path}/models/fake"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if "trust_remote_code:" in l)
+    pins = json.loads(line.split("trust_remote_code:", 1)[1])
+    assert pins == code_digests(remote_checkpoint)
+    assert isinstance(load_model(remote_checkpoint, trust_remote_code=pins), RemoteCodeLM)
+
+
+def test_pins_must_be_sha256_digests(tmp_path):
+    with pytest.raises(ValidationError, match=r"trust_remote_code.modeling_x.py: expected a sha256"):
+        ModelSpec(source=str(tmp_path), trust_remote_code={"modeling_x.py": "abc"})

@@ -106,7 +106,7 @@ def test_each_test_has_its_own_time_limit():
 ], ids=["sys.exit", "os._exit", "SystemExit", "fake-report"])
 def test_exiting_early_or_faking_reports_scores_zero(hack):
     # A wrong solution that exits with status 0 before the asserts would get full marks from an
-    # exit-status check; here every test needs a nonce-stamped "pass" report from the harness.
+    # exit-status check; here each assert is judged outside the completion's process.
     wrong = "def add(a, b):\n    return None\n"
     assert code_reward(["p"], [wrong + hack], test_list=[ADD_TESTS]) == [0.0]
 
@@ -145,7 +145,9 @@ def test_escapes_are_contained_and_score_zero(monkeypatch):
             if os.path.exists(path):
                 os.remove(path)
                 pytest.fail(f"the sandbox wrote {path}")
-    assert dict(zip(escapes, rewards)) == dict.fromkeys(escapes, 0.0)
+    # The write to /tmp lands in the sandbox's private tmpfs (checked absent above), so that
+    # correct solution runs on and scores 2.0; every other escape fails and scores 0.
+    assert dict(zip(escapes, rewards)) == {**dict.fromkeys(escapes, 0.0), "write-tmp": 2.0}
     # The infinite loop is stopped by the 5 s per-stage alarm (2 workers run the rest).
     assert wall < 5.0 + 1.0 + 2.0, wall
 

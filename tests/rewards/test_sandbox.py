@@ -31,6 +31,20 @@ def _needs(audit_hook: bool, *layers: str) -> None:
         pytest.skip(f"without the audit hook this needs one of {layers}; in force: {LAYERS}")
 
 
+def _sandbox_uid_processes() -> list[int]:
+    """Live processes of the private sandbox uids (root only): an escapee would be one."""
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines()
+                          if ":" in line)
+        except OSError:
+            continue
+        if int(fields["Uid"].split()[0]) >= sandbox._UidPool.BASE and "Z" not in fields["State"]:
+            out.append(int(status.parent.name))
+    return out
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
@@ -54,11 +68,15 @@ def test_exit_status_and_stdin():
 
 
 def test_scratch_dir_is_cwd_writable_and_deleted_afterwards():
-    res = run_in_sandbox("import os\nopen('f.txt', 'w').write('x' * 10)\n"
-                         "print(os.getcwd())\nprint(os.path.getsize('f.txt'))")
+    name = f"f-{uuid.uuid4().hex}.txt"
+    res = run_in_sandbox(f"import os\nopen({name!r}, 'w').write('x' * 10)\n"
+                         f"print(os.getcwd())\nprint(os.path.getsize({name!r}))")
     cwd, size = res.stdout.split()
     assert res.ok and size == "10"
-    assert not os.path.exists(cwd), "the scratch directory must be removed after the run"
+    if "mountns" in LAYERS:  # a private tmpfs on /tmp: gone with the namespace
+        assert cwd == "/tmp" and not os.path.exists(os.path.join(cwd, name))
+    else:
+        assert not os.path.exists(cwd), "the scratch directory must be removed after the run"
 
 
 def test_output_is_truncated():
@@ -84,7 +102,7 @@ def test_caller_environment_is_not_visible(monkeypatch, audit_hook):
 
 @AUDIT
 def test_network_to_a_loopback_server_fails(audit_hook):
-    _needs(audit_hook, "netns(root)", "netns(userns)")
+    _needs(audit_hook, "netns")
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(0.2)
     port = server.getsockname()[1]
@@ -121,14 +139,15 @@ def test_network_to_a_loopback_server_fails(audit_hook):
 @AUDIT
 @pytest.mark.parametrize("where", ["tmp", "repo"])
 def test_writing_outside_the_scratch_dir_fails(audit_hook, where):
-    needed = ("readonly-mounts",) if where == "tmp" else ("readonly-mounts", "private-uid")
+    needed = ("mountns",) if where == "tmp" else ("mountns", "private-uid")
     _needs(audit_hook, *needed)
     folder = tempfile.gettempdir() if where == "tmp" else str(REPO)
     target = os.path.join(folder, f"sandbox-escape-{uuid.uuid4().hex}")
     code = f"open({target!r}, 'w').write('escaped')\nprint('wrote')"
     try:
         res = run_in_sandbox(code, audit_hook=audit_hook)
-        assert not res.ok and "wrote" not in res.stdout
+        if not (where == "tmp" and "mountns" in LAYERS):  # else it wrote its private /tmp
+            assert not res.ok and "wrote" not in res.stdout
         assert not os.path.exists(target)
     finally:
         if os.path.exists(target):
@@ -137,7 +156,7 @@ def test_writing_outside_the_scratch_dir_fails(audit_hook, where):
 
 @AUDIT
 def test_fork_bomb_is_contained_and_cleaned_up(audit_hook):
-    _needs(audit_hook, "private-uid", "non-root")
+    _needs(audit_hook, "private-uid", "userns")
     if not audit_hook and os.geteuid() == 0 and "private-uid" not in LAYERS:
         pytest.skip("root without a private uid: RLIMIT_NPROC would not apply")
     code = ("import os, time\n"
@@ -159,7 +178,10 @@ def test_fork_bomb_is_contained_and_cleaned_up(audit_hook):
     else:
         # RLIMIT_NPROC = 16 counts the sandbox's processes: at most 15 forks succeed.
         assert res.timed_out and 0 < len(pids) <= 15, (len(pids), res.reason)
-    assert not any(_alive(p) for p in pids), "every forked process is killed"
+    if "pidns" in LAYERS:  # the pids are the namespace's: look for the sandbox uid instead
+        assert "private-uid" not in LAYERS or _sandbox_uid_processes() == []
+    else:
+        assert not any(_alive(p) for p in pids), "every forked process is killed"
 
 
 @pytest.mark.skipif("private-uid" not in LAYERS, reason="needs the private-uid layer (root)")
@@ -169,7 +191,9 @@ def test_setsid_escapee_is_killed_after_the_run():
             "else:\n    print(pid)\n")
     res = run_in_sandbox(code, audit_hook=False)
     assert res.ok, res.stderr
-    assert not _alive(int(res.stdout))
+    assert _sandbox_uid_processes() == []
+    if "pidns" not in LAYERS:
+        assert not _alive(int(res.stdout))
 
 
 @AUDIT
@@ -224,9 +248,11 @@ def test_probe_turns_off_layers_that_cannot_be_set_up(monkeypatch):
 
     monkeypatch.setattr(sandbox, "_LIBC", NoNamespaces)
     support = sandbox._probe()
-    assert support.netns is None and not support.ro_mounts
-    assert any("network namespace unavailable" in n for n in support.notes), support.notes
-    assert any("read-only mount namespace unavailable" in n for n in support.notes)
+    assert support.netns is None and not support.ro_mounts and not support.pidns
+    assert any("netns unavailable: unshare(2) refused" in n for n in support.notes), support.notes
+    assert any("mountns unavailable" in n for n in support.notes)
+    assert any("pidns unavailable" in n for n in support.notes)
+    assert support.missing(network=False) == ["netns", "mountns", "pidns"]
 
 
 def test_audit_hook_alone_still_refuses_network_and_outside_writes(monkeypatch):
@@ -235,8 +261,10 @@ def test_audit_hook_alone_still_refuses_network_and_outside_writes(monkeypatch):
                                ro_mounts=False)
     monkeypatch.setattr(sandbox, "_SUPPORT", weakest)
     target = os.path.join(tempfile.gettempdir(), f"sandbox-escape-{uuid.uuid4().hex}")
-    net = run_in_sandbox("import socket\nsocket.socket()")
-    write = run_in_sandbox(f"open({target!r}, 'w')")
+    with pytest.raises(sandbox.SandboxUnavailable, match="netns, mountns, pidns not in force"):
+        run_in_sandbox("print(1)")  # fails closed ...
+    net = run_in_sandbox("import socket\nsocket.socket()", insecure=True)  # ... unless insecure
+    write = run_in_sandbox(f"open({target!r}, 'w')", insecure=True)
     assert net.layers == ("process", "rlimits", "audit-hook")
     assert not net.ok and "socket.__new__ refused" in net.stderr
     assert not write.ok and "write outside the scratch directory" in write.stderr

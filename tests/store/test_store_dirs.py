@@ -29,9 +29,9 @@ def _counting_fetches(store, monkeypatch):
     calls = []
     real = store._b.get_file
 
-    def counted(key, path):
+    def counted(key, path, **kw):
         calls.append(key.rsplit("/", 1)[-1])
-        return real(key, path)
+        return real(key, path, **kw)
     monkeypatch.setattr(store._b, "get_file", counted)
     return calls
 

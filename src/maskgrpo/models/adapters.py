@@ -12,11 +12,13 @@ import strings (docs/design.md, "Style"); ``auto`` picks by the checkpoint confi
    Positions count from the first real token (left padding does not change a row's logits) and
    the LM head runs only at ``logits_positions``. It is the test double of the 8B models'
    interface and a real option for any such backbone.
-3. ``llada`` / ``mmada``: LLaDA- and MMaDA-style checkpoints that ship their own modelling code
-   (``trust_remote_code``; transformers 5 has no native LLaDA/MMaDA). Their forward returns
-   logits at every position; this adapter gathers ``logits_positions`` afterwards.
-   Deviation: so the full-vocabulary logits are computed and then sliced, which costs memory
-   the generic adapter saves; ``logprob_chunk_rows`` bounds it (docs/algorithm.md §8).
+3. ``llada`` / ``mmada``: LLaDA and MMaDA checkpoints (a hub download as it is) through maskgrpo's
+   native classes (models/llada.py): no remote code, LM head only at ``logits_positions``. The
+   checkpoint's ``auto_map`` and ``*.py`` files are ignored; a warning says so once per process.
+4. ``remote``: the explicit exception for architectures maskgrpo does not implement (LLaDA-MoE):
+   the checkpoint's own code through ``trust_remote_code``, allowed only when
+   ``trust_remote_code`` pins every ``*.py`` file's sha256 (models/remote_code.py, checked before
+   each load). Logits at every position are computed, then gathered.
 
 Options for all: ``dtype`` (bfloat16 on GPUs), ``load_in_4bit`` (bitsandbytes NF4, CUDA only,
 for a frozen base under LoRA; a clear error when bitsandbytes or CUDA is missing).
@@ -27,8 +29,9 @@ no download, for benchmarks.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -40,14 +43,20 @@ __all__ = [
     "ADAPTERS", "BidirectionalLM", "RemoteCodeLM", "adapter_for", "load_model", "llada_8b_config", "random_model",
 ]
 
+log = logging.getLogger("maskgrpo")
+
 # name -> "module:function(path, dtype, trust_remote_code, quantization_config) -> nn.Module"
 ADAPTERS: dict[str, str] = {
     "tiny": "maskgrpo.models.adapters:load_tiny",
     "bidirectional": "maskgrpo.models.adapters:load_bidirectional",
-    "llada": "maskgrpo.models.adapters:load_remote_code",
-    "mmada": "maskgrpo.models.adapters:load_remote_code",
+    "llada": "maskgrpo.models.adapters:load_native",
+    "mmada": "maskgrpo.models.adapters:load_native",
+    "remote": "maskgrpo.models.adapters:load_remote_code",
 }
-_REMOTE_TYPES = {"llada": "llada", "mmada": "mmada", "llada_moe": "llada"}
+_NATIVE_TYPES = {"llada": "llada", "mmada": "mmada"}  # model_type -> adapter (models/llada.py)
+_NATIVE_ARCHITECTURES = {"LLaDAModelLM": "llada", "MMadaModelLM": "mmada"}
+_REMOTE_TYPES = {"llada_moe", "lladamoe"}  # known, not implemented natively: remote code with pins
+_warned_native: list[str] = []  # the once-per-process "code not executed" warning
 
 
 def _positions_from_mask(valid: torch.Tensor) -> torch.Tensor:
@@ -118,20 +127,49 @@ def load_tiny(path: Path, dtype: torch.dtype, trust_remote_code: bool, quantizat
     return AutoModelForMaskedLM.from_pretrained(path, dtype=dtype)
 
 
-def load_bidirectional(path: Path, dtype: torch.dtype, trust_remote_code: bool, quantization_config=None) -> nn.Module:
+def load_bidirectional(path: Path, dtype: torch.dtype, trust_remote_code, quantization_config=None) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
-    backbone = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
-                                                    quantization_config=quantization_config)
+    from maskgrpo.models.remote_code import remote_code_allowed
+
+    backbone = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quantization_config,
+                                                    trust_remote_code=remote_code_allowed(path, trust_remote_code))
     return BidirectionalLM(backbone)
 
 
-def load_remote_code(path: Path, dtype: torch.dtype, trust_remote_code: bool, quantization_config=None) -> nn.Module:
+def load_native(path: Path, dtype: torch.dtype, trust_remote_code, quantization_config=None) -> nn.Module:
+    """A LLaDA/MMaDA checkpoint through models/llada.py; its own code is never run."""
+    from maskgrpo.models.llada import NATIVE_MODEL_TYPES
+
+    config = _config(path)
+    name = _NATIVE_TYPES.get(config.get("model_type", ""))
+    if name is None:
+        name = next((_NATIVE_ARCHITECTURES[a] for a in config.get("architectures") or [] if a in _NATIVE_ARCHITECTURES), "llada")
+    code = sorted(p.name for p in Path(path).glob("*.py"))
+    if (code or "auto_map" in config or trust_remote_code) and not _warned_native:
+        _warned_native.append(str(path))
+        log.warning("%s: model_type %r loads with maskgrpo's native class (maskgrpo.models.llada); the checkpoint's "
+                    "own code (%s) is not executed%s", path, name, ", ".join(code) or "auto_map",
+                    " and model.trust_remote_code is ignored" if trust_remote_code else "")
+    model, info = NATIVE_MODEL_TYPES[name].from_pretrained(path, dtype=dtype, quantization_config=quantization_config,
+                                                           output_loading_info=True)
+    if info.get("missing_keys"):
+        missing = sorted(info["missing_keys"])
+        raise ValueError(f"{path}: not a {name} checkpoint of the layout maskgrpo implements: {len(missing)} weights "
+                         f"missing, e.g. {missing[:3]}")
+    return model
+
+
+def load_remote_code(path: Path, dtype: torch.dtype, trust_remote_code, quantization_config=None) -> nn.Module:
     from transformers import AutoModel
 
+    from maskgrpo.models.remote_code import remote_code_allowed
+
     if not trust_remote_code:
-        raise ValueError(f"{path}: LLaDA/MMaDA checkpoints run their own modelling code; "
-                         "set model.trust_remote_code: true to allow it (read that code first)")
+        raise ValueError(f"{path}: the remote adapter runs the checkpoint's own modelling code; set "
+                         "model.trust_remote_code to the {file: sha256} pins `maskgrpo import` printed (read that code first)")
+    if not remote_code_allowed(path, trust_remote_code):
+        raise FileNotFoundError(f"{path}: the remote adapter needs the checkpoint's *.py files; the folder has none")
     backbone = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=True,
                                          quantization_config=quantization_config)
     return RemoteCodeLM(backbone)
@@ -150,10 +188,16 @@ def adapter_for(path: str | Path, adapter: str = "auto") -> str:
         if adapter not in ADAPTERS:
             raise ValueError(f"unknown model adapter {adapter!r}; choose one of {sorted(ADAPTERS)} or 'auto'")
         return adapter
-    model_type = _config(Path(path)).get("model_type", "")
+    config = _config(Path(path))
+    model_type = config.get("model_type", "")
     if model_type == "maskgrpo-tiny":
         return "tiny"
-    return _REMOTE_TYPES.get(model_type, "bidirectional")
+    if model_type in _NATIVE_TYPES:
+        return _NATIVE_TYPES[model_type]
+    native = [_NATIVE_ARCHITECTURES[a] for a in config.get("architectures") or [] if a in _NATIVE_ARCHITECTURES]
+    if native:
+        return native[0]
+    return "remote" if model_type in _REMOTE_TYPES else "bidirectional"
 
 
 def _quantization(load_in_4bit: bool, path: Path):
@@ -172,8 +216,11 @@ def _quantization(load_in_4bit: bool, path: Path):
 
 
 def load_model(path: str | Path, *, adapter: str = "auto", dtype: torch.dtype = torch.float32,
-               trust_remote_code: bool = False, load_in_4bit: bool = False) -> nn.Module:
-    """Load the checkpoint folder ``path`` through its adapter (see the module docstring)."""
+               trust_remote_code: bool | Mapping[str, str] = False, load_in_4bit: bool = False) -> nn.Module:
+    """Load the checkpoint folder ``path`` through its adapter (see the module docstring).
+
+    ``trust_remote_code``: False, or the ``{file: sha256}`` pins of the folder's code files
+    (models/remote_code.py); only the ``remote`` and ``bidirectional`` adapters run code."""
     path = Path(path)
     name = adapter_for(path, adapter)
     loader: Callable[..., nn.Module] = LazyRegistry("adapter", ADAPTERS).load(name)  # core/registry.py

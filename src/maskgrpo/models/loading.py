@@ -186,16 +186,19 @@ class HFTokenizer:
         (directory / TOKENIZER_META).write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
-    def load(cls, directory: str | Path, *, trust_remote_code: bool = False, **overrides: Any) -> "HFTokenizer":
+    def load(cls, directory: str | Path, *, trust_remote_code: Any = False, **overrides: Any) -> "HFTokenizer":
         """Load from a checkpoint folder; ``overrides`` (mask_id, pad_id, eos_id, chat_template)
-        that are not None win over ``maskgrpo_tokenizer.json``, which wins over the tokenizer."""
+        that are not None win over ``maskgrpo_tokenizer.json``, which wins over the tokenizer.
+        ``trust_remote_code``: False or the code pins (models/remote_code.py), checked here too."""
         from transformers import AutoTokenizer
+
+        from maskgrpo.models.remote_code import remote_code_allowed
 
         directory = Path(directory)
         meta_path = directory / TOKENIZER_META
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         meta.update({k: v for k, v in overrides.items() if v is not None})
-        tok = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(directory, trust_remote_code=remote_code_allowed(directory, trust_remote_code))
         return cls(tok, mask_id=meta.get("mask_id"), pad_id=meta.get("pad_id"), eos_id=meta.get("eos_id"),
                    chat_template=bool(meta.get("chat_template", False)), source=str(directory))
 

@@ -49,9 +49,11 @@ def linear_targets(model: nn.Module) -> list[str]:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None and hasattr(model, "backbone"):
         head = model.backbone.get_output_embeddings()
-    names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not head}
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not head]
+    names = {name.rsplit(".", 1)[-1] for name in linears}
     head_names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if m is head}
-    return sorted(names - head_names)
+    # a layer named like the head (LLaDA's blocks' ff_out vs its output ff_out): its full name
+    return sorted(names - head_names) + sorted(n for n in linears if n.rsplit(".", 1)[-1] in head_names)
 
 
 def apply_lora(model: nn.Module, *, r: int, alpha: float, dropout: float,

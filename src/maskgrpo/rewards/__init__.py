@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from typing import Any, Callable
 
 from maskgrpo.core.registry import LazyRegistry
 from maskgrpo.rewards.combine import combine, weighted_sum
 
-__all__ = ["bind_reward", "check_reward_params", "combine", "get_reward", "list_rewards", "weighted_sum"]
+__all__ = ["bind_reward", "check_reward_params", "combine", "get_reward", "list_rewards", "secret_in_params",
+           "weighted_sum"]
 
 ENTRY_POINT_GROUP = "maskgrpo.rewards"
 
@@ -85,9 +87,54 @@ def _param_errors(name: str, fn: Callable[..., Any], params: dict[str, Any]) -> 
     return None
 
 
+_SECRET_KEY = re.compile(r"token|passw|secret|api_?key|access_?key|private_?key|credential|"
+                         r"^auth|authorization|cookie|session", re.IGNORECASE)
+_SECRET_VALUE = re.compile(
+    r"\b(AKIA|ASIA)[0-9A-Z]{16}\b|\bsk-[A-Za-z0-9_-]{20,}|\bgh[pousr]_[A-Za-z0-9]{30,}|\bxox[abprs]-|"
+    r"\bhf_[A-Za-z0-9]{30,}|-----BEGIN [A-Z ]*PRIVATE KEY-----|^\s*(Bearer|Basic)\s+\S{8,}|"
+    r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}|://[^/\s:@]+:[^/\s@]+@")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def secret_in_params(params: Any, path: str = "params") -> str | None:
+    """The first ``params.<path>`` that looks like a secret (a key named like token/password/
+    secret/api_key with a string value, or a value shaped like an access key, bearer token, private key, JWT or a URL
+    with a password); None when there is none. Inside a ``*_env`` mapping the values are
+    environment variable NAMES (the sanctioned way), so only their shape is checked."""
+    if isinstance(params, dict):
+        for key, value in params.items():
+            where = f"{path}.{key}"
+            if str(key).endswith("_env") and isinstance(value, dict):
+                bad = next((f"{where}.{k}" for k, v in value.items()
+                            if not (isinstance(v, str) and _ENV_NAME.match(v))), None)
+                if bad:
+                    return bad
+                continue
+            if _SECRET_KEY.search(str(key)) and isinstance(value, str) and value:
+                return where
+            found = secret_in_params(value, where)
+            if found:
+                return found
+    elif isinstance(params, list):
+        for i, value in enumerate(params):
+            found = secret_in_params(value, f"{path}[{i}]")
+            if found:
+                return found
+    elif isinstance(params, str) and _SECRET_VALUE.search(params):
+        return path
+    return None
+
+
 def check_reward_params(name: str, params: dict[str, Any]) -> None:
     """ValueError naming ``params.<field>`` when ``params`` do not fit reward ``name``'s keyword
-    arguments; nothing is checked when ``name`` does not resolve here (see the module docstring)."""
+    arguments, or when one looks like a secret (`secret_in_params`: pipeline documents land in
+    ConfigMaps and stage specs); the signature is not checked when ``name`` does not resolve here
+    (see the module docstring)."""
+    secret = secret_in_params(params)
+    if secret:
+        raise ValueError(f"reward {name!r}: {secret} looks like a secret: never put one in a pipeline "
+                         "document; keep it in an environment variable from a Kubernetes Secret and name "
+                         "the variable (the http reward: params.headers_env)")
     try:
         fn = get_reward(name)
     except (ValueError, ImportError):

@@ -11,7 +11,12 @@ and PNG ``bytes`` completions are sent that way). ``rewards`` has one entry per 
 ``HttpReward(url, batch_size, timeout, retries, backoff, headers)`` splits the call into batches;
 each batch is retried on connection errors, timeouts and 5xx answers with exponential backoff
 (``backoff * 2**attempt`` seconds), then fails with an error naming the URL. A 4xx answer is not
-retried. ``headers`` are sent with every request and never shown (repr, errors).
+retried. ``headers`` are sent with every request and never shown (repr, errors). Bounds
+(`post_json`): redirects are never followed (so credentials never reach another origin), an
+answer over ``MAX_ANSWER`` bytes is refused, ``timeout`` is a TOTAL deadline per attempt (a
+watchdog closes the socket: a dribbling server cannot hold the client), and a reward that is not
+a finite number or null is refused. Images are PNG only, at most ``MAX_PIXELS`` pixels by their
+header, checked before any decoder sees them (`decode_item`).
 ``maskgrpo.rewards.server.serve_reward`` is the matching reference server.
 
 ``http_reward`` is the registered reward ``http``: the pipeline names the server in
@@ -24,24 +29,32 @@ rewards need which variables; its value is never logged or stored.
 
 >>> encode_item("0120")
 '0120'
->>> decode_item({"image_png_base64": base64.b64encode(b"\\x89PNG...").decode()})[:4]
-b'\\x89PNG'
+>>> decode_item({"image_png_base64": base64.b64encode(b"GIF89a...").decode()})
+Traceback (most recent call last):
+ValueError: an image must be a PNG (bad signature or header)
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
+import math
 import os
+import struct
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from typing import Any
 
-__all__ = ["HttpReward", "RewardServerError", "encode_item", "decode_item", "http_reward", "IMAGE_KEY"]
+__all__ = ["HttpReward", "RewardServerError", "encode_item", "decode_item", "http_reward", "IMAGE_KEY",
+           "MAX_ANSWER", "MAX_PIXELS", "post_json"]
 
 IMAGE_KEY = "image_png_base64"
+MAX_ANSWER = 16 * 1024 * 1024
+MAX_PIXELS = 4096 * 4096
+_PNG = b"\x89PNG\r\n\x1a\n"
 
 
 class RewardServerError(RuntimeError):
@@ -66,8 +79,65 @@ def decode_item(item: Any) -> Any:
     if isinstance(item, dict):
         if set(item) != {IMAGE_KEY}:
             raise ValueError(f"a completion object must be {{{IMAGE_KEY!r}: ...}}, got keys {sorted(item)}")
-        return base64.b64decode(item[IMAGE_KEY], validate=True)
+        data = base64.b64decode(item[IMAGE_KEY], validate=True)
+        png_size(data)
+        return data
     return item
+
+
+def png_size(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR header; ValueError when it is not a PNG or has more
+    than ``max_pixels`` pixels (a 285 KB PNG can decompress to 100 MP: refuse it unread)."""
+    if len(data) < 24 or data[:8] != _PNG or data[12:16] != b"IHDR":
+        raise ValueError("an image must be a PNG (bad signature or header)")
+    width, height = struct.unpack(">II", data[16:24])
+    if width * height > max_pixels or not width or not height:
+        raise ValueError(f"a {width}x{height} image exceeds the {max_pixels}-pixel limit")
+    return width, height
+
+
+def post_json(url: str, data: bytes, headers: dict[str, str], timeout: float,
+              max_answer: int = MAX_ANSWER) -> tuple[int, bytes]:
+    """POST ``data``; (status, body). Never follows a redirect (a 3xx is an answer like any other),
+    reads at most ``max_answer`` bytes, and a watchdog closes the socket after ``timeout`` seconds
+    in total. OSError/TimeoutError on connection failures; RewardServerError on an oversize answer."""
+    parts = urllib.parse.urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = kind(parts.hostname, parts.port, timeout=timeout)
+    expired, socks = threading.Event(), []
+
+    def expire() -> None:  # the response keeps the socket after conn.sock is dropped: keep it too
+        expired.set()
+        for sock in socks:
+            try:
+                sock.shutdown(2)
+            except OSError:
+                pass
+
+    watchdog = threading.Timer(timeout, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        conn.connect()
+        socks.append(conn.sock)
+        if expired.is_set():
+            expire()
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request("POST", path, body=data, headers={**headers, "Content-Length": str(len(data))})
+        response = conn.getresponse()
+        body = response.read(max_answer + 1)
+        if len(body) > max_answer:
+            raise RewardServerError(f"{url}: the answer exceeds {max_answer} bytes")
+        if expired.is_set():
+            raise TimeoutError(f"no complete answer within {timeout:g} s")
+        return response.status, body
+    except (OSError, http.client.HTTPException) as err:
+        if expired.is_set():
+            raise TimeoutError(f"no complete answer within {timeout:g} s") from None
+        raise OSError(str(err)) from None
+    finally:
+        watchdog.cancel()
+        conn.close()
 
 
 class HttpReward:
@@ -97,7 +167,10 @@ class HttpReward:
             rewards = self._post(body)
             if len(rewards) != len(body["completions"]):
                 raise RewardServerError(f"{self.url}: sent {len(body['completions'])} completions, got {len(rewards)} rewards")
-            out += [None if r is None else float(r) for r in rewards]
+            for r in rewards:
+                if r is not None and (type(r) not in (int, float) or not math.isfinite(r)):
+                    raise RewardServerError(f"{self.url}: a reward must be a finite number or null, got {str(r)[:50]}")
+                out.append(None if r is None else float(r))
         return out
 
     def _post(self, body: dict[str, Any]) -> list[Any]:
@@ -106,22 +179,22 @@ class HttpReward:
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
-            request = urllib.request.Request(self.url, data=data, method="POST",
-                                             headers={**self._headers, "Content-Type": "application/json"})
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    doc = json.loads(response.read().decode("utf-8"))
-            except urllib.error.HTTPError as err:
-                detail = err.read().decode("utf-8", "replace")[:300]
-                if err.code < 500:
-                    raise RewardServerError(f"{self.url}: HTTP {err.code}: {detail}") from None
-                last = RewardServerError(f"HTTP {err.code}: {detail}")
-                continue
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+                status, answer = post_json(self.url, data, {**self._headers, "Content-Type": "application/json"},
+                                           self.timeout)
+            except (TimeoutError, OSError) as err:
                 last = err
                 continue
-            except json.JSONDecodeError as err:
-                raise RewardServerError(f"{self.url}: the answer is not JSON: {err}") from None
+            if status >= 300:
+                detail = answer.decode("utf-8", "replace")[:300]
+                if status < 500:
+                    raise RewardServerError(f"{self.url}: HTTP {status} (redirects are not followed): {detail}") from None
+                last = RewardServerError(f"HTTP {status}: {detail}")
+                continue
+            try:
+                doc = json.loads(answer.decode("utf-8"))
+            except (ValueError, RecursionError) as err:
+                raise RewardServerError(f"{self.url}: the answer is not JSON: {str(err)[:200]}") from None
             if not isinstance(doc, dict) or not isinstance(doc.get("rewards"), list):
                 raise RewardServerError(f"{self.url}: the answer must be {{\"rewards\": [...]}}, got {str(doc)[:200]}")
             return doc["rewards"]

@@ -110,6 +110,10 @@ def _load_model(path: Path, spec: ModelSpec) -> torch.nn.Module:
 
     model = load_model(path, adapter=spec.adapter, dtype=_dtype(spec), trust_remote_code=spec.trust_remote_code,
                        load_in_4bit=spec.load_in_4bit)
+    if spec.gradient_checkpointing:
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise ValueError(f"model.gradient_checkpointing: {type(model).__name__} does not support gradient checkpointing")
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model if spec.load_in_4bit else model.to(resolve_device(spec))
 
 

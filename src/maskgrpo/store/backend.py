@@ -14,7 +14,7 @@ from typing import Protocol
 
 from maskgrpo.core.registry import LazyRegistry
 
-from .errors import StoreError
+from .errors import StoreError, TooLargeError
 
 CHUNK = 1 << 20
 
@@ -24,14 +24,16 @@ class Backend(Protocol):
 
     def url(self, key: str) -> str: ...
     def check_reachable(self) -> None: ...
-    def get(self, key: str) -> bytes | None: ...                       # None if missing
+    # max_bytes: refuse (TooLargeError, read no further) an object larger than that
+    def get(self, key: str, max_bytes: int | None = None) -> bytes | None: ...  # None if missing
     def get_many(self, keys: list[str]) -> dict[str, bytes | None]: ...
     def get_versioned(self, key: str) -> tuple[bytes, str] | None: ...  # (data, CAS token)
     def put(self, key: str, data: bytes) -> None: ...                  # atomic overwrite
     def put_create(self, key: str, data: bytes) -> bool: ...           # False if it exists
     def put_cas(self, key: str, data: bytes, token: str | None) -> bool: ...  # None: create-only
     def put_files(self, items: list[tuple[str, Path]]) -> list[tuple[int, str]]: ...
-    def get_file(self, key: str, local_path: Path) -> tuple[int, str] | None: ...
+    def get_file(self, key: str, local_path: Path,
+                 max_bytes: int | None = None) -> tuple[int, str] | None: ...
     def find(self, prefix: str) -> dict[str, int]: ...                 # key -> size, recursive
     def delete_prefix(self, prefix: str) -> None: ...
 
@@ -66,12 +68,29 @@ def hash_file(path: str | os.PathLike) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def copy_hashing(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[int, str]:
-    """Copy ``src`` to ``dst`` (created or truncated) and hash it in the same pass."""
+def copy_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
+                 what: str = "") -> tuple[int, str]:
+    """Copy ``src`` (a path or a binary file object) to ``dst`` (created or truncated) and hash it
+    in the same pass; TooLargeError naming ``what`` as soon as more than ``max_bytes`` arrive."""
     h, size = hashlib.sha256(), 0
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        while chunk := fin.read(CHUNK):
-            h.update(chunk)
-            fout.write(chunk)
-            size += len(chunk)
+    fin = open(src, "rb") if isinstance(src, (str, os.PathLike)) else src
+    try:
+        with open(dst, "wb") as fout:
+            while chunk := fin.read(CHUNK):
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise TooLargeError(f"{what or src} has more than {max_bytes} bytes: refused")
+                h.update(chunk)
+                fout.write(chunk)
+    finally:
+        if fin is not src:
+            fin.close()
     return size, h.hexdigest()
+
+
+def read_capped(f, max_bytes: int | None, what: str) -> bytes:
+    """All of binary file ``f``, or TooLargeError after reading at most ``max_bytes + 1`` bytes."""
+    data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise TooLargeError(f"{what} has more than {max_bytes} bytes: refused")
+    return data

@@ -11,7 +11,7 @@ from .backend import Backend
 from .dircache import sync_dir
 from .errors import CorruptOutputError, StoreError
 from .layout import MANIFEST_NAME, attempt_prefix, pointer_key
-from .manifest import InvalidDocument, parse_manifest, parse_pointer, sha256_hex
+from .manifest import MAX_DOCUMENT, InvalidDocument, parse_manifest, parse_pointer, sha256_hex
 
 if TYPE_CHECKING:
     import torch
@@ -53,7 +53,8 @@ class Committed:
 
     def get_bytes(self, name: str) -> bytes:
         entry = self._entry(name)
-        data = self._backend.get(f"{self._prefix}/{name}")
+        # read at most the manifest's size (+1): a swapped-in huge object is refused unread
+        data = self._backend.get(f"{self._prefix}/{name}", max_bytes=entry["size"])
         if data is None:
             raise CorruptOutputError(f"{self.url(name)} is listed in its manifest but missing")
         if len(data) != entry["size"]:
@@ -69,8 +70,11 @@ class Committed:
         data = self.get_bytes(name)
         try:
             return decode(data)
-        except (ValueError, UnicodeDecodeError, RuntimeError) as e:
-            raise StoreError(f"{self.url(name)} is not valid {what}: {e}") from None
+        except MemoryError:
+            raise StoreError(f"{self.url(name)} is too large to decode as {what}") from None
+        except Exception as e:  # noqa: BLE001 (SafetensorError, RecursionError, JSON errors, ...)
+            raise StoreError(f"{self.url(name)} is not valid {what}: {type(e).__name__}: "
+                             f"{str(e)[:200]}") from None
 
     def get_json(self, name: str):
         return self._decode(name, json.loads, "JSON")
@@ -94,7 +98,8 @@ class Committed:
         wanted = {k[len(head):]: v for k, v in self.manifest["files"].items() if k.startswith(head)}
         return sync_dir(
             wanted, Path(local_dir),
-            fetch=lambda rel, tmp: self._backend.get_file(f"{self._prefix}/{head}{rel}", tmp),
+            fetch=lambda rel, tmp: self._backend.get_file(f"{self._prefix}/{head}{rel}", tmp,
+                                                          max_bytes=wanted[rel]["size"]),
             url=lambda rel: self.url(head + rel))
 
 
@@ -107,7 +112,7 @@ def load_committed(backend: Backend, run_id: str, stage: str, round: int | None,
     except InvalidDocument as e:
         raise CorruptOutputError(f"bad pointer {purl}: {e}") from None
     key = f"{attempt_prefix(run_id, stage, round, pointer['attempt_id'])}/{MANIFEST_NAME}"
-    data = backend.get(key)
+    data = backend.get(key, max_bytes=MAX_DOCUMENT)
     if data is None:
         raise CorruptOutputError(f"{backend.url(key)} is missing, but {purl} names it")
     if sha256_hex(data) != pointer["manifest_sha256"]:

@@ -6,7 +6,9 @@ relative path -> sha256, size and mtime.  A file whose index entry names the wan
 whose size and mtime are unchanged is trusted without re-reading it; anything else is fetched
 to a temp file beside it, verified (size + sha256) and renamed into place.  Files this module
 wrote earlier that the new manifest lacks are removed (stale checkpoint shards); files it did
-not write are left alone.
+not write are left alone. Every relative path, in the index and in the manifest, must be a
+valid store name (`layout.check_name`: no '..', no absolute path) that resolves inside the local
+folder: a forged index entry ``../../x`` is dropped, never deleted.
 """
 
 from __future__ import annotations
@@ -19,16 +21,29 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import CorruptOutputError, StoreError
+from .layout import check_name
 
 INDEX_NAME = ".maskgrpo-files.json"
+
+
+def _inside(local: Path, rel: str) -> bool:
+    """``rel`` is a store name whose path stays inside ``local`` (no symlink out of it either)."""
+    try:
+        check_name(rel)
+    except ValueError:
+        return False
+    root = os.path.realpath(local)
+    return os.path.realpath(local / rel).startswith(root + os.sep)
 
 
 def _load_index(local: Path) -> dict:
     try:
         index = json.loads((local / INDEX_NAME).read_text())
-        return index if isinstance(index, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
+    if not isinstance(index, dict):
+        return {}
+    return {rel: rec for rel, rec in index.items() if isinstance(rec, dict) and _inside(local, rel)}
 
 
 def _fresh(target: Path, rec: dict | None, entry: dict) -> bool:
@@ -50,6 +65,9 @@ def sync_dir(wanted: dict[str, dict], local: Path,
     ``url(rel)`` names the stored file in errors.
     """
     local.mkdir(parents=True, exist_ok=True)
+    bad = next((rel for rel in wanted if not _inside(local, rel)), None)
+    if bad is not None:
+        raise CorruptOutputError(f"{url(bad)}: the manifest names a path outside {local}: refused")
     index = _load_index(local)
     for rel in set(index) - set(wanted):
         (local / rel).unlink(missing_ok=True)

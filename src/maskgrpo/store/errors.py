@@ -15,6 +15,10 @@ class CorruptOutputError(StoreError):
     """A committed output does not match its manifest (size, sha256, missing file, bad manifest)."""
 
 
+class TooLargeError(CorruptOutputError):
+    """An object is larger than it may be (its manifest's size, a document limit): not read."""
+
+
 class StoreUnreachableError(StoreError):
     """The store cannot be used at all: endpoint down, DNS, refused connection, bad credentials,
     missing bucket, or an unwritable local root."""

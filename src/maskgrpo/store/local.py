@@ -9,6 +9,9 @@ writes nor an atomic compare-and-swap, so this backend uses the os module direct
   they always see a whole old or a whole new file.  flock works across threads and processes on
   one host; it is not reliable on NFS, so share a file:// store between machines at your peril.
 Hidden names (starting with '.') are temp/lock files and are not listed.
+Symlinks are never followed out of the root: every key must resolve (``os.path.realpath``)
+inside it, and reads open the final name with ``O_NOFOLLOW`` (a key with '..', '.' or empty
+segments is refused outright).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from .backend import copy_hashing
+from .backend import copy_hashing, read_capped
 from .errors import StoreError, StoreUnreachableError
 from .manifest import sha256_hex
 
@@ -29,6 +32,7 @@ class LocalBackend:
     def __init__(self, root: Path):
         self.root = root
         self.uri = "file://" + root.as_posix()
+        self._real_root = os.path.realpath(root)
 
     @classmethod
     def from_uri(cls, uri: str) -> "LocalBackend":
@@ -41,7 +45,26 @@ class LocalBackend:
         return f"{self.uri}/{key}" if key else self.uri
 
     def _path(self, key: str) -> Path:
-        return self.root / key if key else self.root
+        if not key:
+            return self.root
+        if key.startswith("/") or any(seg in ("", ".", "..") for seg in key.split("/")):
+            raise StoreError(f"invalid key {key!r} under {self.uri}: empty, '.' or '..' segments")
+        path = self.root / key
+        real = os.path.realpath(path)
+        if real != self._real_root and not real.startswith(self._real_root + os.sep):
+            raise StoreError(f"{self.url(key)} resolves outside the store root (a symlink to "
+                             f"{real}): refused")
+        return path
+
+    def _open_read(self, key: str):
+        """The key's file opened for reading without following a final symlink."""
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StoreError(f"{self.url(key)} is a symlink: refused") from None
+            raise
+        return os.fdopen(fd, "rb")
 
     def check_reachable(self) -> None:
         try:
@@ -53,9 +76,10 @@ class LocalBackend:
             raise StoreUnreachableError(f"store root {self.uri} is not writable")
 
     # -- reads ---------------------------------------------------------------------------------
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, max_bytes: int | None = None) -> bytes | None:
         try:
-            return self._path(key).read_bytes()
+            with self._open_read(key) as f:
+                return read_capped(f, max_bytes, self.url(key))
         except FileNotFoundError:
             return None
         except IsADirectoryError:
@@ -70,13 +94,15 @@ class LocalBackend:
         data = self.get(key)
         return None if data is None else (data, sha256_hex(data))
 
-    def get_file(self, key: str, local_path: Path) -> tuple[int, str] | None:
+    def get_file(self, key: str, local_path: Path,
+                 max_bytes: int | None = None) -> tuple[int, str] | None:
         try:
-            return copy_hashing(self._path(key), local_path)
+            src = self._open_read(key)
         except FileNotFoundError:
-            if not self._path(key).exists():
-                return None
-            raise
+            return None
+        except IsADirectoryError:
+            raise StoreError(f"{self.url(key)} is a folder, not a file") from None
+        return copy_hashing(src, local_path, max_bytes, self.url(key))
 
     def find(self, prefix: str) -> dict[str, int]:
         base = self._path(prefix)

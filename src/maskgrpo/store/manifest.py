@@ -81,12 +81,16 @@ def _require(doc: Any, key: str, typ: type | tuple, what: str) -> Any:
     return value
 
 
+#: Largest pointer or manifest read (bytes): a manifest of 100k files is ~15 MB.
+MAX_DOCUMENT = 64 << 20
+
+
 def parse_pointer(data: bytes) -> dict:
     """Parse and validate pointer bytes; raises InvalidDocument."""
     try:
         doc = json.loads(data)
-    except ValueError as e:
-        raise InvalidDocument(f"pointer is not JSON ({e})") from None
+    except (ValueError, RecursionError) as e:
+        raise InvalidDocument(f"pointer is not JSON ({type(e).__name__}: {str(e)[:100]})") from None
     if _require(doc, "format", str, "pointer") != POINTER_FORMAT:
         raise InvalidDocument(f"pointer format {doc['format']!r} is not {POINTER_FORMAT!r}")
     try:
@@ -104,8 +108,8 @@ def parse_manifest(data: bytes, *, run_id: str, stage: str, round: int | None,
     """Parse and validate manifest bytes against where they were found; raises InvalidDocument."""
     try:
         doc = json.loads(data)
-    except ValueError as e:
-        raise InvalidDocument(f"manifest is not JSON ({e})") from None
+    except (ValueError, RecursionError) as e:
+        raise InvalidDocument(f"manifest is not JSON ({type(e).__name__}: {str(e)[:100]})") from None
     if _require(doc, "format", str, "manifest") != MANIFEST_FORMAT:
         raise InvalidDocument(f"manifest format {doc['format']!r} is not {MANIFEST_FORMAT!r}")
     expected = {"run_id": run_id, "stage": stage, "round": round, "attempt_id": attempt_id}

@@ -30,8 +30,8 @@ from botocore.exceptions import (
 )
 from fsspec.asyn import sync
 
-from .backend import hash_file
-from .errors import StoreError, StoreUnreachableError
+from .backend import copy_hashing, hash_file, read_capped
+from .errors import StoreError, StoreUnreachableError, TooLargeError
 
 ENDPOINT_VARS = ("MASKGRPO_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 _PROVIDER_VARS = ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
@@ -170,9 +170,20 @@ class S3Backend:
         with self._errors(key, "read"):
             return sync(self.fs.loop, self._get_object, key)
 
-    def get(self, key: str) -> bytes | None:
-        got = self.get_versioned(key)
-        return None if got is None else got[0]
+    def get(self, key: str, max_bytes: int | None = None) -> bytes | None:
+        if max_bytes is None:
+            got = self.get_versioned(key)
+            return None if got is None else got[0]
+        with self._errors(key, "read"):
+            try:
+                with self.fs.open(self._path(key), "rb") as f:
+                    if f.size is not None and f.size > max_bytes:  # HEAD says so: read nothing
+                        raise TooLargeError(f"{self.url(key)} has more than {max_bytes} bytes: refused")
+                    return read_capped(f, max_bytes, self.url(key))
+            except FileNotFoundError as e:
+                if _error_code(e) == "NoSuchBucket":
+                    raise
+                return None
 
     def get_many(self, keys: list[str]) -> dict[str, bytes | None]:
         async def all_():
@@ -187,10 +198,17 @@ class S3Backend:
             got = sync(self.fs.loop, all_)
         return {k: None if g is None else g[0] for k, g in zip(keys, got)}
 
-    def get_file(self, key: str, local_path: Path) -> tuple[int, str] | None:
+    def get_file(self, key: str, local_path: Path,
+                 max_bytes: int | None = None) -> tuple[int, str] | None:
         with self._errors(key, "download"):
             try:
-                self.fs.get_file(self._path(key), str(local_path))
+                if max_bytes is None:
+                    self.fs.get_file(self._path(key), str(local_path))
+                else:  # streamed: the size is checked while it arrives
+                    with self.fs.open(self._path(key), "rb") as f:
+                        if f.size is not None and f.size > max_bytes:
+                            raise TooLargeError(f"{self.url(key)} has more than {max_bytes} bytes: refused")
+                        return copy_hashing(f, local_path, max_bytes, self.url(key))
             except FileNotFoundError as e:
                 if _error_code(e) == "NoSuchBucket":
                     raise

@@ -14,7 +14,7 @@ from .layout import (
     POINTER_NAME, attempt_created, check_run_id, new_attempt_id, parse_round, pointer_key,
     run_file_key, stage_prefix,
 )
-from .manifest import InvalidDocument, parse_pointer
+from .manifest import MAX_DOCUMENT, InvalidDocument, parse_pointer
 
 
 def open_store(uri: str) -> "Store":
@@ -56,7 +56,7 @@ class Store:
 
     def committed(self, run_id: str, stage: str, round: int | None) -> Committed | None:
         """The committed output (manifest read and validated), or None if never committed."""
-        data = self._b.get(pointer_key(run_id, stage, round))
+        data = self._b.get(pointer_key(run_id, stage, round), max_bytes=MAX_DOCUMENT)
         if data is None:
             return None
         return load_committed(self._b, run_id, stage, round, data)
