@@ -12,11 +12,11 @@ $(BIN)/python:
 
 # Runtime install: the package with the local runner and S3 support.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[s3,local]'
+	$(BIN)/pip install -q -e '.[s3,local,tracking]'
 	touch $@
 
 $(STAMP)-dev: pyproject.toml | $(BIN)/python
-	DS_BUILD_OPS=0 $(BIN)/pip install -q -e '.[s3,local,cluster,train,dev]'
+	DS_BUILD_OPS=0 $(BIN)/pip install -q -e '.[s3,local,cluster,train,tracking,dev]'
 	touch $@
 
 install: $(STAMP)

@@ -45,22 +45,32 @@ ESTIMATORS = ["d1", "random", "unigrpo", "maskgrpo", "coupled", "spg", "wd1", "e
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t_{0.975, df}
 
 
-def run_once(pipeline: Path, estimator: str, seed: int, store_dir: str, extra: list[str]) -> dict:
-    run = load_run_spec(pipeline, [f"rl.estimator={estimator}", f"seed={seed}", *extra])
+def run_stages(pipeline: Path, overrides: list[str], run_id: str, store_dir: str) -> tuple[dict, float]:
+    """Every stage of the pipeline in-process: ({stage call name: result}, wall seconds)."""
+    run = load_run_spec(pipeline, overrides)
     store = open_store(store_dir)
-    run_id = f"s{seed}"  # shared by the seed's estimators: SFT and the baseline run once
     start = time.perf_counter()
     results = {call.name: get_stage(call.kind)(call.spec, store) for call in build_plan(run, run_id, store.uri, 1)}
-    wall = time.perf_counter() - start
-    evals = sorted((int(name.split("_")[1]), r) for name, r in results.items() if name.startswith("evaluate_"))
+    return results, time.perf_counter() - start
+
+
+def evaluations(results: dict) -> list:
+    """The evaluate results in round order (the first is the SFT baseline)."""
+    return [r for _, r in sorted((int(name.split("_")[1]), r) for name, r in results.items() if name.startswith("evaluate_"))]
+
+
+def run_once(pipeline: Path, estimator: str, seed: int, store_dir: str, extra: list[str]) -> dict:
+    # one run id per seed, shared by its estimators: the SFT and the baseline run once
+    results, wall = run_stages(pipeline, [f"rl.estimator={estimator}", f"seed={seed}", *extra], f"s{seed}", store_dir)
+    evals = evaluations(results)
     updates = [r for name, r in results.items() if name.startswith("update_")]
     rollouts = [r for name, r in results.items() if name.startswith("rollout_")]
     update_seconds = sum(r.wall_seconds for r in updates)
     return {
         "estimator": estimator, "seed": seed,
-        "baseline_accuracy": evals[0][1].accuracy, "final_accuracy": evals[-1][1].accuracy,
-        "final_reward_mean": evals[-1][1].reward_mean,
-        "gain": evals[-1][1].accuracy - evals[0][1].accuracy,
+        "baseline_accuracy": evals[0].accuracy, "final_accuracy": evals[-1].accuracy,
+        "final_reward_mean": evals[-1].reward_mean,
+        "gain": evals[-1].accuracy - evals[0].accuracy,
         "update_forwards_per_completion": statistics.fmean(r.forwards_per_completion for r in updates),
         "logprob_forwards_per_completion": statistics.fmean(r.logprob_forwards_per_completion for r in rollouts),
         "update_seconds": update_seconds, "rl_wall_seconds": sum(r.wall_seconds for r in updates + rollouts),
@@ -80,23 +90,21 @@ def paired_difference(rows: list[dict], name: str, baseline: str = "maskgrpo") -
     return {"mean": mean, "ci95": [mean - half, mean + half], "seeds": len(diffs)}
 
 
-def aggregate(rows: list[dict]) -> dict:
+def aggregate(rows: list[dict], key: str = "estimator") -> dict:
+    """Per value of ``key``: the mean of every numeric column, the spread of the accuracy and gain,
+    and (per estimator) the paired difference to maskgrpo."""
     out = {}
-    for name in dict.fromkeys(r["estimator"] for r in rows):
-        mine = [r for r in rows if r["estimator"] == name]
-        finals, gains = [r["final_accuracy"] for r in mine], [r["gain"] for r in mine]
-        out[name] = {
-            "final_accuracy_mean": statistics.fmean(finals),
-            "final_accuracy_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
-            "gain_mean": statistics.fmean(gains),
-            "gain_std": statistics.stdev(gains) if len(gains) > 1 else 0.0,
-            "update_forwards_per_completion": statistics.fmean(r["update_forwards_per_completion"] for r in mine),
-            "logprob_forwards_per_completion": statistics.fmean(r["logprob_forwards_per_completion"] for r in mine),
-            "update_seconds_mean": statistics.fmean(r["update_seconds"] for r in mine),
-            "rl_wall_seconds_mean": statistics.fmean(r["rl_wall_seconds"] for r in mine),
-            "wall_seconds_mean": statistics.fmean(r["wall_seconds"] for r in mine),
-            "difference_to_maskgrpo": paired_difference(rows, name),
-        }
+    for name in dict.fromkeys(r[key] for r in rows):
+        mine = [r for r in rows if r[key] == name]
+        entry = {}
+        for column in (c for c in mine[0] if c not in (key, "seed")):
+            values = [r[column] for r in mine]
+            entry[f"{column}_mean"] = statistics.fmean(values)
+            if column in ("final_accuracy", "gain"):
+                entry[f"{column}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        if key == "estimator":
+            entry["difference_to_maskgrpo"] = paired_difference(rows, name)
+        out[name] = entry
     return out
 
 

@@ -73,7 +73,7 @@ def sft_train(model: TinyMDM, data: TextData, steps: int, *, batch: int = 64, lr
         idx = torch.randint(0, len(data.prompt_ids), (batch,), generator=g)
         x = torch.cat([data.prompt_ids[idx], data.completion_ids[idx]], dim=1)  # (b, P + L_o)
         noise = text_noise(x, positions, mask_id, 1e-3, g)  # core/sft.py: the stages' objective
-        logits = model(noise.inputs).logits[:, prompt_len:]  # (b, L_o, V)
+        logits = model(noise.inputs, logits_positions=positions.expand(batch, -1)).logits  # (b, L_o, V), head there only
         loss = sft_loss_share(logits, x[:, prompt_len:], noise, torch.arange(batch))
         optimizer.zero_grad()
         loss.backward()
@@ -83,18 +83,40 @@ def sft_train(model: TinyMDM, data: TextData, steps: int, *, batch: int = 64, lr
     return losses
 
 
+def forward_flops(config: TinyMDMConfig, queries: int, keys: int, heads: int) -> int:
+    """Matmul FLOPs of one row's forward through a TinyMDM-shaped model: per layer and query token
+    2 (4 h^2 + 2 m h) (QKV, output projection, MLP of width m) plus 4 keys h (scores and weighted
+    values); the LM head 2 h V per position that gets logits. Norms, rotary, softmax: ignored."""
+    h, m = config.hidden_size, int(config.mlp_ratio * config.hidden_size)
+    layer = queries * (8 * h * h + 4 * m * h) + 4 * queries * keys * h
+    return config.num_layers * layer + heads * 2 * h * config.vocab_size
+
+
 class CountingLogitsFn:
-    """The ``LogitsFn`` over a TinyMDM that counts model evaluations (one per row per call)."""
+    """The ``LogitsFn`` over a TinyMDM that counts model evaluations (one per row per call) and
+    their FLOPs; ``cached_logits`` is the counting ``CachedLogitsFn`` (core/kv_cache.py)."""
 
     def __init__(self, model: TinyMDM):
         self.model = model
         self.row_forwards = 0
         self.calls = 0
+        self.flops = 0
+
+    def _count(self, input_ids: torch.Tensor, queries: int, heads: int) -> None:
+        rows, length = input_ids.shape
+        self.calls += 1
+        self.row_forwards += rows
+        self.flops += rows * forward_flops(self.model.config, queries, length, heads)
 
     def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
-        self.calls += 1
-        self.row_forwards += input_ids.shape[0]
+        length = input_ids.shape[1]
+        self._count(input_ids, length, length if positions is None else positions.shape[1])
         return self.model(input_ids, logits_positions=positions).logits
+
+    def cached_logits(self, input_ids, positions, cache, window):
+        start, end = window or (0, input_ids.shape[1])
+        self._count(input_ids, end - start, positions.shape[1])
+        return self.model.forward_cached(input_ids, logits_positions=positions, cache=cache, window=window)
 
 
 def synchronize(device: torch.device) -> None:
@@ -102,10 +124,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def best_time(fn, repeats: int, device: torch.device) -> tuple[float, object]:
-    """Minimum wall time of ``repeats`` calls (after one warm-up) and the last result."""
-    result = fn()
-    synchronize(device)
+def best_time(fn, repeats: int, device: torch.device, warmup: bool = True) -> tuple[float, object]:
+    """Minimum wall time of ``repeats`` calls (after one warm-up unless ``warmup`` is False) and the last result."""
+    if warmup:
+        fn()
+        synchronize(device)
+    result = None
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

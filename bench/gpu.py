@@ -11,6 +11,10 @@
    completion positions in float32), LoRA r 128 on all linear layers with AdamW: rows 1/2/6, with
    and without gradient checkpointing, and a 4-bit base when bitsandbytes is installed
    (docs/real-models.md, section 5, has the estimate these measure).
+5. the text sampler's block KV cache (``cache`` none / prefix / dual) against the reference sampler
+   (full logits, no cache) on a TinyMDM with LLaDA-8B's forward FLOPs (4096 wide, 32 layers, 32
+   heads, GELU MLP 18432 = the FLOPs of LLaDA's SwiGLU 12288, vocab 126464), bf16 random weights:
+   tokens/s, forwards and FLOPs per completion, ratios to the reference in the same run.
 Without CUDA it exits 0 writing {"skipped": "no CUDA device"}. Not run in CI (no GPU there).
 """
 
@@ -164,6 +168,59 @@ def llada_8b_memory(prompt: int = 256, gen: int = 256) -> dict:
     return {"prompt": prompt, "completion": gen, "lora_r": 128, **results}
 
 
+def llada_8b_sampler_cache(batch: int = 4, prompt: int = 256, gen: int = 256, block: int = 32, steps: int = 64,
+                           device: str = "cuda", dtype: torch.dtype = torch.bfloat16, **shape) -> dict:
+    """Item 5 of the module docstring; ``shape`` overrides the TinyMDMConfig (a CPU smoke test uses a small one)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import CountingLogitsFn
+
+    from maskgrpo.core.text_sampler import sample_text
+    from maskgrpo.models.tiny import TinyMDM, TinyMDMConfig
+
+    config = TinyMDMConfig(**{"vocab_size": 126464, "hidden_size": 4096, "num_layers": 32, "num_heads": 32,
+                              "mlp_ratio": 4.5, "mask_token_id": 126336, "eos_token_id": 126081,
+                              "pad_token_id": 126081, **shape})
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = TinyMDM(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    prompts = torch.randint(0, min(config.vocab_size, 126000), (batch, prompt),
+                            generator=torch.Generator().manual_seed(0)).to(device)
+    variants = {"reference": dict(head_only=False), "head_only": {}, "prefix": dict(cache="prefix"),
+                "dual": dict(cache="dual"), "dual+threshold": dict(cache="dual", threshold=0.9)}
+    out = {}
+    for name, options in variants.items():
+        counter = CountingLogitsFn(model)
+        run = lambda: sample_text(counter, prompts, gen_length=gen, steps=steps, block_length=block,  # noqa: E731
+                                  mask_id=config.mask_token_id, eos_id=config.eos_token_id,
+                                  cached_logits_fn=counter.cached_logits, **options)
+        with torch.no_grad():
+            run()  # warm-up
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            tokens = run().tokens
+            if device == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+        out[name] = {"tokens_per_s": tokens.numel() / seconds, "seconds": seconds,
+                     "forwards_per_completion": counter.row_forwards / (2 * batch),
+                     "gflops_per_completion": counter.flops / (2 * batch) / 1e9,
+                     "same_tokens_as_reference": float((tokens == out["reference"]["tokens"]).float().mean())
+                     if out else 1.0, "tokens": tokens}
+    for entry in out.values():
+        entry.pop("tokens", None)
+    reference = out["reference"]
+    for entry in out.values():
+        entry["speedup_vs_reference"] = reference["seconds"] / entry["seconds"]
+        entry["flop_ratio_vs_reference"] = reference["gflops_per_completion"] / entry["gflops_per_completion"]
+    return {"batch": batch, "prompt": prompt, "gen_length": gen, "block_length": block, "steps": steps,
+            "variants": out}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/results/gpu.json")
@@ -183,6 +240,8 @@ def main() -> int:
     result["llada_8b_shape"] = llada_8b_throughput()
     torch.cuda.empty_cache()
     result["llada_8b_native_memory"] = llada_8b_memory()
+    torch.cuda.empty_cache()
+    result["llada_8b_sampler_cache"] = llada_8b_sampler_cache()
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0 if result["zero2_nccl"]["returncode"] == 0 else 1

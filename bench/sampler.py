@@ -1,23 +1,37 @@
-"""Sampler benchmark: what the rollout sampler's options buy on the tiny model (docs/algorithm.md §2.1, §8).
+"""Sampler benchmark: what the rollout sampler's options buy, against the reference sampler and the
+FLOP floor (docs/algorithm.md §2.1, §8; issues 18 and 21).
 
-Measures, on the same prompts in the same run, tokens/s and model forwards per completion for:
-1. ``plain``: LLaDA's sampler with full logits (``head_only=False``): the baseline. Its forwards
-   per completion equal ``steps`` exactly (the floor every other variant is compared to); the
-   script counts them with a counting ``LogitsFn`` and fails if they differ.
-2. ``head_only``: the LM head only at the current block's positions (identical tokens).
-3. ``threshold``: confidence-threshold parallel decoding (threshold 0.9, at least one token a step).
-4. ``early_exit``: stop a row once a decoded block is all EOS.
-5. ``threshold+early_exit``: both.
-Each is reported as ratios against ``plain``: speedup (plain time / time), forwards ratio, exact-match
-accuracy and the fraction of tokens equal to the plain sampler's.
+Measures, on the same prompts with the same policy in the same run, for each variant: tokens/s,
+model forwards per completion, forward FLOPs per completion (counted at every model call from the
+call's shape: queries, keys and LM-head positions, bench/common.py ``forward_flops``), and the
+ratios to the reference sampler (speedup in tokens/s, FLOP ratio, and how much of the FLOP ratio
+the speedup achieves), plus exact-match accuracy and the fraction of tokens equal to the
+reference's. Variants:
 
-The policy is a tiny model SFT-trained for ``--sft-steps`` on the toy sort task (so it is confident,
-which is what threshold decoding exploits), or a checkpoint given with ``--checkpoint`` (a
-save_pretrained folder of a TinyMDM, with ``tokenizer.json`` beside it if it has one).
+1. ``reference``: LLaDA's sampler: a full forward with full logits at every step (``head_only``
+   off, no cache). Its forwards per completion equal ``steps`` exactly (counted; the script fails
+   otherwise).
+2. ``head_only``: the LM head only at the block's masked positions (identical tokens).
+3. ``threshold`` (0.9): each step commits max(quota, positions above the threshold).
+4. ``early_exit``, ``threshold+early_exit``.
+5. ``prefix``, ``dual``: the block KV cache (core/kv_cache.py); ``dual+threshold``,
+   ``dual+threshold+early_exit``.
 
-Run:  .venv/bin/python bench/sampler.py            (about a minute on 2 CPU cores)
+Shapes (``--shape``; each flag below overrides the shape's value):
+- ``toy``: TinyMDM 2 x 128, the tokenizer's vocabulary, sort (16-token completion), block 4, 16 steps.
+- ``low-confidence``: 2 x 256, vocab 8192, 64-token completion, block 16, 32 steps, a short SFT:
+  the less confident policy of issue 21.
+- ``llada-small``: LLaDA-shaped small model, 4 x 512, vocab 32000, 128-token completion, block 32,
+  64 steps.
+- ``large``: 8 x 1024, vocab 32000, 256-token completion, block 32, 128 steps (slow on a CPU).
+The policy is SFT-trained on the toy sort task (digits, then EOS up to the completion length) for
+the shape's SFT steps, or loaded with ``--checkpoint`` (a save_pretrained TinyMDM folder,
+``--save-policy`` writes one).
+
+Run:  .venv/bin/python bench/sampler.py --shape toy      (about a minute on 2 idle CPU cores)
+      .venv/bin/python bench/sampler.py --shape llada-small
       .venv/bin/python bench/sampler.py --device cuda --batch 256
-Writes bench/results/sampler.json and prints it.
+Writes bench/results/sampler-<shape>.json and prints it.
 """
 
 from __future__ import annotations
@@ -35,48 +49,68 @@ from common import CountingLogitsFn, best_time, environment, new_model, sft_trai
 from maskgrpo.core.text_sampler import sample_text  # noqa: E402
 
 VARIANTS = {
-    "plain": dict(head_only=False),
-    "head_only": dict(head_only=True),
-    "threshold": dict(head_only=True, threshold=0.9),
-    "early_exit": dict(head_only=True, early_exit=True),
-    "threshold+early_exit": dict(head_only=True, threshold=0.9, early_exit=True),
+    "reference": dict(head_only=False),
+    "head_only": dict(),
+    "threshold": dict(threshold=0.9),
+    "early_exit": dict(early_exit=True),
+    "threshold+early_exit": dict(threshold=0.9, early_exit=True),
+    "prefix": dict(cache="prefix"),
+    "dual": dict(cache="dual"),
+    "dual+threshold": dict(cache="dual", threshold=0.9),
+    "dual+threshold+early_exit": dict(cache="dual", threshold=0.9, early_exit=True),
+}
+
+SHAPES = {
+    "toy": dict(hidden=128, layers=2, heads=4, vocab_size=0, gen_length=0, block_length=4, steps=16,
+                sft_steps=200, sft_batch=64, prompts=128, batch=64, repeats=5),
+    "low-confidence": dict(hidden=256, layers=2, heads=4, vocab_size=8192, gen_length=64, block_length=16, steps=32,
+                           sft_steps=60, sft_batch=32, prompts=32, batch=32, repeats=2),
+    "llada-small": dict(hidden=512, layers=4, heads=8, vocab_size=32000, gen_length=128, block_length=32, steps=64,
+                        sft_steps=40, sft_batch=8, prompts=8, batch=8, repeats=1),
+    "large": dict(hidden=1024, layers=8, heads=16, vocab_size=32000, gen_length=256, block_length=32, steps=128,
+                  sft_steps=20, sft_batch=4, prompts=4, batch=4, repeats=1),
 }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shape", choices=list(SHAPES), default="toy", help="model shape and sampler settings")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                   help="variants to run (the reference always runs first)")
     p.add_argument("--checkpoint", type=Path, help="save_pretrained folder of a TinyMDM (skips SFT)")
+    p.add_argument("--save-policy", type=Path, help="write the SFT'd policy here (for --checkpoint later)")
     p.add_argument("--task", default="sort", help="toy task for prompts and SFT (maskgrpo.tasks)")
-    p.add_argument("--sft-steps", type=int, default=200, help="SFT steps for the built-in policy")
-    p.add_argument("--hidden", type=int, default=128, help="width of the built-in policy")
-    p.add_argument("--prompts", type=int, default=128, help="eval prompts sampled per variant")
-    p.add_argument("--batch", type=int, default=64, help="rows per sampler call")
-    p.add_argument("--steps", type=int, default=16, help="sampling steps (plain forwards per completion)")
-    p.add_argument("--block-length", type=int, default=4, help="semi-autoregressive block length")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats per variant (best is kept)")
+    for name in SHAPES["toy"]:
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"override the shape's {name}")
+    p.add_argument("--warmup", type=int, default=1, help="untimed passes per variant before the timed ones")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (0: torch's default; 1 is fastest for the tiny model on CPU)")
-    p.add_argument("--vocab-size", type=int, default=0,
-                   help="vocabulary of the built-in policy (0: the tokenizer's); a large one (e.g. 8192) shows "
-                        "what head-only logits save when the LM head dominates, as with LLaDA's 126k vocabulary")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="output JSON (default bench/results/sampler.json)")
-    return p.parse_args(argv)
+    p.add_argument("--out", type=Path, help="output JSON (default bench/results/sampler-<shape>.json)")
+    args = p.parse_args(argv)
+    for name, value in SHAPES[args.shape].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
 
 
 def load_policy(args: argparse.Namespace, tokenizer, data):
     if args.checkpoint is not None:
         from transformers import AutoModelForMaskedLM
 
-        model = AutoModelForMaskedLM.from_pretrained(args.checkpoint)
-        return model, {"checkpoint": str(args.checkpoint)}
+        import maskgrpo.models.tiny  # noqa: F401  (registers the tiny model with the Auto classes)
+
+        return AutoModelForMaskedLM.from_pretrained(args.checkpoint), {"checkpoint": str(args.checkpoint)}
     vocab = args.vocab_size or (tokenizer.vocab_size if tokenizer is not None else 16)
-    model = new_model(vocab, hidden=args.hidden, seed=args.seed)
+    model = new_model(vocab, hidden=args.hidden, layers=args.layers, heads=args.heads, seed=args.seed)
     start = time.perf_counter()
-    losses = sft_train(model, data, args.sft_steps, seed=args.seed)
+    losses = sft_train(model, data, args.sft_steps, batch=args.sft_batch, seed=args.seed)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
-    return model, {"sft_steps": args.sft_steps, "sft_seconds": round(time.perf_counter() - start, 2),
+    if args.save_policy is not None:
+        model.save_pretrained(args.save_policy)
+    return model, {"sft_steps": args.sft_steps, "sft_batch": args.sft_batch,
+                   "sft_seconds": round(time.perf_counter() - start, 2),
                    "sft_loss_first10": round(first, 4), "sft_loss_last10": round(last, 4)}
 
 
@@ -88,13 +122,16 @@ def run_variant(model, prompts: torch.Tensor, args, options: dict, gen_length: i
         for start in range(0, len(prompts), args.batch):
             out.append(sample_text(counter, prompts[start:start + args.batch], gen_length=gen_length,
                                    steps=args.steps, block_length=args.block_length, mask_id=mask_id,
-                                   eos_id=eos_id, **options).tokens)
+                                   eos_id=eos_id, cached_logits_fn=counter.cached_logits, **options).tokens)
         return torch.cat(out)
 
     with torch.no_grad():
-        seconds, tokens = best_time(sample_all, args.repeats, prompts.device)
-    runs = args.repeats + 1  # warm-up + timed repeats, all counted
-    return seconds, tokens.cpu(), counter.row_forwards / runs / len(prompts), counter.calls / runs
+        for _ in range(args.warmup):
+            sample_all()
+        seconds, tokens = best_time(sample_all, args.repeats, prompts.device, warmup=False)
+    runs = args.warmup + args.repeats  # every pass is counted
+    per_completion = runs * len(prompts)
+    return seconds, tokens.cpu(), counter.row_forwards / per_completion, counter.flops / per_completion, counter.calls / runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,50 +139,59 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    tokenizer, train = toy_text_data(4096, "train", args.seed, args.task)
+    completion = args.gen_length or None
+    tokenizer, train = toy_text_data(4096, "train", args.seed, args.task, completion)
     if args.checkpoint is not None and (args.checkpoint / "tokenizer.json").exists():
         from maskgrpo.tasks import CharTokenizer
 
         tokenizer = CharTokenizer.load(args.checkpoint)
-    _, evaluation = toy_text_data(args.prompts, "eval", args.seed + 1, args.task)
+    _, evaluation = toy_text_data(args.prompts, "eval", args.seed + 1, args.task, completion)
     model, policy = load_policy(args, tokenizer, train)
     model = model.to(device).eval()
     mask_id, eos_id = model.config.mask_token_id, model.config.eos_token_id
     gen_length = evaluation.completion_ids.shape[1]
     prompts = evaluation.prompt_ids.to(device)
 
-    results, plain_tokens = {}, None
-    for name, options in VARIANTS.items():
-        seconds, tokens, forwards, calls = run_variant(model, prompts, args, options, gen_length, mask_id, eos_id)
-        text = [tokenizer.decode(row) for row in tokens] if tokenizer is not None else None
-        accuracy = (sum(t == a for t, a in zip(text, evaluation.answers)) / len(text)) if text else None
-        reference = evaluation.completion_ids
-        token_accuracy = float((tokens == reference).float().mean())  # per position, EOS tail included
-        if plain_tokens is None:
-            plain_tokens = tokens
+    results, reference_tokens = {}, None
+    for name in ["reference", *(v for v in args.variants if v != "reference")]:
+        options = VARIANTS[name]
+        seconds, tokens, forwards, flops, calls = run_variant(model, prompts, args, options, gen_length, mask_id, eos_id)
+        accuracy = None
+        if tokenizer is not None:  # a token outside the tokenizer (a random or barely trained policy) is wrong
+            text = [tokenizer.decode(row) if int(row.max()) < tokenizer.vocab_size else None for row in tokens]
+            accuracy = sum(t == a for t, a in zip(text, evaluation.answers)) / len(text)
+        token_accuracy = float((tokens == evaluation.completion_ids).float().mean())  # per position, EOS tail included
+        if reference_tokens is None:
+            reference_tokens = tokens
         results[name] = {
             "options": options,
             "seconds": round(seconds, 4),
             "tokens_per_s": round(tokens.numel() / seconds, 1),
             "forwards_per_completion": round(forwards, 3),
+            "gflops_per_completion": round(flops / 1e9, 3),
             "sampler_calls_per_pass": calls,
             "exact_match": accuracy,
             "token_accuracy": round(token_accuracy, 4),
-            "same_tokens_as_plain": round(float((tokens == plain_tokens).float().mean()), 4),
+            "same_tokens_as_reference": round(float((tokens == reference_tokens).float().mean()), 4),
         }
-    plain = results["plain"]
-    if plain["forwards_per_completion"] != args.steps:
-        raise SystemExit(f"plain sampler took {plain['forwards_per_completion']} forwards per completion, "
+        print(name, results[name], flush=True)
+    reference = results["reference"]
+    if reference["forwards_per_completion"] != args.steps:
+        raise SystemExit(f"reference sampler took {reference['forwards_per_completion']} forwards per completion, "
                          f"expected exactly steps={args.steps}")
     for entry in results.values():
-        entry["speedup_vs_plain"] = round(plain["seconds"] / entry["seconds"], 3)
-        entry["forwards_ratio_vs_plain"] = round(entry["forwards_per_completion"] / plain["forwards_per_completion"], 3)
-    write_result("sampler", {
-        "benchmark": "text sampler options vs the plain full-logits sampler",
-        "floor": f"plain sampler: forwards per completion = steps = {args.steps} (counted)",
-        "setup": {"task": args.task, "prompts": evaluation.source, "n_prompts": len(prompts), "batch": args.batch,
-                  "gen_length": gen_length, "steps": args.steps, "block_length": args.block_length,
-                  "repeats": args.repeats, "hidden": model.config.hidden_size,
+        entry["speedup_vs_reference"] = round(reference["seconds"] / entry["seconds"], 3)
+        entry["forwards_ratio_vs_reference"] = round(entry["forwards_per_completion"] / args.steps, 3)
+        entry["flop_ratio_vs_reference"] = round(reference["gflops_per_completion"] / entry["gflops_per_completion"], 3)
+        entry["speedup_of_flop_ratio"] = round(entry["speedup_vs_reference"] / entry["flop_ratio_vs_reference"], 3)
+    write_result(f"sampler-{args.shape}", {
+        "benchmark": "text sampler options and the block KV cache vs the reference sampler",
+        "floor": f"reference sampler: forwards per completion = steps = {args.steps} (counted); "
+                 "FLOPs counted per call from its shape (bench/common.py forward_flops)",
+        "setup": {"shape": args.shape, "task": args.task, "prompts": evaluation.source, "n_prompts": len(prompts),
+                  "batch": args.batch, "prompt_length": prompts.shape[1], "gen_length": gen_length,
+                  "steps": args.steps, "block_length": args.block_length, "repeats": args.repeats,
+                  "warmup": args.warmup, "hidden": model.config.hidden_size, "layers": model.config.num_layers,
                   "vocab_size": model.config.vocab_size, **policy},
         "environment": environment(device),
         "results": results,

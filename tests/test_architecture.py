@@ -59,6 +59,7 @@ LATERAL = {
     ("rewards", "models"): "the CLIP reward's model source goes through models/loading.py (store URIs)",
     ("rewards", "tasks"): "the toy GenEval detector reads the grids and metadata of tasks/geneval.py",
     ("specs", "rewards"): "reward params are checked against the reward's signature at validation",
+    ("specs", "tasks"): "task names and params are checked against the task's constructor at validation",
     ("specs", "store"): "the run-id grammar is the store's (store/layout.py RUN_ID_PATTERN)",
 }
 ALLOWED = {pkg: deps | {b for a, b in LATERAL if a == pkg} for pkg, deps in LAYERS.items()}

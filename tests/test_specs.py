@@ -190,11 +190,27 @@ def test_set_nested_and_yaml_typed(doc):
     assert load_run_spec(doc, ["seed=  5"]).seed == 5
 
 
+def test_set_addresses_list_items(doc):
+    one = "reward.functions=[{name: sort_dense}]"
+    run = load_run_spec(doc, [one, "reward.functions.0.params.answer_tag=true", "reward.functions.-1.weight=3"])
+    assert run.reward.functions[0].params == {"answer_tag": True} and run.reward.functions[0].weight == 3.0
+    assert load_run_spec(doc, [one, "reward.functions.0={name: sort_exact}"]).reward.functions[0].name == "sort_exact"
+    assert load_run_spec(doc, ["model.lora.r=4", "model.source=/x"]).model.lora.r == 4  # null/absent: a new mapping
+
+
 def test_set_bad_paths(doc):
     with pytest.raises(ValueError, match=r"rl\.nope: Extra inputs are not permitted"):
         load_run_spec(doc, ["rl.nope=1"])
-    with pytest.raises(ValueError, match=r"--set rl.rounds.x: 'rounds' is not a mapping"):
+    with pytest.raises(ValueError, match=r"--set rl.rounds.x: rl.rounds is not a mapping or a list"):
         load_run_spec(doc, ["rl.rounds.x=1"])
+    with pytest.raises(ValueError, match=r"--set reward.functions.5.weight: reward.functions has 1 item\(s\): no index 5"):
+        load_run_spec(doc, ["reward.functions=[{name: sort_dense}]", "reward.functions.5.weight=1"])
+    with pytest.raises(ValueError, match=r"--set reward.functions.first.weight: reward.functions is a list: 'first' is no index"):
+        load_run_spec(doc, ["reward.functions=[{name: sort_dense}]", "reward.functions.first.weight=1"])
+    with pytest.raises(ValueError, match=r"--set rl.rounds: not valid YAML: .* at line 1, column 6"):
+        load_run_spec(doc, ["rl.rounds=[1, 2"])
+    with pytest.raises(ValueError, match=r"--set rl..rounds: empty key"):
+        load_run_spec(doc, ["rl..rounds=1"])
     with pytest.raises(ValueError, match="expected dotted.key=value"):
         load_run_spec(doc, ["rl.rounds"])
     with pytest.raises(ValueError, match=r"rl\.rounds: Input should be a valid integer"):

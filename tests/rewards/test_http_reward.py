@@ -1,11 +1,11 @@
 """rewards/http.py + rewards/server.py on loopback: the JSON protocol, batching, retries, errors."""
 
 import json
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import maskgrpo.rewards.http as http_module
 from maskgrpo.rewards.http import HttpReward, RewardServerError, decode_item, encode_item
 from maskgrpo.rewards.server import make_server
 from maskgrpo.tasks.geneval import grid_to_png, text_to_grid
@@ -32,15 +32,16 @@ def test_item_codec_never_pickles():
         encode_item(object())
 
 
-def test_server_down_fails_after_retries_naming_the_url():
+def test_server_down_fails_after_retries_naming_the_url(monkeypatch):
     probe = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     port = probe.server_address[1]
     probe.server_close()  # nothing listens on this port now
     client = HttpReward(f"http://127.0.0.1:{port}/", retries=2, backoff=0.01, timeout=2)
-    start = time.perf_counter()
+    sleeps: list[float] = []
+    monkeypatch.setattr(http_module.time, "sleep", sleeps.append)
     with pytest.raises(RewardServerError, match=f"127.0.0.1:{port}.*after 3 attempts"):
         client(["p"], ["c"])
-    assert time.perf_counter() - start < 5
+    assert sleeps == [0.01, 0.02]  # exponential backoff between the 3 attempts, nothing more
 
 
 class Flaky(BaseHTTPRequestHandler):

@@ -2,6 +2,7 @@
 against the loopback reference server, secret headers only from the environment, and scoring."""
 
 import json
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -11,8 +12,9 @@ from maskgrpo.rewards import bind_reward, check_reward_params, get_reward
 from maskgrpo.rewards.http import HttpReward
 from maskgrpo.rewards.server import make_server
 from maskgrpo.specs import RewardFunctionSpec, RewardSpec, TaskSpec, spec_hash
-from maskgrpo.stages.score import score_rows
+from maskgrpo.stages.scoring import score_rows
 
+PIPELINE = Path(__file__).resolve().parents[2] / "pipelines" / "toy-text.yaml"
 META = {"tag": "colors", "include": [{"class": "bar", "count": 1, "color": "red"}], "prompt": "a red bar"}
 GOOD = "111" + "0" * 61  # a red 1x3 bar on an 8x8 grid
 GREEN = GOOD.replace("1", "2")
@@ -30,13 +32,31 @@ def test_params_are_bound_as_keyword_arguments():
 
 
 def test_missing_and_unknown_params_fail_naming_the_field():
-    with pytest.raises(ValueError, match=r"reward 'http' needs params.url \(missing: url\)"):
+    with pytest.raises(ValueError, match=r"reward 'http' needs parameter 'url' \(missing: url\)"):
         check_reward_params("http", {"timeout": 5})
-    with pytest.raises(ValueError, match=r"reward 'http' needs params.url"):
+    with pytest.raises(ValueError, match=r"reward 'http' needs parameter 'url'"):
         bind_reward("http", {})
-    # sort_exact takes **_ for columns, so any extra name is accepted; a reward without ** is strict
-    check_reward_params("sort_exact", {"whatever": 1})
-    check_reward_params("not-installed-here", {"x": 1})  # unresolvable here: checked when called instead
+    # sort_exact takes **columns for the task's data columns; parameters are its keyword-only
+    # arguments, so a misspelt one is refused, not swallowed
+    with pytest.raises(ValueError, match=r"reward 'sort_exact' has no parameter 'bonsu' .*valid: answer_tag"):
+        check_reward_params("sort_exact", {"bonsu": 1.0})
+    with pytest.raises(ValueError, match=r"reward 'sort_exact' has no parameter 'answer'"):
+        bind_reward("sort_exact", {"answer": ["12"]})  # a column is no parameter
+    with pytest.raises(ValueError, match=r"unknown reward 'not-installed-here'; valid rewards: add, "):
+        check_reward_params("not-installed-here", {"x": 1})
+
+
+@pytest.mark.parametrize("override, message", [
+    ("reward.functions=[{name: sort_exakt}]", "reward.functions.0.name: Value error, unknown reward 'sort_exakt'; valid rewards: "),
+    ("reward.functions=[{name: sort_exact, params: {bonsu: 1.0}}]",
+     "reward.functions.0.params: Value error, reward 'sort_exact' has no parameter 'bonsu'"),
+    ("task.name=sortt", "task.name: Value error, unknown task 'sortt'; valid tasks: add, countdown, "),
+    ("task.params={lenght: 3}", "task.params: Value error, task 'sort' has no parameter 'lenght' (unknown: lenght; valid: length, digits)"),
+])
+def test_validate_refuses_unknown_names_and_params_with_the_field_path(override, message, capsys):
+    assert main(["validate", str(PIPELINE), "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
 
 
 def test_validate_reports_a_missing_param(tmp_path, capsys):
@@ -44,7 +64,7 @@ def test_validate_reports_a_missing_param(tmp_path, capsys):
     doc.write_text("name: x\nreward:\n  functions: [{name: http, params: {timeout: 5}}]\n")
     assert main(["validate", str(doc)]) == 2
     err = capsys.readouterr().err
-    assert "reward.functions.0: Value error, reward 'http' needs params.url" in err
+    assert "reward.functions.0.params: Value error, reward 'http' needs parameter 'url'" in err
 
 
 def test_spec_json_of_param_less_rewards_is_unchanged():
@@ -81,7 +101,11 @@ def test_one_reward_name_twice_with_different_params(served):
 
 
 def test_params_may_not_shadow_reward_columns():
-    reward = RewardSpec(functions=[{"name": "geneval_strict", "params": {"metadata": [META]}}])
+    with pytest.raises(ValueError, match=r"reward 'geneval_strict' has no parameter 'metadata'"):
+        RewardSpec(functions=[{"name": "geneval_strict", "params": {"metadata": [META]}}])  # a column
+    # score_rows keeps its own guard (a keyword-only parameter named like a column of the task)
+    fn = RewardFunctionSpec.model_construct(name="geneval_strict", weight=1.0, params={"metadata": [META]})
+    reward = RewardSpec.model_construct(functions=[fn], accuracy_threshold=1.0)
     with pytest.raises(ValueError, match=r"reward.functions\[0\] \(geneval_strict\): params \['metadata'\] clash"):
         score_rows(rows_of([GOOD]), reward, TaskSpec(name="toy-geneval"))
 

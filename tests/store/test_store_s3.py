@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import socket
-import time
 
 import pytest
 
@@ -37,28 +35,24 @@ def test_env_config_precedence_and_missing_credentials():
     assert "key" not in s3_options_from_env({"AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/token"})
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]          # nothing listens once the socket is closed
-
-
-def test_unreachable_endpoint_fails_fast_naming_it(monkeypatch):
-    endpoint = f"http://127.0.0.1:{_closed_port()}"
+def test_unreachable_endpoint_gives_up_after_bounded_attempts_naming_it(monkeypatch, closing_listener):
+    endpoint, connections = closing_listener
     monkeypatch.setenv("MASKGRPO_S3_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-print-this-secret")
     store = open_store("s3://bucket/prefix")
     assert "do-not-print-this-secret" not in repr(store) + repr(store._b)
-    t0 = time.monotonic()
     with pytest.raises(StoreUnreachableError) as e:
         store.check_reachable()
-    assert time.monotonic() - t0 < 5
+    # The quick probe is configured for one botocore attempt: 4 connections measured (a
+    # connection closed without an answer is reopened below botocore), never the retries below.
+    assert 1 <= connections["n"] <= 4, connections
     assert endpoint in str(e.value) and "do-not-print-this-secret" not in str(e.value)
-    t0 = time.monotonic()
+    connections["n"] = 0
     with pytest.raises(StoreUnreachableError, match=endpoint):
         store.committed("r1", "sft", None)                     # ordinary calls too, with retries
-    assert time.monotonic() - t0 < 15
+    # 3 botocore attempts x s3fs retries, bounded (24 measured), not an endless retry loop
+    assert 4 < connections["n"] <= 24, connections
 
 
 @pytest.mark.s3
@@ -93,15 +87,12 @@ def test_s3_layout_is_the_documented_keys(s3_store, s3_env):
 @pytest.mark.s3
 def test_200mb_object_goes_multipart_and_verifies(s3_store, s3_env):
     data = random.Random(0).randbytes(200 << 20)
-    t0 = time.monotonic()
     with s3_store.begin("big", "update", 1, "h") as att:
         att.put_bytes("weights.bin", data)
     back = s3_store.open("big", "update", 1).get_bytes("weights.bin")
-    elapsed = time.monotonic() - t0
     assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
     key = s3_store.uri[len(f"s3://{BUCKET}/"):] + "/" + attempt_prefix(
         "big", "update", 1, att.attempt_id) + "/weights.bin"
     head = s3_client(s3_env["MASKGRPO_S3_ENDPOINT_URL"], s3_env).head_object(Bucket=BUCKET, Key=key)
     # 200 MiB in 50 MiB parts: a multipart ETag ends in "-<number of parts>" = "-4"
     assert head["ETag"].strip('"').endswith("-4") and head["ContentLength"] == 200 << 20
-    assert elapsed < 30, elapsed

@@ -66,7 +66,7 @@ def test_eval_path_holds_out_its_prompts_and_rows_are_validated(tmp_path):
         get_task("geneval", path=str(bad)).split_examples("train")
     with pytest.raises(ValueError, match="grid_size must be a positive integer"):
         get_task("geneval", path=str(train), grid_size=0)
-    with pytest.raises(ValueError, match=r"task 'geneval' has no parameter\(s\) \['completion_length'\]"):
+    with pytest.raises(ValueError, match=r"task 'geneval' has no parameter 'completion_length'"):
         get_task("geneval", path=str(train), completion_length=5)
 
 

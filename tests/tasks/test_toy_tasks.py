@@ -102,7 +102,7 @@ def test_registry_errors():
     assert {"sort", "add", "countdown-lite", "sudoku-4x4"} <= set(list_tasks())
     with pytest.raises(ValueError, match="unknown task 'nope'; valid tasks: .*sort"):
         get_task("nope")
-    with pytest.raises(ValueError, match=r"no parameter\(s\) \['width'\]; valid: \['length', 'digits'\]"):
+    with pytest.raises(ValueError, match=r"task 'sort' has no parameter 'width' \(unknown: width; valid: length, digits\)"):
         get_task("sort", width=3)
     with pytest.raises(ValueError, match="parameter length must be an integer"):
         get_task("sort", length=0)

@@ -8,6 +8,7 @@ entry-point group; built-in names win; an unknown name fails listing the valid o
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 
@@ -37,3 +38,27 @@ class LazyRegistry:
         if name in plugins:
             return plugins[name].load()
         raise ValueError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}")
+
+
+def parameter_error(what: str, fn: Any, params: dict[str, Any], *, keyword_only: bool = False) -> str | None:
+    """Why ``params`` do not fit ``fn``'s declared parameters (None when they do): one check for
+    task parameters (every named argument) and reward parameters (``keyword_only``: a reward's
+    positional and ``**columns`` arguments are data columns, never parameters, so a misspelt
+    parameter is refused even by a reward that accepts any column). ``what`` names the object in
+    the message, e.g. "reward 'sort_exact'". No signature to read: the call decides (None)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    named = [p for p in sig.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if keyword_only:
+        named = [p for p in named if p.kind is p.KEYWORD_ONLY]
+    declared = [p.name for p in named if p.name != "self"]
+    missing = [p.name for p in named if p.default is p.empty and p.name not in params]
+    if missing:
+        return f"{what} needs parameter {missing[0]!r} (missing: {', '.join(missing)})"
+    swallows = not keyword_only and any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    unknown = sorted(set(params) - set(declared)) if not swallows else []
+    if unknown:
+        return f"{what} has no parameter {unknown[0]!r} (unknown: {', '.join(unknown)}; valid: {', '.join(declared) or 'none'})"
+    return None

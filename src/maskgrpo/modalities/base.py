@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Protocol
 import torch
 
 from maskgrpo.core.importance import EstimatorInput
+from maskgrpo.core.kv_cache import CachedLogitsFn
 from maskgrpo.core.sampling import LogitsFn
 from maskgrpo.core.sft import SftNoise
 from maskgrpo.tasks import Example
@@ -50,8 +51,9 @@ class Modality(Protocol):
 
     def generate(self, logits_fn: LogitsFn, tokenizer: Any, prompts: list[str], sampler: Any,
                  generator: torch.Generator, *, device: torch.device, width: int | None = None,
-                 progress: bool = True) -> Generated:
-        """One sample per prompt with ``sampler`` (a spec whose kind must be this modality)."""
+                 progress: bool = True, cached_logits_fn: CachedLogitsFn | None = None) -> Generated:
+        """One sample per prompt with ``sampler`` (a spec whose kind must be this modality);
+        ``cached_logits_fn``: the model's block KV cache (core/kv_cache.py) for a sampler with a cache."""
 
     def estimator_input(self, tokenizer: Any, input_ids: torch.Tensor, prompt_length: int,
                         row_ids: torch.Tensor) -> EstimatorInput:

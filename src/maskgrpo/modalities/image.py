@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from maskgrpo.artifacts import IMAGE_GRID
 from maskgrpo.core.image_sampler import sample_image
 from maskgrpo.core.importance import EstimatorInput
+from maskgrpo.core.kv_cache import CachedLogitsFn
 from maskgrpo.core.sampling import LogitsFn
 from maskgrpo.core.sft import SftNoise, slot_noise
 from maskgrpo.models.layout import ImageLayout
@@ -128,7 +129,7 @@ class ImageModality:
 
     def generate(self, logits_fn: LogitsFn, tokenizer: Any, prompts: list[str], sampler: Any,
                  generator: torch.Generator, *, device: torch.device, width: int | None = None,
-                 progress: bool = True) -> Generated:
+                 progress: bool = True, cached_logits_fn: CachedLogitsFn | None = None) -> Generated:
         check_sampler(self.name, sampler)
         layout = self.layout(tokenizer)
         ids = self.encode(tokenizer, prompts).to(device)

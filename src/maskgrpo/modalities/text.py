@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from maskgrpo.core.importance import EstimatorInput, completion_loss_valid
+from maskgrpo.core.kv_cache import CachedLogitsFn
 from maskgrpo.core.sampling import LogitsFn
 from maskgrpo.core.sft import SftNoise, text_noise
 from maskgrpo.core.text_sampler import sample_text
@@ -67,7 +68,7 @@ class TextModality:
 
     def generate(self, logits_fn: LogitsFn, tokenizer: Any, prompts: list[str], sampler: Any,
                  generator: torch.Generator, *, device: torch.device, width: int | None = None,
-                 progress: bool = True) -> Generated:
+                 progress: bool = True, cached_logits_fn: CachedLogitsFn | None = None) -> Generated:
         check_sampler(self.name, sampler)
         prompt_ids, valid = encode_prompts(tokenizer, prompts, width)
         prompt_ids, valid = prompt_ids.to(device), valid.to(device)
@@ -79,7 +80,7 @@ class TextModality:
                 logits_fn, prompt_ids[rows], gen_length=s.gen_length, steps=s.steps, block_length=s.block_length,
                 mask_id=tokenizer.mask_id, eos_id=tokenizer.eos_id, temperature=s.temperature, cfg_scale=s.cfg_scale,
                 prompt_valid=valid[rows], remasking=s.remasking, threshold=s.threshold, early_exit=s.early_exit,
-                generator=generator,
+                generator=generator, cache=s.cache, cached_logits_fn=cached_logits_fn,
             )
             chunks.append(out.tokens)
             forwards += int(out.row_forwards.sum())

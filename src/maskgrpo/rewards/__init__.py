@@ -6,15 +6,17 @@ Every function: ``fn(prompts: list[str], completions: list[str], **columns) -> l
 
 Parameters (``RewardFunctionSpec.params``): ``bind_reward(name, params)`` binds them as keyword
 arguments into every call, so ``{name: http, params: {url: ...}}`` calls
-``http_reward(prompts, completions, url=..., **columns)``. A reward declares a required parameter
-as a keyword-only argument without a default; ``check_reward_params`` (run by the spec's validator,
-so ``maskgrpo validate`` reports it) fails naming ``params.<field>`` when one is missing, or when a
-parameter is unknown to a reward that takes no ``**`` arguments. A name that does not resolve here
-(e.g. a plugin installed only in the stage image) is checked when it is called instead.
+``http_reward(prompts, completions, url=..., **columns)``. A reward declares its parameters as
+keyword-only arguments (required ones without a default); its positional and ``**columns``
+arguments receive the task's data columns, never parameters. ``check_reward_params`` (run by the
+spec's validator, so ``maskgrpo validate`` reports it) fails on an unknown reward name listing the
+valid ones, and names the parameter that is missing or unknown
+(``maskgrpo.core.registry.parameter_error``, the same check as task parameters). A plugin must
+therefore be installed where the document is validated (and compiled).
 
 >>> check_reward_params("http", {})
 Traceback (most recent call last):
-ValueError: reward 'http' needs params.url (missing: url)
+ValueError: reward 'http' needs parameter 'url' (missing: url)
 >>> bind_reward("sort_exact", {})(["sort:21="], ["12"], answer=["12"])
 [1.0]
 """
@@ -26,11 +28,11 @@ import inspect
 import re
 from typing import Any, Callable
 
-from maskgrpo.core.registry import LazyRegistry
+from maskgrpo.core.registry import LazyRegistry, parameter_error
 from maskgrpo.rewards.combine import combine, weighted_sum
 
-__all__ = ["bind_reward", "check_reward_params", "combine", "get_reward", "list_rewards", "secret_in_params",
-           "weighted_sum"]
+__all__ = ["bind_reward", "check_reward_name", "check_reward_params", "combine", "get_reward", "list_rewards",
+           "secret_in_params", "weighted_sum"]
 
 ENTRY_POINT_GROUP = "maskgrpo.rewards"
 
@@ -72,19 +74,13 @@ def get_reward(name: str) -> Callable[..., list]:
 
 
 def _param_errors(name: str, fn: Callable[..., Any], params: dict[str, Any]) -> str | None:
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):  # no signature to check against: the call decides
-        return None
-    kw_only = {p.name: p for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
-    missing = [k for k, p in kw_only.items() if p.default is p.empty and k not in params]
-    if missing:
-        return f"reward {name!r} needs params.{missing[0]} (missing: {', '.join(missing)})"
-    if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        unknown = sorted(set(params) - set(kw_only))
-        if unknown:
-            return f"reward {name!r} has no parameter(s) {unknown}; valid: {sorted(kw_only)}"
-    return None
+    return parameter_error(f"reward {name!r}", fn, params, keyword_only=True)
+
+
+def check_reward_name(name: str) -> None:
+    """ValueError listing the valid names when ``name`` is no registered reward."""
+    if name not in _REWARDS and name not in _REGISTRY.names():
+        raise ValueError(f"unknown reward {name!r}; valid rewards: {', '.join(_REGISTRY.names())}")
 
 
 _SECRET_KEY = re.compile(r"token|passw|secret|api_?key|access_?key|private_?key|credential|"
@@ -126,10 +122,11 @@ def secret_in_params(params: Any, path: str = "params") -> str | None:
 
 
 def check_reward_params(name: str, params: dict[str, Any]) -> None:
-    """ValueError naming ``params.<field>`` when ``params`` do not fit reward ``name``'s keyword
-    arguments, or when one looks like a secret (`secret_in_params`: pipeline documents land in
-    ConfigMaps and stage specs); the signature is not checked when ``name`` does not resolve here
-    (see the module docstring)."""
+    """ValueError when ``name`` is no registered reward (listing the valid names), when ``params``
+    do not fit its keyword-only parameters (naming the parameter), or when one looks like a secret
+    (`secret_in_params`: pipeline documents land in ConfigMaps and stage specs). A registered
+    reward whose module cannot be imported here (an optional dependency missing) is checked when
+    it is called instead."""
     secret = secret_in_params(params)
     if secret:
         raise ValueError(f"reward {name!r}: {secret} looks like a secret: never put one in a pipeline "
@@ -137,7 +134,7 @@ def check_reward_params(name: str, params: dict[str, Any]) -> None:
                          "the variable (the http reward: params.headers_env)")
     try:
         fn = get_reward(name)
-    except (ValueError, ImportError):
+    except ImportError:
         return
     error = _param_errors(name, fn, params)
     if error:

@@ -99,8 +99,8 @@ def _local_folder(source: str) -> str:
     return source if parse_store_source(source) is None else str(local_source(source, progress=False))
 
 
-def clip_score(prompts: list[str], completions: list[Any], clip_model: str | list[str] | None = None,
-               **_: Any) -> list[float | None]:
+def clip_score(prompts: list[str], completions: list[Any], *, clip_model: str | list[str] | None = None,
+               **columns: Any) -> list[float | None]:
     """CLIP score of each image completion against its prompt (None for non-images)."""
     if isinstance(clip_model, str):  # a reward parameter
         path = _local_folder(clip_model)

@@ -64,12 +64,12 @@ def geneval_checks(completions: list[Any], metadata: list[Any], grid_size: list[
 
 
 def geneval_strict(prompts: list[str], completions: list[Any], metadata: list[Any], grid_size: list[int] | None = None,
-                   **_: Any) -> list[float]:
+                   **columns: Any) -> list[float]:
     """1.0 when every GenEval check passes, else 0.0 (unreadable completions score 0.0)."""
     return [float(c is not None and all(v == 1.0 for v in c.values())) for c in geneval_checks(completions, metadata, grid_size)]
 
 
 def geneval_soft(prompts: list[str], completions: list[Any], metadata: list[Any], grid_size: list[int] | None = None,
-                 **_: Any) -> list[float]:
+                 **columns: Any) -> list[float]:
     """Mean of the per-check scores in [0, 1] (unreadable completions score 0.0)."""
     return [fmean(c.values()) if c is not None else 0.0 for c in geneval_checks(completions, metadata, grid_size)]

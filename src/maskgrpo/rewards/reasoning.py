@@ -79,7 +79,7 @@ def _texts(fn: str, completions: list[Any], **columns: Any) -> list[str]:
     return [completion_text(c) for c in completions]
 
 
-def gsm8k_format(prompts: list[str], completions: list[Any], **_: Any) -> list[float]:
+def gsm8k_format(prompts: list[str], completions: list[Any], **columns: Any) -> list[float]:
     """0.5 if ``<reasoning>...</reasoning>`` is present.
 
     >>> gsm8k_format(["q"] * 2, ["<reasoning>\\n2+2\\n</reasoning> 4", "4"])
@@ -88,7 +88,7 @@ def gsm8k_format(prompts: list[str], completions: list[Any], **_: Any) -> list[f
     return [0.5 if _REASONING_RE.search(t) else 0.0 for t in _texts("gsm8k_format", completions)]
 
 
-def gsm8k_int(prompts: list[str], completions: list[Any], **_: Any) -> list[float]:
+def gsm8k_int(prompts: list[str], completions: list[Any], **columns: Any) -> list[float]:
     r"""0.5 if the extracted answer is an integer ("1,000" counts; "2.5" does not).
 
     >>> gsm8k_int(["q"] * 3, [r"\boxed{1,000}", r"\boxed{2.5}", "1000"])
@@ -102,7 +102,7 @@ def gsm8k_int(prompts: list[str], completions: list[Any], **_: Any) -> list[floa
     return out
 
 
-def gsm8k_correct(prompts: list[str], completions: list[Any], answer: list[Any], **_: Any) -> list[float | None]:
+def gsm8k_correct(prompts: list[str], completions: list[Any], answer: list[Any], **columns: Any) -> list[float | None]:
     r"""2.0 if the extracted answer equals the reference as a number.
 
     >>> gsm8k_correct(["q"] * 3, [r"\boxed{1,000}", r"\boxed{999}", "1000"], answer=["1000"] * 3)
@@ -122,7 +122,7 @@ def gsm8k_correct(prompts: list[str], completions: list[Any], answer: list[Any],
     return out
 
 
-def gsm8k_reward(prompts: list[str], completions: list[Any], answer: list[Any], **_: Any) -> list[float | None]:
+def gsm8k_reward(prompts: list[str], completions: list[Any], answer: list[Any], **columns: Any) -> list[float | None]:
     r"""``gsm8k_format`` + ``gsm8k_int`` + ``gsm8k_correct`` (at most 3.0).
 
     >>> good = "<reasoning>\n6 * 7 = 42\n</reasoning>\n<answer>\n\\boxed{42}\n</answer>"
@@ -142,7 +142,7 @@ def _unbox(ref: str) -> str:
     return boxed if boxed is not None else ref
 
 
-def math_format(prompts: list[str], completions: list[Any], **_: Any) -> list[float]:
+def math_format(prompts: list[str], completions: list[Any], **columns: Any) -> list[float]:
     r"""0.5 if the completion contains ``\boxed``, else 0.25.
 
     >>> math_format(["q"] * 2, [r"\boxed{3}", "3"])
@@ -151,7 +151,7 @@ def math_format(prompts: list[str], completions: list[Any], **_: Any) -> list[fl
     return [0.5 if "\\boxed" in t else 0.25 for t in _texts("math_format", completions)]
 
 
-def math_correct(prompts: list[str], completions: list[Any], answer: list[Any], **_: Any) -> list[float | None]:
+def math_correct(prompts: list[str], completions: list[Any], answer: list[Any], **columns: Any) -> list[float | None]:
     r"""2.0 if the last boxed answer is equivalent to the reference (MATH normalisation).
 
     >>> math_correct(["q"] * 3, [r"so \boxed{\dfrac{1}{2}}", r"\boxed{0.5}", r"1/2"], answer=[r"\frac12"] * 3)
@@ -166,7 +166,7 @@ def math_correct(prompts: list[str], completions: list[Any], answer: list[Any], 
     return out
 
 
-def math_reward(prompts: list[str], completions: list[Any], answer: list[Any], **_: Any) -> list[float | None]:
+def math_reward(prompts: list[str], completions: list[Any], answer: list[Any], **columns: Any) -> list[float | None]:
     r"""``math_correct`` + ``math_format`` (at most 2.5).
 
     >>> math_reward(["q"] * 3, [r"\boxed{(3,4)}", r"\boxed{5}", "(3,4)"], answer=[r"\left(3, 4\right)"] * 3)

@@ -96,7 +96,7 @@ def _prepare(fn: str, completions: list[Any], answer_tag: bool | None, **columns
 
 
 def sort_exact(prompts: list[str], completions: list[Any], answer: list[str], *,
-               answer_tag: bool | None = None, **_: Any) -> list[float | None]:
+               answer_tag: bool | None = None, **columns: Any) -> list[float | None]:
     """1.0 if the completion equals the sorted reference, else 0.0.
 
     >>> sort_exact(["sort:312=", "sort:312="], ["123", "132"], answer=["123", "123"])
@@ -107,7 +107,7 @@ def sort_exact(prompts: list[str], completions: list[Any], answer: list[str], *,
 
 
 def sort_dense(prompts: list[str], completions: list[Any], answer: list[str], *,
-               answer_tag: bool | None = None, **_: Any) -> list[float | None]:
+               answer_tag: bool | None = None, **columns: Any) -> list[float | None]:
     """Fraction of positions equal to the reference, over the longer of the two strings.
 
     >>> sort_dense(["sort:3120=", "sort:3120="], ["0123", "0132"], answer=["0123", "0123"])
@@ -128,7 +128,7 @@ def sort_dense(prompts: list[str], completions: list[Any], answer: list[str], *,
 
 
 def add_reward(prompts: list[str], completions: list[Any], answer: list[str], *,
-               answer_tag: bool | None = None, **_: Any) -> list[float | None]:
+               answer_tag: bool | None = None, **columns: Any) -> list[float | None]:
     """1.0 if exact, else 0.5 x (digits matching, aligned right) / (longer length).
 
     >>> add_reward(["123+456="] * 3, ["579", "589", "1579"], answer=["579"] * 3)
@@ -170,7 +170,7 @@ def _as_numbers(value: Any) -> list[int]:
 
 
 def countdown_reward(prompts: list[str], completions: list[Any], numbers: list[Any], target: list[Any], *,
-                     answer_tag: bool | None = None, **_: Any) -> list[float | None]:
+                     answer_tag: bool | None = None, **columns: Any) -> list[float | None]:
     """1.0 right, 0.1 present but wrong or invalid, 0.0 absent (d1 / TinyZero countdown scores).
 
     >>> countdown_reward(["cd"] * 5, ["30-(100-93)", "30-100-93", "30-(100-93)+1", "", "30+(100-93)*x"],
@@ -209,7 +209,7 @@ def countdown_reward_tagged(prompts: list[str], completions: list[Any], **column
 
 
 def sudoku_reward(prompts: list[str], completions: list[Any], puzzle: list[str], answer: list[str], *,
-                  answer_tag: bool | None = None, **_: Any) -> list[float | None]:
+                  answer_tag: bool | None = None, **columns: Any) -> list[float | None]:
     """Fraction of the puzzle's blanks (0) filled as in the solution ``answer``.
 
     >>> puzzle, solution = "3102200002100320", "3142243142131324"

@@ -49,7 +49,8 @@ def run(spec: EvaluateSpec, store: Store) -> EvaluateResult:
     examples = load_examples(spec.task, "eval", spec.data_seed)[: spec.evaluate.size or spec.task.eval_size]
     repeated = [e for e in examples for _ in range(modality.eval_repeats)]  # prompt-major: a prompt's samples are adjacent
     generated = modality.generate(policy.logits, policy.tokenizer, [e.prompt for e in repeated], spec.evaluate.sampler,
-                                  stage_generator(spec.seed, Salt.EVALUATION), device=policy.device, progress=False)
+                                  stage_generator(spec.seed, Salt.EVALUATION), device=policy.device, progress=False,
+                                  cached_logits_fn=policy.cached_logits())
     completions = modality.decode(policy.tokenizer, generated.input_ids, generated.prompt_length)
     rows = [{"prompt": e.prompt, "answer": e.answer, "columns": e.columns, "completion": c} for e, c in zip(repeated, completions)]
     _, totals = score_rows(rows, spec.reward, spec.task, modality)

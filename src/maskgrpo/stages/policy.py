@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import torch
 
+from maskgrpo.core.kv_cache import CachedLogitsFn, model_cached_logits
 from maskgrpo.artifacts import CHECKPOINT
 from maskgrpo.models.loading import local_source
 from maskgrpo.models.tiny import TinyMDM, TinyMDMConfig
@@ -63,8 +64,14 @@ class Policy:
 
         Padding is the run of pad ids a row starts with (prompts are left-padded), so a pad id
         that equals EOS (LLaDA) never hides a completion's EOS tail."""
-        attention_mask = ((input_ids != self.pad_id).long().cumsum(dim=1) > 0).long()
-        return self.model(input_ids, attention_mask=attention_mask, logits_positions=positions).logits
+        return self.model(input_ids, attention_mask=self.attention_mask(input_ids), logits_positions=positions).logits
+
+    def attention_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return ((input_ids != self.pad_id).long().cumsum(dim=1) > 0).long()
+
+    def cached_logits(self) -> CachedLogitsFn | None:
+        """The sampler's block KV cache view of the model (core/kv_cache.py); None if it has none."""
+        return model_cached_logits(self.model, self.attention_mask)
 
 
 def resolve_device(spec: ModelSpec) -> torch.device:

@@ -72,7 +72,8 @@ def run(spec: RolloutSpec, store: Store) -> RolloutResult:
     repeated = [e for e in examples for _ in range(rl.group_size)]
     width = modality.prompt_width(tok, [e.prompt for e in train])  # fixed: shards concatenate
     generated = modality.generate(policy.logits, tok, [e.prompt for e in repeated], rl.sampler,
-                                  stage_generator(spec.seed + spec.shard, Salt.SAMPLING), device=policy.device, width=width)
+                                  stage_generator(spec.seed + spec.shard, Salt.SAMPLING), device=policy.device, width=width,
+                                  cached_logits_fn=policy.cached_logits())
     input_ids = generated.input_ids
     row_ids = torch.tensor([g * rl.group_size + i for g in groups for i in range(rl.group_size)])
     inp = modality.estimator_input(tok, input_ids, generated.prompt_length, row_ids.to(input_ids.device))

@@ -7,10 +7,9 @@ then calls it with ``params``. Unknown names fail listing the valid ones.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from maskgrpo.core.registry import LazyRegistry
+from maskgrpo.core.registry import LazyRegistry, parameter_error
 from maskgrpo.tasks.base import Example, Task, collate_columns, split_of
 from maskgrpo.tasks.tokenizer import DEFAULT_CHARS, CharTokenizer
 
@@ -19,6 +18,8 @@ __all__ = [
     "DEFAULT_CHARS",
     "Example",
     "Task",
+    "check_task_name",
+    "check_task_params",
     "collate_columns",
     "get_task",
     "list_tasks",
@@ -50,17 +51,23 @@ def list_tasks() -> list[str]:
     return _REGISTRY.names()
 
 
+def check_task_name(name: str) -> None:
+    """ValueError listing the valid names when ``name`` is no registered task."""
+    if name not in _TASKS and name not in _REGISTRY.names():
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(_REGISTRY.names())}")
+
+
+def check_task_params(name: str, params: dict[str, Any]) -> None:
+    """ValueError when ``name`` is no registered task (listing the valid names) or when ``params``
+    do not fit its constructor (naming the parameter; the same check as reward parameters,
+    ``maskgrpo.core.registry.parameter_error``). Run by TaskSpec's validator, so ``maskgrpo
+    validate`` reports it."""
+    error = parameter_error(f"task {name!r}", _REGISTRY.load(name), params)
+    if error:
+        raise ValueError(error)
+
+
 def get_task(name: str, **params: Any) -> Task:
     """The task ``name`` built with ``params``; unknown name or parameter -> ValueError."""
-    factory = _REGISTRY.load(name)
-    try:
-        sig = inspect.signature(factory)
-    except (TypeError, ValueError):  # builtins without a signature: let the call decide
-        sig = None
-    if sig is not None:
-        accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-        unknown = sorted(set(params) - set(sig.parameters)) if not accepts_any else []
-        if unknown:
-            valid = [p for p in sig.parameters if p != "self"]
-            raise ValueError(f"task {name!r} has no parameter(s) {unknown}; valid: {valid}")
-    return factory(**params)
+    check_task_params(name, params)
+    return _REGISTRY.load(name)(**params)

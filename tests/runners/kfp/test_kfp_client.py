@@ -1,5 +1,10 @@
 """submit_run / schedule_run against a stand-in for the KFP API server.
 
+A stand-in because no KFP API server can run here (it needs MySQL, MLMD, object storage and a
+cluster to run on). What KFP's backend does with the package is checked by its own compile path
+(kfpc, test_kfpc.py); the chart's submitter RBAC by a real kube-apiserver (tests/deploy/
+test_chart_k8s.py), and the last test here ties both to the calls kfp.Client really makes.
+
 ``FakeKfpApi`` stands in for the KFP v2beta1 API server: a real HTTP server on loopback that
 implements the few endpoints kfp.Client calls (healthz, experiments list/create, runs create,
 recurringruns create) and records every request, so the tests assert the bodies kfp.Client sent:
@@ -8,6 +13,7 @@ the pipeline spec, parameters, experiment, cron and concurrency.
 
 import json
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -190,3 +196,28 @@ def test_kfp_cron_accepts(given, expected):
 def test_kfp_cron_rejects(given, message):
     with pytest.raises(ValueError, match=message):
         kfp_cron(given)
+
+
+# KFP's v2beta1 REST calls -> the (resource, verb) its multi-user mode authorises them as
+AUTHORISED_AS = {("GET", "/apis/v2beta1/experiments"): ("experiments", "list"),
+                 ("POST", "/apis/v2beta1/experiments"): ("experiments", "create"),
+                 ("POST", "/apis/v2beta1/runs"): ("runs", "create"),
+                 ("POST", "/apis/v2beta1/recurringruns"): ("recurringruns", "create")}
+
+
+def test_the_chart_grants_the_submitter_exactly_the_calls_submit_and_schedule_make():
+    helm_python = pytest.importorskip("helm_python", reason="helm-python-sdk (dev extra) is not installed")
+    import yaml
+
+    with FakeKfpApi() as api:
+        submit_run(RUN, host=api.host)
+        schedule_run(RUN, host=api.host, cron="0 3 * * *")
+    called = {AUTHORISED_AS[r["method"], r["path"]] for r in api.requests if r["path"] != "/apis/v2beta1/healthz"}
+    chart = helm_python.Chart.load(Path(__file__).resolve().parents[3] / "charts" / "maskgrpo")
+    try:
+        rendered = chart.render({}, name="maskgrpo", namespace="kubeflow")
+    finally:
+        chart.close()
+    (role,) = [d for d in yaml.safe_load_all(rendered["maskgrpo/templates/rbac.yaml"]) if d and d["kind"] == "Role"]
+    granted = {(res, verb) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
+    assert granted - {("jobs", "create")} == called  # jobs: the same recurring runs in KFP's older API

@@ -1,6 +1,18 @@
-"""Golden compiled packages: every pipelines/*.yaml, and RunSpec defaults, compile byte for byte.
+"""Golden compiled packages, byte for byte, for the small pipelines only (toy-text and toy-image
+at least: one per modality; a small pipeline with a DAG of its own may add one).
 
-When a change to the specs, the plan or the compiler is intended, regenerate and review the diff:
+KFP's own backend checks every package (test_kfpc.py) and test_kfp_compile.py checks the IR
+field by field, so the goldens are kept only where they check something those cannot:
+
+- determinism across processes: the golden was written by another process (and machine), and
+  compiling must reproduce it byte for byte (submit/schedule rely on it: same package, same run);
+- that a change meant to leave existing documents alone does: the stage spec JSON, hence spec
+  hashes and resuming a run's store, and every pod field (any kfp / kfp-kubernetes upgrade too);
+  an intended change shows as a reviewable diff of ~120 KB.
+
+The 8B pipelines' (1.1-1.3 MB each, no one reviews such a diff) and RunSpec-defaults' goldens
+were dropped; goldens over MAX_BYTES are refused. When a change to the specs, the plan or the
+compiler is intended, regenerate and review the diff:
 
     MASKGRPO_UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/runners/kfp/test_kfp_golden.py
 """
@@ -12,23 +24,19 @@ import pytest
 import yaml
 
 from maskgrpo.runners.kfp import compile_run
-from maskgrpo.specs import RunSpec, load_run_spec
+from maskgrpo.specs import load_run_spec
 
 ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = ROOT / "pipelines" / "golden"
 UPDATE = os.environ.get("MASKGRPO_UPDATE_GOLDEN") == "1"
-DOCUMENTS = sorted((ROOT / "pipelines").glob("*.yaml"))
+REQUIRED = {"toy-text", "toy-image"}
+STEMS = sorted(REQUIRED | {p.stem for p in GOLDEN.glob("*.yaml")})
+MAX_BYTES = 300_000
 
 
-def cases():
-    yield pytest.param(lambda: RunSpec(name="x"), "defaults-x", id="RunSpec-defaults")
-    for path in DOCUMENTS:
-        yield pytest.param(lambda p=path: load_run_spec(p), path.stem, id=path.name)
-
-
-@pytest.mark.parametrize("make, stem", list(cases()))
-def test_golden_package(tmp_path, make, stem):
-    out = compile_run(make(), tmp_path / f"{stem}.yaml")
+@pytest.mark.parametrize("stem", STEMS)
+def test_golden_package(tmp_path, stem):
+    out = compile_run(load_run_spec(ROOT / "pipelines" / f"{stem}.yaml"), tmp_path / f"{stem}.yaml")
     golden = GOLDEN / f"{stem}.yaml"
     if UPDATE:
         golden.parent.mkdir(parents=True, exist_ok=True)
@@ -38,14 +46,11 @@ def test_golden_package(tmp_path, make, stem):
         f"{golden.relative_to(ROOT)} is stale: review `diff` and regenerate with MASKGRPO_UPDATE_GOLDEN=1")
 
 
-def test_no_orphan_golden_files():
-    expected = {"defaults-x.yaml"} | {p.name for p in DOCUMENTS}
-    present = {p.name for p in GOLDEN.glob("*.yaml")}
-    assert present <= expected, f"golden files without a pipeline document: {sorted(present - expected)}"
-
-
-def test_golden_packages_are_kfp_ir():
-    for path in sorted(GOLDEN.glob("*.yaml")):
-        spec, platform = list(yaml.safe_load_all(path.read_text()))
-        assert spec["schemaVersion"] == "2.1.0" and spec["pipelineInfo"]["name"], path.name
-        assert "kubernetes" in platform["platforms"], path.name
+@pytest.mark.parametrize("stem", STEMS)
+def test_goldens_are_small_kfp_ir_of_a_pipeline_document(stem):
+    golden = GOLDEN / f"{stem}.yaml"
+    assert (ROOT / "pipelines" / f"{stem}.yaml").exists(), f"{golden.name}: no pipeline document"
+    assert golden.stat().st_size <= MAX_BYTES, f"{golden.name}: too large to review; kfpc and the IR tests cover it"
+    spec, platform = list(yaml.safe_load_all(golden.read_text()))
+    assert spec["schemaVersion"] == "2.1.0" and spec["pipelineInfo"]["name"] == stem
+    assert "kubernetes" in platform["platforms"]

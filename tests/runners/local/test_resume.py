@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -45,13 +44,11 @@ def test_resume_after_sigkill_in_update_recomputes_nothing_and_matches(cli_run, 
     )
     seen = []
     try:
-        deadline = time.monotonic() + 300
-        for line in proc.stdout:
+        for line in proc.stdout:  # ends at EOF if the run dies first: the assertions below say so
             seen.append(line.rstrip())
             if "] score_2 " in line:
                 proc.send_signal(signal.SIGKILL)
                 break
-            assert time.monotonic() < deadline, "no score_2 progress line within 300 s"
     finally:
         if proc.poll() is None and not any("] score_2 " in s for s in seen):
             proc.kill()

@@ -45,6 +45,11 @@ def test_show(cli_run, capsys):
         assert stage in out
     assert out.count("committed") >= 9 and "uncommitted" not in out  # 9 stage calls, all committed
     assert "held-out accuracy" in out
+    # each committed checkpoint's full path, what `maskgrpo merge` takes
+    final = open_store(cli_run.uri).open("ref", "update", 2)
+    path = cli_run.root / "ref" / "update" / "2" / final.attempt_id / "checkpoint"
+    assert f"    checkpoint: {path}\n" in out and (path / "config.json").exists()
+    assert out.count("    checkpoint: ") == 3  # sft, update_1, update_2
     assert main(["show", f"{cli_run.uri}/nope"]) == 1
     assert "no run 'nope'" in capsys.readouterr().err
 

@@ -112,7 +112,7 @@ def build_pipeline(run: RunSpec, *, image: str | None = None, run_id: str | None
     launch = None
     if trainer is not None:
         launch = TrainJobLaunch(options=trainer, image=image, s3_secret=cluster.s3_secret,
-                                resources=cluster.resources.update).model_dump_json()
+                                resources=cluster.resources.update, trainer_api=cluster.trainer_api).model_dump_json()
 
     def body(run_id: str = default_run_id) -> None:
         tasks: dict[str, Any] = {}  # call name -> task; every shard of a round maps to the loop's task

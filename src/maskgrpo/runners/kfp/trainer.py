@@ -8,9 +8,22 @@ in a small CPU pod. It creates a ``trainer.kubeflow.org/v1alpha1`` TrainJob agai
 ``torch-distributed`` (Cluster)TrainingRuntime: ``num_nodes`` pods, each with the update stage's
 GPUs, running ``torchrun --module maskgrpo.stages.update --spec ...`` (torchrun reads the
 ``PET_*`` rendezvous variables the runtime injects; DeepSpeed runs inside the update stage). The
-step then polls the TrainJob until its ``Complete`` or ``Failed`` condition, and writes the usual
-KFP outputs. The manifest is built here (no ``kubeflow`` SDK needed) and created with the
-``kubernetes`` client, imported only when launching.
+step then polls the TrainJob until its ``Complete`` or ``Failed`` condition (a ``Suspended`` one,
+e.g. queued by Kueue, is waited on), and writes the usual KFP outputs. On timeout it deletes the
+TrainJob (freeing its nodes) before failing. The manifest is built here (no ``kubeflow`` SDK
+needed) and created with the ``kubernetes`` client, imported only when launching.
+
+Trainer API (``cluster.trainer_api``): the per-pod settings (``/dev/shm``, node selector,
+tolerations, ServiceAccount) go into the ``node`` replicated job of the runtime as
+
+- ``v2.3`` (default): ``spec.runtimePatches[{manager, trainingRuntimeSpec.template.spec.
+  replicatedJobs[{name: node, template.spec.template.spec: <pod>}]}]``, the form of Trainer v2.2
+  and later (checked against the v2.3.0 CRD);
+- ``v2.1``: ``spec.podTemplateOverrides[{targetJobs: [{name: node}], spec: <pod>}]`` (v2.1 only;
+  v2.2 removed it, v2.0 called it ``podSpecOverrides``, which is not supported).
+
+Image, command, per-node resources and the S3 Secret's env references are ``spec.trainer`` fields
+in both.
 
 Idempotence: the TrainJob's name is a pure function of (run_id, round) and it carries the update
 spec's hash as a label. A retried step finds the existing TrainJob: a completed one with the same
@@ -18,7 +31,8 @@ hash is accepted, a running one is awaited, a failed or stale one is deleted and
 update stage itself skips when its committed output already matches the spec hash.
 
 RBAC: the step's ServiceAccount (KFP's ``pipeline-runner``, or the run's ``service_account``)
-needs ``TRAINER_RBAC_RULES`` in the run's namespace; ``trainer_role()`` renders them as a Role.
+needs ``TRAINER_RBAC_RULES`` in the run's namespace (exactly the calls made here: get, create and
+delete on trainjobs); ``trainer_role()`` renders them as a Role.
 """
 
 from __future__ import annotations
@@ -34,25 +48,23 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from maskgrpo.specs import StageResources, UpdateSpec, spec_hash
+from maskgrpo.specs import StageResources, TrainerApi, UpdateSpec, spec_hash
 
 from .outputs import write_kfp_outputs
 
 __all__ = [
     "TrainJobOptions", "TrainJobLaunch", "TrainJobFailed", "TRAINER_RBAC_RULES", "GROUP", "VERSION", "PLURAL",
-    "trainjob_name", "trainjob_manifest", "trainer_role", "launch_and_wait", "main",
+    "trainjob_name", "trainjob_manifest", "trainer_role", "launch_and_wait", "parse_args", "main",
 ]
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 NODE_JOB = "node"  # the replicated job (and container) of the torch-distributed runtime
 HASH_LABEL = "maskgrpo.io/spec-hash"
+PATCH_MANAGER = "maskgrpo.io/trainjob-launcher"  # owner of our runtimePatches entry (v2.2+)
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 TRAINER_RBAC_RULES: list[dict[str, list[str]]] = [
-    {"apiGroups": [GROUP], "resources": ["trainjobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
-    {"apiGroups": [GROUP], "resources": ["trainjobs/status"], "verbs": ["get"]},
-    # reading the training pods' logs from the step is optional; kept for `kubectl logs`-style debugging
-    {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]},
+    {"apiGroups": [GROUP], "resources": ["trainjobs"], "verbs": ["create", "get", "delete"]},
 ]
 
 
@@ -79,6 +91,7 @@ class TrainJobLaunch(_Model):
     image: str = Field(description="Image of the training pods.")
     s3_secret: str | None = Field(None, description="Secret whose AWS_* / MASKGRPO_S3_ENDPOINT_URL keys become env vars.")
     resources: StageResources = Field(description="Per-node resources, node selector and tolerations (cluster.resources.update).")
+    trainer_api: TrainerApi = Field("v2.3", description="TrainJob dialect (cluster.trainer_api).")
 
 
 class TrainJobFailed(RuntimeError):
@@ -102,7 +115,7 @@ def _env(s3_secret: str | None) -> list[dict[str, Any]]:
 
 
 def trainjob_manifest(spec: UpdateSpec, launch: TrainJobLaunch, namespace: str) -> dict[str, Any]:
-    """The TrainJob that runs ``spec`` on ``launch.options.num_nodes`` nodes."""
+    """The TrainJob that runs ``spec`` on ``launch.options.num_nodes`` nodes, in ``launch.trainer_api``'s form."""
     res = launch.resources
     amounts: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
     if res.accelerator_count:
@@ -119,6 +132,12 @@ def trainjob_manifest(spec: UpdateSpec, launch: TrainJobLaunch, namespace: str) 
         pod["serviceAccountName"] = launch.options.service_account
     labels = {"app.kubernetes.io/part-of": "maskgrpo", "maskgrpo.io/round": str(spec.round),
               HASH_LABEL: spec_hash(spec)[:32]}
+    if launch.trainer_api == "v2.1":
+        overrides = {"podTemplateOverrides": [{"targetJobs": [{"name": NODE_JOB}], "spec": pod}]}
+    else:  # v2.3
+        node_job = {"name": NODE_JOB, "template": {"spec": {"template": {"spec": pod}}}}
+        overrides = {"runtimePatches": [{"manager": PATCH_MANAGER, "trainingRuntimeSpec": {
+            "template": {"spec": {"replicatedJobs": [node_job]}}}}]}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "TrainJob",
@@ -134,7 +153,7 @@ def trainjob_manifest(spec: UpdateSpec, launch: TrainJobLaunch, namespace: str) 
                 "resourcesPerNode": {"requests": amounts, "limits": amounts},
                 "env": _env(launch.s3_secret),
             },
-            "podTemplateOverrides": [{"targetJobs": [{"name": NODE_JOB}], "spec": pod}],
+            **overrides,
         },
     }
 
@@ -157,13 +176,22 @@ def launch_and_wait(api: Any, manifest: dict[str, Any], *, poll_seconds: float, 
                     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)) -> dict[str, Any]:
     """Create (or adopt) the TrainJob and wait for it; returns the final object.
 
-    ``api`` is a ``kubernetes.client.CustomObjectsApi``. Raises ``TrainJobFailed``.
+    ``api`` is a ``kubernetes.client.CustomObjectsApi``. Raises ``TrainJobFailed``: on the
+    ``Failed`` condition, or after ``timeout_seconds`` (then the TrainJob is deleted first). A
+    ``Suspended`` TrainJob is waited on (its nodes are not held), and logged once per change.
     """
     from kubernetes.client.exceptions import ApiException
 
     ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     want = manifest["metadata"]["labels"][HASH_LABEL]
     where = f"TrainJob {ns}/{name}"
+
+    def delete() -> None:  # Background: the JobSet and pods are garbage-collected after the TrainJob
+        try:
+            api.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, propagation_policy="Background")
+        except ApiException as err:
+            if err.status != 404:
+                raise
 
     def get() -> dict[str, Any] | None:
         try:
@@ -178,7 +206,7 @@ def launch_and_wait(api: Any, manifest: dict[str, Any], *, poll_seconds: float, 
         stale = (existing.get("metadata", {}).get("labels") or {}).get(HASH_LABEL) != want
         if stale or _condition(existing, "Failed"):
             log(f"{where}: deleting the {'stale' if stale else 'failed'} job before recreating it")
-            api.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+            delete()
             while get() is not None:
                 sleep(poll_seconds)
             existing = None
@@ -188,7 +216,7 @@ def launch_and_wait(api: Any, manifest: dict[str, Any], *, poll_seconds: float, 
         api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, manifest)
         log(f"{where}: created ({manifest['spec']['trainer']['numNodes']} nodes)")
 
-    start = clock()
+    start, suspended = clock(), False
     while True:
         obj = get()
         if obj is None:
@@ -199,8 +227,13 @@ def launch_and_wait(api: Any, manifest: dict[str, Any], *, poll_seconds: float, 
         failed = _condition(obj, "Failed")
         if failed:
             raise TrainJobFailed(f"{where}: failed: {failed.get('reason', '')} {failed.get('message', '')}".strip())
+        now_suspended = _condition(obj, "Suspended")
+        if bool(now_suspended) != suspended:
+            suspended = bool(now_suspended)
+            log(f"{where}: suspended ({now_suspended.get('reason', '')}), waiting" if now_suspended else f"{where}: resumed")
         if timeout_seconds and clock() - start > timeout_seconds:
-            raise TrainJobFailed(f"{where}: not finished after {timeout_seconds:.0f}s")
+            delete()
+            raise TrainJobFailed(f"{where}: not finished after {timeout_seconds:.0f}s (deleted)")
         sleep(poll_seconds)
 
 
@@ -220,8 +253,8 @@ def _api() -> Any:
     return client.CustomObjectsApi()
 
 
-def main(argv: list[str] | None = None, api: Any = None) -> int:
-    """The launcher step: same standard arguments as a stage, plus ``--launch``."""
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, UpdateSpec, TrainJobLaunch, dict[str, Any]]:
+    """The launcher's argv -> (args, update spec, launch, the TrainJob manifest it creates)."""
     parser = argparse.ArgumentParser(prog="python -m maskgrpo.runners.kfp.trainer",
                                      description="Run the update stage as a Kubeflow Trainer TrainJob and wait for it.")
     parser.add_argument("--spec", required=True, help="the update stage spec as JSON, or @file.json")
@@ -237,10 +270,19 @@ def main(argv: list[str] | None = None, api: Any = None) -> int:
     if args.run_id:
         spec = UpdateSpec.model_validate({**spec.model_dump(), "run_id": args.run_id})
     launch = TrainJobLaunch.model_validate_json(args.launch)
-    manifest = trainjob_manifest(spec, launch, _namespace(args.namespace))
+    return args, spec, launch, trainjob_manifest(spec, launch, _namespace(args.namespace))
+
+
+def main(argv: list[str] | None = None, api: Any = None) -> int:
+    """The launcher step: same standard arguments as a stage, plus ``--launch``."""
+    args, spec, launch, manifest = parse_args(argv)
     start = time.monotonic()
-    final = launch_and_wait(api or _api(), manifest, poll_seconds=launch.options.poll_seconds,
-                            timeout_seconds=launch.options.timeout_seconds)
+    try:
+        final = launch_and_wait(api or _api(), manifest, poll_seconds=launch.options.poll_seconds,
+                                timeout_seconds=launch.options.timeout_seconds)
+    except TrainJobFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     seconds = time.monotonic() - start
     meta = manifest["metadata"]
     summary = (f"# update (round {spec.round}) as a TrainJob\n\n| field | value |\n|---|---|\n"

@@ -1,12 +1,14 @@
-"""The local runner: a Prefect flow that walks the plan in one process (docs/design.md, "Orchestration").
+"""The Prefect runner (``maskgrpo run --runner prefect``, and ``maskgrpo schedule --local``): the
+same ``run_pipeline`` as the plain runner (runners/local/plain.py), each stage call a Prefect task
+with retries inside one flow (docs/design.md, "Orchestration").
 
-Each stage call is a Prefect task with retries; stages skip themselves when their committed
-output matches their spec hash, so ``--resume`` (or a Prefect retry) recomputes nothing that is
-committed. Models stay in the stages' process-local cache between stages. Prefect runs in its
-ephemeral mode (no server): :func:`configure_prefect` sets a generous startup timeout and turns
-analytics off before Prefect is imported.
+With ``PREFECT_API_URL`` set, the flow reports to that long-lived server (its UI shows the runs);
+without it Prefect 3 starts its ephemeral API server first (a subprocess with its own database:
+the start-up cost that made plain the default). :func:`configure_prefect` sets a generous
+startup timeout and turns analytics off (server and client: ``DO_NOT_TRACK``) before Prefect is
+imported.
 
-    maskgrpo run pipelines/toy-text.yaml
+    maskgrpo run pipelines/toy-text.yaml --runner prefect
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from maskgrpo.plan import StageCall, build_plan
-from maskgrpo.specs import RunSpec, load_run_spec
+from maskgrpo.plan import StageCall
+from maskgrpo.runners.local.plain import OnDone, default_run_id, describe, run_pipeline
+from maskgrpo.specs import load_run_spec
 from maskgrpo.stages import get_stage
-from maskgrpo.store import Store, open_store
+from maskgrpo.store import Store
+
+__all__ = ["configure_prefect", "default_run_id", "describe", "execute", "run_pipeline", "run_pipeline_flow"]
 
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",  # the client's anonymous-usage banner and events
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "PREFECT_LOGGING_LOG_PRINTS": "false",
     "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
@@ -36,23 +42,11 @@ def configure_prefect() -> None:
         os.environ.setdefault(key, value)
 
 
-def _describe(call: StageCall, result: Any) -> str:
-    data = result.model_dump()
-    if data.get("skipped"):
-        return "skipped (committed)"
-    keys = {
-        "sft": ("loss_last",), "rollout": ("forwards_per_completion",), "score": ("reward_mean", "zero_std_ratio"),
-        "update": ("loss", "clip_fraction", "kl"), "evaluate": ("accuracy", "reward_mean"),
-    }[call.kind]
-    return "  ".join(f"{k}={data[k]:.3f}" for k in keys)
-
-
 configure_prefect()
 from prefect import flow, task  # noqa: E402  (after configure_prefect, which must precede the import)
 
 
-def execute(calls: list[StageCall], store: Store, retries: int = 1,
-            on_done: Callable[[StageCall, Any, float], None] | None = None) -> dict[str, Any]:
+def execute(calls: list[StageCall], store: Store, retries: int = 1, on_done: OnDone | None = None) -> dict[str, Any]:
     """Run ``calls`` in order as Prefect tasks inside the current flow; returns results by name."""
     results: dict[str, Any] = {}
     for call in calls:
@@ -74,25 +68,4 @@ def run_pipeline_flow(pipeline_path: str, store: str, run_id: str | None = None,
     per tick. ``resume`` is accepted for symmetry with the CLI: committed stages are always reused.
     """
     run = load_run_spec(Path(pipeline_path), overrides or [])
-    return run_pipeline(run, store, run_id or default_run_id(run))
-
-
-def run_pipeline(run: RunSpec, store_uri: str, run_id: str, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the whole plan of ``run`` (inside a flow when called from one); returns the run summary."""
-    from maskgrpo.runners.local.report import write_summary
-
-    store = open_store(store_uri)
-    store.check_reachable()
-    calls = build_plan(run, run_id, store.uri, num_shards=1)
-    started = time.perf_counter()
-
-    def progress(call: StageCall, result: Any, seconds: float) -> None:
-        index = calls.index(call) + 1
-        echo(f"[{index:>3}/{len(calls)}] {call.name:<14} {seconds:6.1f}s  {_describe(call, result)}")
-
-    execute(calls, store, retries=1, on_done=progress)
-    return write_summary(run, store, run_id, calls, wall_seconds=time.perf_counter() - started)
-
-
-def default_run_id(run: RunSpec) -> str:
-    return f"{run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return run_pipeline(run, store, run_id or default_run_id(run), executor=execute)
