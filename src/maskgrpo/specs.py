@@ -36,6 +36,15 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
+def _drop_defaults(data: Any, spec: BaseModel, *names: str) -> Any:
+    """Serialised ``spec`` without the fields ``names`` that hold their default (as _drop_unset)."""
+    if isinstance(data, dict):
+        for name in names:
+            if getattr(spec, name) == type(spec).model_fields[name].get_default(call_default_factory=True):
+                data.pop(name, None)
+    return data
+
+
 def _drop_unset(data: Any, spec: BaseModel, *names: str) -> Any:
     """Serialised ``spec`` without the fields ``names`` that are empty/None: a field added later
     leaves the JSON, hence ``spec_hash`` and compiled packages, of documents without it unchanged."""
@@ -251,11 +260,32 @@ class SftSpecPart(_Spec):
     )
 
 
+class SpgOptions(_Spec):
+    """SPG (rl.estimator 'spg'; core/objectives.py): defaults of its GSM8K recipe."""
+
+    block_length: int = Field(32, ge=1, description="Mask block length b (divides the completion length).")
+    num_views: int = Field(2, ge=1, description="num_t: Monte Carlo block masks per iteration.")
+    min_t: float = Field(0.0, ge=0.0, le=1.0, description="Lowest fraction of the chosen block that is masked.")
+    max_t: float = Field(1.0, ge=0.0, le=1.0, description="Highest fraction of the chosen block that is masked.")
+    prompt_mask_prob: float = Field(0.15, ge=0.0, lt=1.0, description="Prompt tokens masked with this probability.")
+    bound: Literal["mix", "eubo", "elbo"] = Field("mix", description="Likelihood bound for negative-advantage sequences.")
+    eubo_beta: float = Field(1.5, gt=0.0, description="beta of the evidence upper bound.")
+    mix_weight: float = Field(0.5, ge=0.0, le=1.0, description="omega: mix = omega EUBO + (1 - omega) ELBO.")
+
+
+class Wd1Options(_Spec):
+    """wd1 (rl.estimator 'wd1'; core/objectives.py)."""
+
+    prompt_mask_prob: float = Field(0.15, ge=0.0, lt=1.0, description="d1's prompt masking probability of the one-step estimate.")
+    psi: float = Field(1.0, gt=0.0, description="Temperature of the group weights softmax(psi A).")
+
+
 class RlSpec(_Spec):
     rounds: int = Field(4, ge=0, le=100_000, description="Rollout -> score -> update rounds (unrolled in the plan). At most 100,000.")
     prompts_per_round: int = Field(32, ge=1, le=65_536, description="Prompts sampled per round. At most 65,536.")
     group_size: int = Field(8, ge=2, le=1_024, description="Completions per prompt G (>= 2 for a group baseline). At most 1,024.")
-    estimator: Literal["maskgrpo", "d1", "unigrpo", "coupled"] = Field("maskgrpo", description="Importance estimator.")
+    estimator: Literal["maskgrpo", "d1", "unigrpo", "coupled", "random", "spg", "wd1", "espo"] = Field(
+        "maskgrpo", description="Importance estimator; spg, wd1 and espo bring their own objectives (core/objectives.py).")
     num_iterations: int = Field(4, ge=1, le=64, description="mu: optimizer steps per minibatch, each with its own seeded mask. At most 64.")
     min_mask_rate: float = Field(0.6, ge=0.0, lt=1.0, description="gamma: lowest mask rate of MaskGRPO's schedule (0.6 text, 0.8 images).")
     ar_span: Literal["completion", "sequence"] = Field("completion", description="Span of the AR-like ramp; 'sequence' reproduces the reference code.")
@@ -269,11 +299,20 @@ class RlSpec(_Spec):
     advantage: Literal["std", "none"] = Field("std", description="Group normalisation: (r - mean)/std or d1's r - mean.")
     rank_reward: bool = Field(False, description="Replace rewards by in-group ranks first.")
     filter_zero_std: bool = Field(False, description="Drop groups whose rewards are all equal (dynamic filtering).")
-    loss_tokens: Literal["current", "union"] = Field("current", description="'current': tokens masked at this iteration; 'union': the reference's union of all masks.")
-    normalization: Literal["token", "sequence"] = Field("token", description="Token mean over the minibatch, or per-sequence mean.")
+    loss_tokens: Literal["current", "union", "coverage"] = Field(
+        "current", description="'current': tokens masked at this iteration; 'union': any of the mu masks; 'coverage': the "
+                               "official weighting (each token counted by the number of masks covering it, visible tokens scored).")
+    normalization: Literal["token", "sequence", "group"] = Field(
+        "token", description="Token mean over the minibatch, per-sequence mean, or 'group': token mean per prompt group, then the mean over groups (official).")
     ratio_level: Literal["token", "sequence"] = Field("token", description="Per-token ratios, or one per sequence.")
     logprob_chunk_rows: int = Field(64, ge=1, le=65_536, description="Rows per chunk when computing log-probs (bounds memory). At most 65,536.")
+    spg: SpgOptions = Field(default_factory=SpgOptions, description="Options of the 'spg' estimator.")
+    wd1: Wd1Options = Field(default_factory=Wd1Options, description="Options of the 'wd1' estimator.")
     sampler: "SamplerSpec" = Field(default_factory=lambda: TextSamplerSpec(), description="Rollout sampler (its kind matches the modality).")
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: Any) -> Any:
+        return _drop_defaults(handler(self), self, "spg", "wd1")
 
     @model_validator(mode="after")
     def _batches(self) -> "RlSpec":
@@ -298,7 +337,15 @@ class ImageSamplerSpec(_Spec):
     sampler: Literal["emerge", "maskgit"] = Field("emerge", description="Image sampler: MaskGRPO's emerge (diverse) or MaskGIT cosine (confidence-greedy).")
     steps: int = Field(12, ge=1, le=1_024, description="Denoising steps T over the image slots. At most 1,024.")
     cfg_scale: float = Field(3.0, ge=0.0, description="Classifier-free guidance scale w against the empty prompt (0 = off).")
-    temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the code draws (0 = argmax).")
+    temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the code draws (0 = argmax); MaskGIT 'mmada': the confidence-noise scale.")
+    maskgit: Literal["linear", "mmada"] = Field(
+        "linear", description="MaskGIT noise: 'linear' (candidates from softmax(z / tau), argmax at 0; noise tau (1 - r)) or "
+                              "'mmada' (MMaDA's t2i_generate: candidates from softmax(z) whatever tau, noise tau_s compounding).")
+    float32_count: bool = Field(False, description="MaskGIT: count the masked slots with float32 cosine as MMaDA (N/2 - 1 at r = 2/3).")
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: Any) -> Any:
+        return _drop_defaults(handler(self), self, "maskgit", "float32_count")
 
 
 class ImageDecoderSpec(_Spec):
@@ -314,6 +361,9 @@ class ImageDecoderSpec(_Spec):
     batch_size: int = Field(16, ge=1, le=4_096, description="Images decoded per decode_code call. At most 4,096.")
 
 
+GENEVAL_PROTOCOL = {"temperature": 1.0, "steps": 32, "cfg_scale": 3.5, "maskgit": "mmada"}  # + 4 images per prompt
+
+
 class ImageSpec(_Spec):
     """Text-to-image settings (modality 'image'; docs/algorithm.md §1, §2.2-2.3, §5)."""
 
@@ -323,6 +373,9 @@ class ImageSpec(_Spec):
     text_slots: int = Field(40, ge=4, le=16_384, description="Length of the left-padded text segment (MMaDA: 257). At most 16,384.")
     min_masking_rate: float = Field(0.0, ge=0.0, lt=1.0, description="SFT: masked fraction max(cos(pi u / 2), this) of the image slots.")
     cond_dropout: float = Field(0.1, ge=0.0, le=1.0, description="SFT: probability of training on the empty prompt (makes CFG work).")
+    eval_protocol: Literal["pipeline", "geneval"] = Field(
+        "pipeline", description="'geneval': the paper's GenEval protocol, which sets evaluate.sampler to temperature 1, "
+                                "32 steps, CFG 3.5 (MaskGIT as MMaDA) and 4 images per prompt; 'pipeline': the fields as given.")
     eval_images_per_prompt: int = Field(
         1, ge=1, le=64, description="Images per held-out prompt at evaluation; accuracy is the mean over all of them "
                              "(GenEval's protocol: 4 sampled images per prompt; needs a sampling evaluate sampler). At most 64.",
@@ -333,7 +386,7 @@ class ImageSpec(_Spec):
 
     @model_serializer(mode="wrap")
     def _serialise(self, handler: Any) -> Any:
-        return _drop_unset(handler(self), self, "decoder")
+        return _drop_defaults(_drop_unset(handler(self), self, "decoder"), self, "eval_protocol")
 
     @model_validator(mode="after")
     def _mmada(self) -> "ImageSpec":
@@ -486,6 +539,19 @@ class RunSpec(_Spec):
                     section["sampler"] = {"kind": "image", **sampler}
             data[part] = section
         return data
+
+    @model_validator(mode="after")
+    def _geneval(self) -> "RunSpec":
+        """image.eval_protocol 'geneval': the paper's GenEval protocol overrides evaluate.sampler's
+        temperature, steps, cfg_scale and MaskGIT noise, and image.eval_images_per_prompt (4)."""
+        if self.image is None or self.image.eval_protocol != "geneval":
+            return self
+        sampler = self.evaluate.sampler.model_copy(update=GENEVAL_PROTOCOL)
+        evaluate = self.evaluate.model_copy(update={"sampler": sampler})
+        image = self.image.model_copy(update={"eval_images_per_prompt": 4})
+        object.__setattr__(self, "evaluate", evaluate)  # frozen specs: set once, inside validation
+        object.__setattr__(self, "image", image)
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunSpec":

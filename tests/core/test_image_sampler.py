@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from maskgrpo.core.image_sampler import sample_image
+from maskgrpo.core.image_sampler import maskgit_masked_count, maskgit_noise_scales, sample_image
 
 from .conftest import MASK, Recorder, as_logits_fn, tiny_model
 
@@ -196,3 +196,33 @@ def test_image_sampler_errors():
         sample_image(uniform_fn, layout(1), SLOTS, sampler="ancestral", **kwargs)
     with pytest.raises(ValueError, match="uncond_ids"):
         sample_image(uniform_fn, layout(1), SLOTS, cfg_scale=2.0, **kwargs)
+
+
+def test_mmada_noise_temperature_compounds():
+    # tau_s = tau prod_{i <= s} (1 - (i + 1) / T), T = 12: .917, .764, .573, .382, .223, .111, .046, ...
+    scales = maskgit_noise_scales(1.0, 12, "mmada")
+    assert [round(x, 3) for x in scales[:7]] == [0.917, 0.764, 0.573, 0.382, 0.223, 0.111, 0.046]
+    assert scales[-1] == 0.0
+    # linear: tau (1 - (s + 1) / T) = 11/12, 10/12, ...; tau = 2 doubles both
+    assert maskgit_noise_scales(2.0, 12, "linear")[:3] == pytest.approx([22 / 12, 20 / 12, 18 / 12])
+    assert maskgit_noise_scales(2.0, 12, "mmada")[1] == pytest.approx(2 * (11 / 12) * (10 / 12))
+
+
+def test_float32_count_is_one_less_at_two_thirds():
+    # floor(1024 cos(pi/3)): the float64 cosine is 0.5000000000000001 -> 512; MMaDA's float32 -> 511
+    assert maskgit_masked_count(1024, 8 / 12) == 512
+    assert maskgit_masked_count(1024, 8 / 12, float32=True) == 511
+    assert maskgit_masked_count(1024, 3 / 12, float32=True) == maskgit_masked_count(1024, 3 / 12) == 946
+
+
+def test_mmada_candidates_are_samples_whatever_tau():
+    # uniform code logits: with 'linear' at tau 0 every candidate is the argmax (code 0); with
+    # 'mmada' the candidates come from softmax(z) (tau only scales the confidence noise), so the
+    # codes spread over the codebook.
+    kwargs = dict(steps=4, mask_id=MASK, code_offset=OFFSET, codebook_size=K, sampler="maskgit", temperature=0.0)
+    linear = sample_image(uniform_fn, layout(8), SLOTS, generator=torch.Generator().manual_seed(0), **kwargs)
+    mmada = sample_image(uniform_fn, layout(8), SLOTS, generator=torch.Generator().manual_seed(0), maskgit_noise="mmada", **kwargs)
+    assert set((linear.tokens[:, SLOTS] - OFFSET).flatten().tolist()) == {0}
+    assert set((mmada.tokens[:, SLOTS] - OFFSET).flatten().tolist()) == set(range(K))
+    with pytest.raises(ValueError, match="maskgit_noise"):
+        sample_image(uniform_fn, layout(1), SLOTS, maskgit_noise="cosine", **kwargs)

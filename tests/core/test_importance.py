@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from maskgrpo.core.importance import (
+    SpgConfig,
     ESTIMATORS,
     EstimatorInput,
     MaskGrpoConfig,
@@ -86,7 +87,8 @@ def test_maskgrpo_equals_direct_computation(model, j):
 def test_maskgrpo_sequence_span_equals_direct_computation(model):
     inp = text_input()
     views, est = estimate(model, "maskgrpo", inp, 5, 2, ar_span="sequence")
-    mask = ar_like_mask(5, inp.row_ids, P, LO, maskgrpo_mask_rate(2, MU, 0.6), span="sequence")
+    mask = ar_like_mask(5, inp.row_ids, P, LO, maskgrpo_mask_rate(2, MU, 0.6), span="sequence",
+                        unpadded_prompt_lengths=inp.prompt_valid[:, :P].sum(1))
     expected = torch.where(mask[:, P:], direct_logprobs(model, inp.input_ids, mask), torch.zeros(()))
     assert torch.allclose(est, expected, atol=1e-5)
 
@@ -259,9 +261,11 @@ def test_union_loss_mask_literal():
 
 
 def test_registry_errors_and_view_counts():
-    with pytest.raises(ValueError, match="unknown estimator 'ppo'; valid: coupled, d1, maskgrpo, unigrpo"):
+    with pytest.raises(ValueError, match="unknown estimator 'ppo'; valid: coupled, d1, espo, maskgrpo, random, spg, unigrpo, wd1"):
         get_estimator("ppo")
-    assert [views_per_iteration(n) for n in ("coupled", "d1", "maskgrpo", "unigrpo")] == [3, 1, 1, 1]
+    names = ("coupled", "d1", "maskgrpo", "unigrpo", "random", "spg", "wd1", "espo")
+    assert [views_per_iteration(n) for n in names] == [3, 1, 1, 1, 1, 2, 1, 2]
+    assert views_per_iteration("spg", SpgConfig(num_views=3)) == 3
 
 
 def test_text_estimators_need_the_completion_last():
@@ -271,10 +275,10 @@ def test_text_estimators_need_the_completion_last():
         build_views("maskgrpo", bad, 1, 1, MU, MASK)
 
 
-@pytest.mark.parametrize("name", ["d1", "coupled"])
+@pytest.mark.parametrize("name", ["d1", "coupled", "spg", "wd1", "espo"])
 def test_text_only_estimators_refuse_image_slots(name):
     inp = text_input()._replace(ramp_start=None)
-    with pytest.raises(ValueError, match=f"estimator '{name}' needs a text completion .*support: maskgrpo, unigrpo"):
+    with pytest.raises(ValueError, match=f"estimator '{name}' needs a text completion .*support: maskgrpo, random, unigrpo"):
         build_views(name, inp, 1, 1, MU, MASK)
 
 
@@ -289,3 +293,96 @@ def test_configs_are_typed_and_strict():
         build_views("d1", inp, 1, 1, MU, MASK, MaskGrpoConfig())
     with pytest.raises(AttributeError):  # frozen
         MaskGrpoConfig().min_mask_rate = 0.1  # type: ignore[misc]
+
+
+def test_random_estimator_is_bernoulli_r_j_over_the_completion_only():
+    # the paper's "seeded masks" step: r_j = 0.6 + 0.4 j / mu; prompt never masked; 1/t = 1/r_j
+    rows = 2000
+    ids = torch.randint(3, 32, (rows, P + LO))
+    inp = EstimatorInput(ids, COMPLETION, torch.arange(rows), torch.ones(rows, P + LO, dtype=torch.bool),
+                         torch.ones(rows, LO, dtype=torch.bool), P)
+    for j in (1, 3):
+        views = build_views("random", inp, 9, j, MU, MASK)
+        rate = maskgrpo_mask_rate(j, MU, 0.6)
+        masked = views.inputs[0] == MASK
+        assert not masked[:, :P].any()
+        per_position = masked[:, P:].double().mean(0)  # no ramp: every position at r_j
+        assert torch.all((per_position - rate).abs() < 5 * math.sqrt(rate * (1 - rate) / rows))
+        assert torch.allclose(views.elbo_weight, torch.full((rows,), 1 / rate))
+
+
+def test_elbo_weights_of_the_estimators():
+    inp = text_input()
+    assert torch.equal(build_views("d1", inp, 1, 1, MU, MASK).elbo_weight, torch.ones(4))
+    assert torch.allclose(build_views("maskgrpo", inp, 1, 2, MU, MASK).elbo_weight, torch.full((4,), 1 / maskgrpo_mask_rate(2, MU, 0.6)))
+    uni = build_views("unigrpo", inp, 5, 1, MU, MASK)
+    t = 1 / uni.elbo_weight  # the row's t; its mask rate over many columns would match it
+    assert bool(((t > 0) & (t <= 1)).all()) and len(set(t.tolist())) == 4
+
+
+def test_spg_views_block_structure():
+    # L_o = 6, block 2 -> 3 blocks; every view: earlier blocks clean, the chosen block partly
+    # masked (>= 1 answer token), later blocks and post-EOS positions masked; the prompt masked
+    # only at real tokens. coef = masked / views.
+    inp = text_input(batch=4)
+    views = build_views("spg", inp, 3, 1, MU, MASK, SpgConfig(block_length=2, num_views=2, prompt_mask_prob=0.5))
+    assert views.inputs.shape == (2, 4, P + LO)
+    for v in range(2):
+        for b in range(4):
+            m = (views.inputs[v, b, P:] == MASK).tolist()
+            length = int(inp.loss_valid[b].sum())
+            first = m.index(True)  # the first masked completion column
+            block = first // 2
+            assert not any(m[:block * 2])  # earlier blocks clean
+            assert all(m[(block + 1) * 2:]) and all(m[length:])  # later blocks, post-answer
+            assert first < length  # the chosen block lies in the answer
+            prompt_masked = views.inputs[v, b, :P] == MASK
+            assert not (prompt_masked & ~inp.prompt_valid[b, :P]).any()
+    assert torch.equal(views.coef, (views.inputs[:, :, P:] == MASK).float() / 2)
+
+
+def test_espo_views_are_an_elbo_with_its_complement():
+    # two views: M (x masked of L_o) and its complement; coef 1/(2t) on M, 1/(2 (L_o/(L_o+1) - t)) off it
+    inp = text_input(batch=4)
+    views = build_views("espo", inp, 8, 1, MU, MASK)
+    m = views.inputs[0, :, P:] == MASK
+    assert torch.equal(views.inputs[1, :, P:] == MASK, ~m)
+    assert not (views.inputs[:, :, :P] == MASK).any()
+    t = m.sum(1).float() / (LO + 1)
+    for b in range(4):
+        if m[b].any():
+            assert torch.allclose(views.coef[0, b][m[b]], 0.5 / t[b])
+        if (~m[b]).any():
+            assert torch.allclose(views.coef[1, b][~m[b]], 0.5 / (LO / (LO + 1) - t[b]))
+        assert float(views.coef[0, b][~m[b]].abs().sum()) == 0 and float(views.coef[1, b][m[b]].abs().sum()) == 0
+    assert bool(views.loss_mask.all())
+
+
+def test_coverage_scoring_reads_visible_tokens_too(model):
+    # cache_logprobs(visible=True): every completion position carries the model's log-prob under
+    # the iteration's masked input (visible positions included); ``masked`` keeps the mask itself.
+    inp = text_input()
+    seeds = [4, 5, 6]
+    cached = cache_logprobs(as_logits_fn(model), "maskgrpo", inp, seeds, MASK, visible=True)
+    plain = cache_logprobs(as_logits_fn(model), "maskgrpo", inp, seeds, MASK)
+    assert torch.equal(cached.masked, plain.masked)
+    for j, seed in enumerate(seeds, start=1):
+        mask = ar_like_mask(seed, inp.row_ids, P, LO, maskgrpo_mask_rate(j, 3, 0.6))
+        direct = direct_logprobs(model, inp.input_ids, mask)
+        assert torch.allclose(cached.logprobs[j - 1], direct, atol=1e-5)
+        visible = ~mask[:, P:]
+        assert bool((cached.logprobs[j - 1][visible] != 0).all())
+        assert float(plain.logprobs[j - 1][visible].abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="single-view"):
+        cache_logprobs(as_logits_fn(model), "coupled", inp, seeds, MASK, visible=True)
+    masks_only = cache_logprobs(None, "wd1", inp, seeds, MASK)
+    assert masks_only.logprobs.numel() == 0 and masks_only.masked.shape == (3, 4, LO)
+
+
+def test_official_ramp_in_the_estimator_uses_each_rows_prompt():
+    # ar_span 'sequence': the row's unpadded prompt length (prompt_valid) sets the ramp
+    inp = text_input()
+    views = build_views("maskgrpo", inp, 5, 2, MU, MASK, MaskGrpoConfig(ar_span="sequence"))
+    unpadded = inp.prompt_valid[:, :P].sum(1)
+    mask = ar_like_mask(5, inp.row_ids, P, LO, maskgrpo_mask_rate(2, MU, 0.6), span="sequence", unpadded_prompt_lengths=unpadded)
+    assert torch.equal(views.inputs[0] == MASK, mask)

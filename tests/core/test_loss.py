@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from maskgrpo.core.advantages import group_advantages
-from maskgrpo.core.importance import EstimatorInput, build_views, cache_logprobs, completion_loss_valid, estimate_logprobs
-from maskgrpo.core.loss import grpo_loss
+from maskgrpo.core.importance import (
+    EstimatorInput, build_views, cache_logprobs, completion_loss_valid, coverage_weights, estimate_logprobs,
+)
+from maskgrpo.core.loss import grpo_loss, group_token_weights
 
 from .conftest import EOS, MASK, as_logits_fn, tiny_model
 
@@ -163,7 +165,7 @@ def test_sequence_level_ratio():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"normalization": "batch"}, "normalization must be 'token' or 'sequence'"),
+    ({"normalization": "batch"}, "normalization must be 'token', 'group' or 'sequence'"),
     ({"ratio_level": "block"}, "ratio_level must be 'token' or 'sequence'"),
 ])
 def test_option_errors(kwargs, match):
@@ -206,3 +208,76 @@ def test_one_update_step_changes_every_parameter_and_improves_the_surrogate():
         surrogate_before, _ = grpo_loss(pi, old.logprobs[0], adv, old.loss_masks[0])  # -mean(A) at rho = 1
         surrogate_after, _ = grpo_loss(estimate_logprobs(fn, views, inp), old.logprobs[0], adv, old.loss_masks[0])
     assert surrogate_after.item() < surrogate_before.item()  # the surrogate moved the right way
+
+
+def test_group_normalisation_literal_43_49_42_33():
+    # Four prompt groups of two rows with 20+23, 25+24, 21+21, 16+17 = 43, 49, 42, 33 loss tokens;
+    # rho = 1 so loss_k = -A of the row: A = -0.5, 0.2, -0.4, -0.1 per group -> per-token losses
+    # 0.5, -0.2, 0.4, 0.1. Group mean: (0.5 - 0.2 + 0.4 + 0.1) / 4 = 0.2; minibatch token mean:
+    # (43 * 0.5 - 49 * 0.2 + 42 * 0.4 + 33 * 0.1) / 167 = 31.8 / 167 = 0.190419.
+    counts = [20, 23, 25, 24, 21, 21, 16, 17]
+    weights = torch.zeros(8, 30, dtype=torch.bool)
+    for row, n in enumerate(counts):
+        weights[row, :n] = True
+    adv = torch.tensor([-0.5, -0.5, 0.2, 0.2, -0.4, -0.4, -0.1, -0.1])
+    groups = torch.arange(8) // 2
+    pi = leaf(torch.zeros(8, 30).tolist())
+    token, _ = grpo_loss(pi, pi.detach(), adv, weights)
+    group, _ = grpo_loss(pi, pi.detach(), adv, weights, normalization="group", group_ids=groups)
+    assert token.item() == pytest.approx(31.8 / 167, abs=1e-6)
+    assert group.item() == pytest.approx(0.2, abs=1e-6)
+    # the update's route: group token weights (each group sums to 1) with the token mean, split in
+    # two parts rescaled by their share of the denominator, gives the same loss and gradient
+    gw = group_token_weights(weights, groups)
+    assert torch.allclose(gw.sum(dim=1).view(4, 2).sum(dim=1), torch.ones(4))
+    pi2 = leaf(torch.zeros(8, 30).tolist())
+    total = 0.0
+    for part in (slice(0, 3), slice(3, 8)):
+        loss, _ = grpo_loss(pi2[part], pi2[part].detach(), adv[part], gw[part])
+        total = total + loss * (gw[part].sum() / gw.sum())
+    total.backward()
+    group.backward()
+    assert float(total) == pytest.approx(0.2, abs=1e-6)
+    assert torch.allclose(pi2.grad, pi.grad, atol=1e-7)
+    with pytest.raises(ValueError, match="group_ids"):
+        grpo_loss(pi, pi.detach(), adv, weights, normalization="group")
+
+
+def test_both_clip_fractions_literal():
+    # eps = 0.2, one token per row:
+    #   A = +1, rho = 1.5: clipped region (min keeps 1.2 A): clip_fraction; rho A = 1.5 > 1.2: not in clip_ratio
+    #   A = -1, rho = 1.5: rho A = -1.5 < clip A = -1.2: out of range, min keeps rho A: clip_ratio only
+    #   A = +1, rho = 0.5: rho A = 0.5 < 0.8: clip_ratio only
+    #   A = +1, rho = 1.1: inside the range: neither
+    log_ratio = [[math.log(1.5)], [math.log(1.5)], [math.log(0.5)], [math.log(1.1)]]
+    _, stats = grpo_loss(leaf(log_ratio), torch.zeros(4, 1), torch.tensor([1.0, -1.0, 1.0, 1.0]), torch.ones(4, 1))
+    assert stats.clip_fraction == 0.25
+    assert stats.clip_ratio == 0.5
+
+
+def test_sequence_ratio_uses_the_one_over_t_weights():
+    # One row, masked tokens k = 0, 1 with l_theta - l_old = 0.05 and 0.1, t = 0.75 -> 1/t = 4/3:
+    # log rho = 4/3 * 0.15 = 0.2 -> rho = exp(0.2) = 1.2214 > 1.2 with A = +1: clipped (loss -1.2, gradient 0).
+    # Without the weights log rho = 0.15 -> rho = 1.1618: not clipped, loss -1.1618.
+    pi = leaf([[0.05, 0.1, 0.3]])
+    weights = torch.tensor([[1.0, 1.0, 0.0]])
+    loss, stats = grpo_loss(pi, torch.zeros(1, 3), torch.tensor([1.0]), weights, ratio_level="sequence",
+                            sequence_weights=torch.tensor([4 / 3]))
+    assert loss.item() == pytest.approx(-1.2, abs=1e-6) and stats.clip_fraction == 1.0
+    plain, _ = grpo_loss(pi, torch.zeros(1, 3), torch.tensor([1.0]), weights, ratio_level="sequence")
+    assert plain.item() == pytest.approx(-math.exp(0.15), abs=1e-6)
+
+
+def test_coverage_weighting_reproduces_the_official_compute_loss():
+    # mu = 3 masks over 4 completion tokens: coverage counts [2, 0, 2, 3]. The official loss of
+    # iteration j: sum_k (per-token loss_k * count_k) / sum_k count_k, with per-token losses at
+    # every position (visible ones included). rho = 1: loss_k = -A = -0.7 -> -0.7; gradients
+    # -A count_k / 7 = [-0.2, 0, -0.2, -0.3].
+    masked = torch.tensor([[[1, 0, 1, 1]], [[0, 0, 1, 1]], [[1, 0, 0, 1]]], dtype=torch.bool)
+    counts = coverage_weights(masked)
+    assert counts.tolist() == [[2.0, 0.0, 2.0, 3.0]]
+    pi = leaf([[-0.3, -1.0, -0.2, -2.0]])
+    loss, stats = grpo_loss(pi, pi.detach(), torch.tensor([0.7]), counts)
+    loss.backward()
+    assert loss.item() == pytest.approx(-0.7) and stats.num_tokens == 7
+    assert torch.allclose(pi.grad, torch.tensor([[-0.2, 0.0, -0.2, -0.3]]))

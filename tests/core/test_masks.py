@@ -65,14 +65,35 @@ def test_ar_like_keep_prob_below_half_masks_more_than_r():
 
 
 def test_ar_like_sequence_span_literal_and_masks_more():
-    # span="sequence", P = 3, L_o = 5, r = 0.75: u_n = (3 + n) / 7, kappa_n = 0.5 (1 - u_n)
-    # = 0.5 * 4/7, 3/7, 2/7, 1/7, 0 = 0.2857, 0.2143, 0.1429, 0.0714, 0: masked fraction 0.857 > 0.75.
+    # The official ramp: P = 3, L_o = 5, L = 8, r = 0.75; completion token n sits at p = 3 + n and
+    # keep(p) = min(1, 0.5 (1 - (p - 1) / (L - 2))) = 0.5 (1 - (2 + n) / 6) = 0.5 * 4/6, 3/6, 2/6, 1/6, 0.
     keep = ar_like_keep_prob(0.75, prompt_len=3, completion_len=5, span="sequence")
-    assert torch.allclose(keep, 0.5 * torch.tensor([4.0, 3.0, 2.0, 1.0, 0.0]) / 7)
+    assert torch.allclose(keep, 0.5 * torch.tensor([4.0, 3.0, 2.0, 1.0, 0.0]) / 6)
     paper = ar_like_keep_prob(0.75, prompt_len=3, completion_len=5)
     assert bool((keep <= paper).all()) and float(keep.sum()) < float(paper.sum())
     with pytest.raises(ValueError, match="ar_span"):
         ar_like_keep_prob(0.75, 3, 5, span="prompt")
+
+
+def test_ar_like_sequence_span_uses_each_rows_unpadded_length():
+    # P = 20 real prompt tokens (padded to 60), L_o = 40, r = 0.6: L = 60, the first completion token
+    # is at p = 20: keep = min(1, 0.8 (1 - 19 / 58)) = 0.8 * 39 / 58 = 0.53793; last (p = 59): 0.
+    # The padded width would give p = 60, L = 100: 0.8 (1 - 59 / 98) = 0.31837 (masks more).
+    keep = ar_like_keep_prob(0.6, torch.tensor([20, 60]), 40, span="sequence")  # (2, 40)
+    assert keep.shape == (2, 40)
+    assert float(keep[0, 0]) == pytest.approx(0.8 * 39 / 58, abs=1e-6)
+    assert float(keep[1, 0]) == pytest.approx(0.8 * 39 / 98, abs=1e-6)
+    assert float(keep[0, -1]) == 0.0 and float(keep[1, -1]) == 0.0
+    # the masked fraction of the row's completion: mean(1 - keep) over p = 20..59
+    expected = 1 - sum(min(1.0, 0.8 * (1 - (p - 1) / 58)) for p in range(20, 60)) / 40
+    assert float(1 - keep[0].double().mean()) == pytest.approx(expected, abs=1e-6)
+    # ar_like_mask takes the per-row lengths: row 0 (unpadded 20) keeps more than row 1 (60)
+    rows = torch.arange(ROWS)
+    lengths = torch.where(rows % 2 == 0, 20, 60)
+    mask = ar_like_mask(4, rows, 60, 40, 0.6, span="sequence", unpadded_prompt_lengths=lengths)[:, 60:]
+    rate_short, rate_long = mask[0::2].double().mean(0), mask[1::2].double().mean(0)
+    assert torch.all((rate_short - (1 - keep[0].double())).abs() < binomial_tol(1 - keep[0], ROWS // 2))
+    assert torch.all((rate_long - (1 - keep[1].double())).abs() < binomial_tol(1 - keep[1], ROWS // 2))
 
 
 def test_ar_like_mask_per_position_rate_matches_formula():
@@ -104,7 +125,7 @@ def test_ar_like_sequence_span_masks_more_empirically():
     paper = ar_like_mask(9, rows, 8, 16, 0.6)[:, 8:].float().mean()
     reference = ar_like_mask(9, rows, 8, 16, 0.6, span="sequence")[:, 8:].float().mean()
     assert float(paper) == pytest.approx(0.6, abs=0.01)
-    assert float(reference) > float(paper) + 0.1  # the ramp over 24 columns keeps at most 0.8 * 8/23
+    assert float(reference) > float(paper) + 0.1  # the ramp over p = 8..23 of L = 24 keeps at most 0.8 (1 - 7/22)
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.3, 0.999])

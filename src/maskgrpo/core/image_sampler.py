@@ -5,11 +5,18 @@ z = (1 + w) z_cond - w z_uncond, where the unconditional sequence (the caller bu
 from the empty prompt) has the same image slots. Logits are restricted to the codebook slice
 [code_offset, code_offset + codebook_size), so only image codes can be sampled.
 
-1. ``maskgit``: MMaDA's default cosine sampler. Every masked slot draws a candidate from
-   softmax(z); candidates are scored by log p + tau_s g (g Gumbel, tau_s = tau (1 - r) annealed);
-   the n_mask = clamp(floor(N cos(pi r / 2)), 1, undecoded - 1) lowest-scoring slots stay
-   masked, the rest are committed; all are committed at the last step. Deterministic counts,
-   confidence-greedy: low diversity.
+1. ``maskgit``: MMaDA's default cosine sampler. Every masked slot draws a candidate; candidates
+   are scored by log p + tau_s g (g Gumbel); the n_mask = clamp(floor(N cos(pi r / 2)), 1,
+   undecoded - 1) lowest-scoring slots stay masked, the rest are committed; all are committed at
+   the last step, r = (s + 1) / T. Deterministic counts, confidence-greedy: low diversity.
+   ``maskgit_noise``:
+   - "mmada" (MMaDA's ``t2i_generate``, docs/algorithm.md §10): candidates from softmax(z)
+     whatever tau (tau only scales the noise), and the noise temperature compounds,
+     tau_s = tau prod_{i <= s} (1 - (i + 1) / T) (T = 12: .917, .764, .573, .382, .223, ...).
+   - "linear" (default, the pipelines' choice): candidates from softmax(z / tau), argmax at
+     tau = 0 (a deterministic evaluation), noise tau (1 - r).
+   ``float32_count`` reproduces MMaDA's float32 cosine: floor(N cos(pi/3)) = N/2 - 1 at r = 2/3
+   (the exact cosine gives N/2). Off by default: the count is the formula's, float64.
 2. ``emerge`` (MaskGRPO): the exact MDLM ancestral step under kappa(r) = cos(pi r / 2). Each
    still-masked slot is revealed with probability (k_t - k_s) / k_t, where k_t = kappa(s / T) and
    k_s = kappa((s + 1) / T), as a full-temperature sample from p; every slot is revealed at the
@@ -58,10 +65,16 @@ def sample_image(
     uncond_ids: torch.Tensor | None = None,  # (B, L) the unconditional sequence, for CFG
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    maskgit_noise: str = "linear",
+    float32_count: bool = False,
 ) -> ImageSample:
     """Fill the masked image slots with ``sampler`` ("emerge" or "maskgit")."""
     if sampler not in ("emerge", "maskgit"):
         raise ValueError(f"image sampler must be 'emerge' or 'maskgit', got {sampler!r}")
+    if maskgit_noise not in ("linear", "mmada"):
+        raise ValueError(f"maskgit_noise must be 'linear' or 'mmada', got {maskgit_noise!r}")
+    mmada = sampler == "maskgit" and maskgit_noise == "mmada"
+    noise_scales = maskgit_noise_scales(temperature, steps, maskgit_noise)
     if cfg_scale > 0.0 and uncond_ids is None:
         raise ValueError("cfg_scale > 0 needs uncond_ids (the unconditional sequence)")
     x = input_ids.clone()
@@ -77,7 +90,7 @@ def sample_image(
             break
         logits = _code_logits(logits_fn, x, uncond, positions, cfg_scale, code_offset, codebook_size)  # (B, N, K)
         row_forwards += evaluations
-        candidates = sample_tokens(logits, temperature, generator)  # (B, N) codes
+        candidates = sample_tokens(logits, 1.0 if mmada else temperature, generator)  # (B, N) codes
         last = step == steps - 1
         if sampler == "emerge":
             k_t = math.cos(math.pi / 2 * step / steps)
@@ -88,11 +101,10 @@ def sample_image(
         else:
             ratio = (step + 1) / steps
             log_p = torch.log_softmax(logits, dim=-1).gather(-1, candidates.unsqueeze(-1)).squeeze(-1).double()  # (B, N)
-            noise_scale = temperature * (1.0 - ratio)
-            score = log_p + noise_scale * gumbel_noise(log_p.shape, generator, x.device)
+            score = log_p + noise_scales[step] * gumbel_noise(log_p.shape, generator, x.device)
             score = torch.where(masked, score, torch.full_like(score, torch.inf))  # committed slots stay
             undecoded = masked.sum(1)  # (B,)
-            target = math.floor(num_slots * math.cos(math.pi / 2 * ratio))
+            target = maskgit_masked_count(num_slots, ratio, float32_count)
             keep_masked = torch.clamp(torch.full_like(undecoded, target), min=1)
             keep_masked = torch.minimum(keep_masked, (undecoded - 1).clamp(min=0))
             if last:
@@ -108,3 +120,23 @@ def sample_image(
         if uncond is not None:
             uncond[:, image_positions] = slots
     return ImageSample(tokens=x, row_forwards=row_forwards)
+
+
+def maskgit_noise_scales(temperature: float, steps: int, noise: str = "linear") -> list[float]:
+    """The confidence-noise temperature of each MaskGIT step s = 0..T-1: tau (1 - (s + 1) / T)
+    ("linear") or tau prod_{i <= s} (1 - (i + 1) / T) ("mmada", MMaDA reassigns it in the loop)."""
+    scales, current = [], temperature
+    for step in range(steps):
+        factor = 1.0 - (step + 1) / steps
+        current = current * factor if noise == "mmada" else temperature * factor
+        scales.append(current)
+    return scales
+
+
+def maskgit_masked_count(num_slots: int, ratio: float, float32: bool = False) -> int:
+    """floor(N cos(pi r / 2)): slots still masked after the step at progress r (before the clamp);
+    ``float32`` computes it as MMaDA does (a float32 cosine and product)."""
+    if float32:
+        r = torch.tensor(ratio, dtype=torch.float32)
+        return int(torch.floor(torch.cos(r * (math.pi * 0.5)) * num_slots))
+    return math.floor(num_slots * math.cos(math.pi / 2 * ratio))

@@ -14,6 +14,18 @@ Estimators (``ESTIMATORS``, chosen by name; each takes its own frozen config dat
    mask (``ar_span`` completion | sequence); images: i.i.d. Bernoulli(r_j) over image slots.
 4. ``coupled``: DiffuCoder's three passes, completion fully masked, M ~ Bernoulli(t) and its
    complement, t ~ U(0.2, 0.8): l_k = 1/2 [l_full + (l_M / t if k in M else l_notM / (1 - t))].
+5. ``random``: the paper's "seeded masks" ablation step (the official ``remasking random``):
+   completion masked i.i.d. Bernoulli(r_j) with MaskGRPO's r_j schedule, prompt never masked.
+6. ``spg``, ``wd1``, ``espo``: the views of the objectives in ``core/objectives.py`` (each with
+   its own loss, selected through ``Estimator.objective``): SPG's block-wise masks, wd1's d1-style
+   one-step masks (no old log-probs: ``Estimator.needs_old`` False), ESPO's count mask and its
+   complement (an ELBO with 1/t and 1/(L/(L+1) - t) weights).
+
+``MaskViews.elbo_weight`` (B,) is the 1/t of each row's view (1/r_j, 1/t, 1 for a fully masked
+completion): the sequence-level ratio exp(sum_k (1/t)(l_theta - l_old)) uses it.
+``score_visible`` (the official loss weighting, docs/algorithm.md §10) scores every completion
+position of a single-view estimator: masked positions give masked-reconstruction log-probs,
+visible ones the model's log-prob of the visible token.
 
 Loss tokens ("current", the default): the tokens the view masks, restricted to the completion up
 to and including its first EOS (all completion tokens for d1 and coupled). The reference code's
@@ -31,7 +43,10 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from .masks import ar_like_mask, bernoulli_completion_mask, coupled_masks, d1_mask, random_slot_mask, row_uniforms
+from .masks import (
+    ar_like_mask, bernoulli_completion_mask, block_random_masks, count_masks, coupled_masks, d1_mask, random_slot_mask,
+    row_uniforms,
+)
 from .sampling import LogitsFn
 from .schedules import maskgrpo_mask_rate
 
@@ -60,6 +75,7 @@ class MaskViews(NamedTuple):
     inputs: torch.Tensor  # (V, B, L) masked copies of the sequences
     coef: torch.Tensor  # (V, B, N) float32: l_k = sum_v coef[v, k] * l_v,k
     loss_mask: torch.Tensor  # (B, N) bool: tokens entering the loss at this iteration
+    elbo_weight: torch.Tensor | None = None  # (B,) 1/t of the row's view (sequence-level ratio)
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,41 @@ class MaskGrpoConfig:
 class CoupledConfig:
     t_low: float = 0.2  # t ~ U(t_low, t_high) per row
     t_high: float = 0.8
+
+
+@dataclass(frozen=True)
+class RandomConfig:
+    min_mask_rate: float = 0.6  # gamma of the r_j schedule (as maskgrpo)
+
+
+@dataclass(frozen=True)
+class SpgConfig:
+    """SPG (facebookresearch/SPG, GSM8K recipe): block_random masks, 2 Monte Carlo views, the
+    mixture bound. prompt_mask_prob: the d1 recipe's 0.15 (the trainer's default is 0.3)."""
+
+    block_length: int = 32  # b: the mask blocks (divides the completion length)
+    num_views: int = 2  # num_t: Monte Carlo masks per iteration
+    min_t: float = 0.0  # fraction of the chosen block masked: c ~ U{max(m min_t, 1) .. m max_t}
+    max_t: float = 1.0
+    prompt_mask_prob: float = 0.15  # prompt tokens masked with this probability
+    bound: str = "mix"  # negative-advantage likelihood: "eubo", "mix" or "elbo"
+    eubo_beta: float = 1.5  # beta of the upper bound
+    mix_weight: float = 0.5  # omega: mix = omega EUBO + (1 - omega) ELBO
+
+    def __post_init__(self) -> None:
+        if self.bound not in ("eubo", "mix", "elbo"):
+            raise ValueError(f"spg bound must be 'eubo', 'mix' or 'elbo', got {self.bound!r}")
+
+
+@dataclass(frozen=True)
+class Wd1Config:
+    prompt_mask_prob: float = 0.15  # d1's one-step estimate: prompt masked with p, completion fully
+    psi: float = 1.0  # temperature of the weights softmax(psi A) within a group
+
+
+@dataclass(frozen=True)
+class EspoConfig:
+    pass  # the count mask and its complement: nothing to choose (clip: rl.epsilon, KL: rl.beta)
 
 
 def completion_loss_valid(completion: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -125,7 +176,7 @@ def d1_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int
              config: D1Config) -> MaskViews:
     prompt_len, completion_len = _text_shape(inp, "d1")
     mask = d1_mask(seed, inp.row_ids, inp.prompt_valid[:, :prompt_len], completion_len, config.prompt_mask_prob)
-    return _single_view(inp, mask, mask_id, loss_all_valid=True)
+    return _with_elbo_weight(_single_view(inp, mask, mask_id, loss_all_valid=True), 1.0)
 
 
 def unigrpo_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
@@ -137,18 +188,38 @@ def unigrpo_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations
     else:
         prompt_len, completion_len = _text_shape(inp, "unigrpo")
         mask = bernoulli_completion_mask(seed, inp.row_ids, prompt_len, completion_len, rate)
-    return _single_view(inp, mask.to(inp.input_ids.device), mask_id, loss_all_valid=False)
+    views = _single_view(inp, mask.to(inp.input_ids.device), mask_id, loss_all_valid=False)
+    return _with_elbo_weight(views, 1.0 / rate.to(inp.input_ids.device))
+
+
+def _scheduled_views(inp: EstimatorInput, seed: int, rate: float, mask_id: int, text_mask: Callable[[int, int], torch.Tensor]) -> MaskViews:
+    """One view at the scheduled rate r_j: i.i.d. over image slots, ``text_mask(P, L_o)`` for text; 1/t = 1/r_j."""
+    if inp.ramp_start is None:
+        mask = random_slot_mask(seed, inp.row_ids, _target_maskable(inp), rate)
+    else:
+        mask = text_mask(*_text_shape(inp, "text"))
+    return _with_elbo_weight(_single_view(inp, mask.to(inp.input_ids.device), mask_id, loss_all_valid=False), 1.0 / rate)
 
 
 def maskgrpo_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
                    config: MaskGrpoConfig) -> MaskViews:
     rate = maskgrpo_mask_rate(iteration, num_iterations, config.min_mask_rate)
-    if inp.ramp_start is None:
-        mask = random_slot_mask(seed, inp.row_ids, _target_maskable(inp), rate)
-    else:
-        prompt_len, completion_len = _text_shape(inp, "maskgrpo")
-        mask = ar_like_mask(seed, inp.row_ids, prompt_len, completion_len, rate, config.ar_span)
-    return _single_view(inp, mask.to(inp.input_ids.device), mask_id, loss_all_valid=False)
+    unpadded = inp.prompt_valid[:, :inp.ramp_start].sum(dim=1) if inp.ramp_start is not None else None  # (B,) own prompt
+    return _scheduled_views(inp, seed, rate, mask_id, lambda prompt_len, completion_len: ar_like_mask(
+        seed, inp.row_ids, prompt_len, completion_len, rate, config.ar_span, unpadded))
+
+
+def random_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
+                 config: RandomConfig) -> MaskViews:
+    rate = maskgrpo_mask_rate(iteration, num_iterations, config.min_mask_rate)
+    return _scheduled_views(inp, seed, rate, mask_id, lambda prompt_len, completion_len: bernoulli_completion_mask(
+        seed, inp.row_ids, prompt_len, completion_len, rate))
+
+
+def _with_elbo_weight(views: MaskViews, inv_t: float | torch.Tensor) -> MaskViews:
+    batch = views.inputs.shape[1]
+    weight = torch.as_tensor(inv_t, dtype=torch.float32, device=views.coef.device).expand(batch).clone()  # (B,)
+    return views._replace(elbo_weight=weight)
 
 
 def coupled_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
@@ -162,14 +233,59 @@ def coupled_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations
     in_m = mask[:, inp.target_positions].float()  # (B, N)
     inputs = torch.stack([_apply(inp.input_ids, m, mask_id) for m in (full, mask, complement)])  # (3, B, L)
     coef = torch.stack([torch.full_like(in_m, 0.5), 0.5 * in_m / t, 0.5 * (1.0 - in_m) / (1.0 - t)])  # (3, B, N)
-    return MaskViews(inputs=inputs, coef=coef, loss_mask=inp.loss_valid)
+    return _with_elbo_weight(MaskViews(inputs=inputs, coef=coef, loss_mask=inp.loss_valid), 1.0)  # 1/t in coef
+
+
+def spg_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
+              config: SpgConfig) -> MaskViews:
+    """SPG's num_views block-wise masks (masks.block_random_masks), prompt tokens masked with
+    prompt_mask_prob; coef = masked / views (the plain mean, for logging only: the SPG loss reads
+    the views' log-probs and masks itself, core/objectives.py)."""
+    prompt_len, completion_len = _text_shape(inp, "spg")
+    device = inp.input_ids.device
+    lengths = inp.loss_valid.sum(dim=1).cpu()  # (B,) up to and including the first EOS
+    masks = block_random_masks(seed, inp.row_ids, prompt_len, lengths, completion_len, config.block_length,
+                               config.num_views, config.min_t, config.max_t).to(device)  # (V, B, L)
+    prompt_u = torch.stack([row_uniforms(seed, inp.row_ids, prompt_len, stream=6 + v) for v in range(config.num_views)])
+    prompt_masks = (prompt_u.to(device) < config.prompt_mask_prob) & inp.prompt_valid[:, :prompt_len]  # (V, B, P)
+    masks[:, :, :prompt_len] = prompt_masks
+    in_target = masks[:, :, inp.target_positions].float()  # (V, B, N)
+    inputs = torch.stack([_apply(inp.input_ids, m, mask_id) for m in masks])
+    return MaskViews(inputs=inputs, coef=in_target / config.num_views, loss_mask=inp.loss_valid)
+
+
+def wd1_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
+              config: Wd1Config) -> MaskViews:
+    """wd1's likelihood approximation: d1's one-step mask (prompt p, completion fully masked)."""
+    _text_shape(inp, "wd1")
+    return d1_views(inp, seed, iteration, num_iterations, mask_id, D1Config(config.prompt_mask_prob))
+
+
+def espo_views(inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
+               config: EspoConfig) -> MaskViews:
+    """ESPO's ELBO with its variance-reducing complement: x ~ U{0..L_o} positions masked (M),
+    t = x / (L_o + 1); l_k = 1/2 [l_M,k / t if k in M else l_notM,k / (L_o / (L_o + 1) - t)].
+    Summed over every completion position (post-EOS padding included, as the official code), it is
+    the sequence ELBO; loss tokens: all completion positions."""
+    prompt_len, completion_len = _text_shape(inp, "espo")
+    t, mask = count_masks(seed, inp.row_ids, prompt_len, completion_len)
+    device = inp.input_ids.device
+    mask, t = mask.to(device), t.to(device).unsqueeze(1)  # (B, L), (B, 1)
+    complement = _target_maskable(inp) & ~mask
+    in_m = mask[:, inp.target_positions].float()  # (B, N)
+    rest = completion_len / (completion_len + 1) - t
+    coef = torch.stack([0.5 * in_m / t.clamp(min=1e-8), 0.5 * (1.0 - in_m) / rest.clamp(min=1e-8)])  # (2, B, N)
+    inputs = torch.stack([_apply(inp.input_ids, m, mask_id) for m in (mask, complement)])
+    return MaskViews(inputs=inputs, coef=coef, loss_mask=torch.ones_like(inp.loss_valid))
 
 
 class Estimator(NamedTuple):
     views: Callable[..., MaskViews]  # (inp, seed, iteration, num_iterations, mask_id, config) -> views
     config: type  # its frozen config dataclass; ``config()`` is the default
-    forwards: int  # model forwards per sequence per iteration (= views)
+    forwards: int  # model forwards per sequence per iteration (= views; 0: config.num_views)
     slots: bool  # also defined for unordered target slots (ramp_start None)
+    objective: str = "grpo"  # the loss: "grpo" (core/loss.py) or one of core/objectives.py
+    needs_old: bool = True  # False: the objective is ratio-free, rollout caches no old log-probs
 
 
 ESTIMATORS: dict[str, Estimator] = {
@@ -177,6 +293,10 @@ ESTIMATORS: dict[str, Estimator] = {
     "unigrpo": Estimator(unigrpo_views, UniGrpoConfig, forwards=1, slots=True),
     "maskgrpo": Estimator(maskgrpo_views, MaskGrpoConfig, forwards=1, slots=True),
     "coupled": Estimator(coupled_views, CoupledConfig, forwards=3, slots=False),
+    "random": Estimator(random_views, RandomConfig, forwards=1, slots=True),
+    "spg": Estimator(spg_views, SpgConfig, forwards=0, slots=False, objective="spg", needs_old=False),
+    "wd1": Estimator(wd1_views, Wd1Config, forwards=1, slots=False, objective="wd1", needs_old=False),
+    "espo": Estimator(espo_views, EspoConfig, forwards=2, slots=False, objective="espo"),
 }
 
 
@@ -187,9 +307,10 @@ def get_estimator(name: str) -> Estimator:
         raise ValueError(f"unknown estimator {name!r}; valid: {', '.join(sorted(ESTIMATORS))}") from None
 
 
-def views_per_iteration(name: str) -> int:
-    """Model forwards per sequence per iteration (coupled needs three)."""
-    return get_estimator(name).forwards
+def views_per_iteration(name: str, config: object | None = None) -> int:
+    """Model forwards per sequence per iteration (coupled needs three, SPG its num_views)."""
+    estimator = get_estimator(name)
+    return estimator.forwards or (config or estimator.config()).num_views
 
 
 def estimator_config(name: str, **values: object):
@@ -227,15 +348,25 @@ def token_logprobs(
     return torch.cat(out)
 
 
+def view_logprobs(logits_fn: LogitsFn, views: MaskViews, inp: EstimatorInput, *, chunk_rows: int = 64) -> torch.Tensor:
+    """Per-view log-probs l_v of every target token; (V, B, N)."""
+    targets = inp.input_ids[:, inp.target_positions]  # (B, N)
+    return torch.stack([token_logprobs(logits_fn, inputs, inp.target_positions, targets, chunk_rows=chunk_rows,
+                                       vocab_slice=inp.vocab_slice) for inputs in views.inputs])
+
+
 def estimate_logprobs(logits_fn: LogitsFn, views: MaskViews, inp: EstimatorInput, *, chunk_rows: int = 64) -> torch.Tensor:
     """The estimator's per-token log-prob sum_v coef_v * l_v for every target token; (B, N)."""
-    targets = inp.input_ids[:, inp.target_positions]  # (B, N)
-    total = None
-    for inputs, coef in zip(views.inputs, views.coef):
-        lp = token_logprobs(logits_fn, inputs, inp.target_positions, targets, chunk_rows=chunk_rows, vocab_slice=inp.vocab_slice)
-        term = coef * lp
-        total = term if total is None else total + term
-    return total
+    return (views.coef * view_logprobs(logits_fn, views, inp, chunk_rows=chunk_rows)).sum(dim=0)
+
+
+def score_visible(views: MaskViews) -> MaskViews:
+    """The official loss weighting's scoring: every target position of the (single) view counts
+    with coefficient 1, masked or visible (visible tokens keep their real log-probs, gradient
+    included). Multi-view estimators have no such reading and refuse."""
+    if views.inputs.shape[0] != 1:
+        raise ValueError("loss_tokens 'coverage' needs a single-view estimator (d1, unigrpo, maskgrpo, random)")
+    return views._replace(coef=torch.ones_like(views.coef))
 
 
 def build_views(name: str, inp: EstimatorInput, seed: int, iteration: int, num_iterations: int, mask_id: int,
@@ -259,24 +390,37 @@ class CachedLogprobs(NamedTuple):
 
 @torch.no_grad()
 def cache_logprobs(
-    logits_fn: LogitsFn, name: str, inp: EstimatorInput, seeds: list[int], mask_id: int, *,
-    chunk_rows: int = 64, config: object | None = None,
+    logits_fn: LogitsFn | None, name: str, inp: EstimatorInput, seeds: list[int], mask_id: int, *,
+    chunk_rows: int = 64, config: object | None = None, visible: bool = False,
 ) -> CachedLogprobs:
     """Log-probs for all mu seeded masks at once (rollout time: old and reference policies).
 
     The old-policy pass runs in eval mode with the rollout weights; the caller sets the mode.
+    ``visible``: score every completion position (``score_visible``), for the official loss
+    weighting. ``logits_fn`` None: only the masks (a ratio-free objective needs no log-probs;
+    ``logprobs`` is then empty).
     """
     num_iterations = len(seeds)
     logprobs, loss_masks, masked = [], [], []
     for j, seed in enumerate(seeds, start=1):
         views = build_views(name, inp, seed, j, num_iterations, mask_id, config)
-        logprobs.append(estimate_logprobs(logits_fn, views, inp, chunk_rows=chunk_rows))
         loss_masks.append(views.loss_mask)
-        masked.append((views.coef != 0).any(dim=0))
-    return CachedLogprobs(torch.stack(logprobs), torch.stack(loss_masks), torch.stack(masked))
+        masked.append((views.coef != 0).any(dim=0))  # the mask itself, before visible scoring
+        if logits_fn is not None:
+            views = score_visible(views) if visible else views
+            logprobs.append(estimate_logprobs(logits_fn, views, inp, chunk_rows=chunk_rows))
+    stacked = torch.stack(logprobs) if logprobs else torch.zeros(0)
+    return CachedLogprobs(stacked, torch.stack(loss_masks), torch.stack(masked))
 
 
 def union_loss_mask(masked: torch.Tensor) -> torch.Tensor:
     """The reference code's weighting: tokens masked by any of the mu masks, post-EOS padding
     kept (reproduction only); (mu, B, N) -> (B, N) bool."""
     return masked.any(dim=0)
+
+
+def coverage_weights(masked: torch.Tensor) -> torch.Tensor:
+    """The official ``compute_loss`` weighting (docs/algorithm.md §10): each completion token
+    counts as many times as the mu masks cover it, post-EOS padding included;
+    (mu, B, N) bool -> (B, N) float32 counts in 0..mu."""
+    return masked.float().sum(dim=0)

@@ -71,12 +71,18 @@ def bernoulli_completion_mask(
     return _place(u < rate_t, prompt_len)
 
 
-def ar_like_keep_prob(rate: float, prompt_len: int, completion_len: int, span: str = "completion") -> torch.Tensor:
-    """kappa_n = min(1, 2 (1 - r)(1 - u_n)): probability that completion token n stays visible.
+def ar_like_keep_prob(
+    rate: float, prompt_len: int | torch.Tensor, completion_len: int, span: str = "completion"
+) -> torch.Tensor:
+    """kappa = min(1, 2 (1 - r)(1 - u)): probability that a completion token stays visible.
 
-    span="completion": u_n = n / (L_o - 1) (the paper). span="sequence": the ramp spans prompt
-    and completion, u_n = (P + n) / (P + L_o - 1), as the reference code does (it masks more than
-    the nominal rate). Returns (L_o,) float32.
+    span="completion" (the paper): u_n = n / (L_o - 1) for completion token n; returns (L_o,).
+    span="sequence" (the official code, docs/algorithm.md §10): the ramp runs over the absolute
+    positions p >= 1 of each row's own unpadded sequence of length L = P + L_o, where P is the
+    row's unpadded prompt length: completion token n sits at p = P + n and
+    keep(p) = min(1, 2 (1 - r)(1 - (p - 1) / (L - 2))). ``prompt_len`` is then an int or a (B,)
+    tensor of unpadded prompt lengths; returns (L_o,) or (B, L_o). It masks more than the nominal
+    rate (the prompt takes part of the ramp).
     """
     if span not in ("completion", "sequence"):
         raise ValueError(f"ar_span must be 'completion' or 'sequence', got {span!r}")
@@ -84,19 +90,26 @@ def ar_like_keep_prob(rate: float, prompt_len: int, completion_len: int, span: s
     if span == "completion":
         u = n / max(completion_len - 1, 1)
     else:
-        u = (prompt_len + n) / max(prompt_len + completion_len - 1, 1)
+        prompt = torch.as_tensor(prompt_len, dtype=torch.float32).reshape(-1, 1)  # (B or 1, 1)
+        length = prompt + completion_len  # (B, 1) unpadded L
+        u = (prompt + n - 1.0) / (length - 2.0).clamp(min=1.0)  # (B, L_o)
+        if not isinstance(prompt_len, torch.Tensor) or prompt_len.dim() == 0:
+            u = u[0]
     return torch.clamp(2.0 * (1.0 - rate) * (1.0 - u), max=1.0)
 
 
 def ar_like_mask(
-    seed: int, row_ids: torch.Tensor, prompt_len: int, completion_len: int, rate: float, span: str = "completion"
+    seed: int, row_ids: torch.Tensor, prompt_len: int, completion_len: int, rate: float, span: str = "completion",
+    unpadded_prompt_lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MaskGRPO's AR-like ("fading-out") text mask: later completion tokens are masked more.
 
     The last completion token is always masked; for rate >= 0.5 the expected masked fraction of
-    the completion is exactly ``rate`` (span="completion").
+    the completion is exactly ``rate`` (span="completion"). span="sequence" ramps over each row's
+    unpadded sequence (``unpadded_prompt_lengths`` (B,); default: ``prompt_len`` for every row).
     """
-    keep = ar_like_keep_prob(rate, prompt_len, completion_len, span)  # (L_o,)
+    ramp_prompt = prompt_len if unpadded_prompt_lengths is None else unpadded_prompt_lengths.cpu()
+    keep = ar_like_keep_prob(rate, ramp_prompt if span == "sequence" else prompt_len, completion_len, span)
     u = row_uniforms(seed, row_ids, completion_len)  # (B, L_o)
     return _place(u >= keep, prompt_len)
 
@@ -119,3 +132,59 @@ def coupled_masks(
     """
     t = t_low + (t_high - t_low) * row_uniforms(seed, row_ids, 1, stream=1)[:, 0]  # (B,)
     return t, bernoulli_completion_mask(seed, row_ids, prompt_len, completion_len, t)
+
+
+def _choose(u: torch.Tensor, count: int) -> torch.Tensor:
+    """True at the ``count`` positions with the smallest uniforms ``u`` (L,): a uniform subset."""
+    chosen = torch.zeros(u.shape[0], dtype=torch.bool)
+    if count > 0:
+        chosen[u.argsort()[:count]] = True
+    return chosen
+
+
+def block_random_masks(
+    seed: int, row_ids: torch.Tensor, prompt_len: int, valid_lengths: torch.Tensor, completion_len: int,
+    block_length: int, num_views: int, min_t: float = 0.0, max_t: float = 1.0,
+) -> torch.Tensor:
+    """SPG's block-wise masks: per view, one random block of the answer is partly masked, earlier
+    blocks stay clean, later blocks (and everything after the answer's first EOS) are masked.
+
+    valid_lengths: (B,) answer length per row (up to and including the first EOS). Per row the
+    answer has K = ceil(len / b) blocks; view v takes block j_v = perm_v mod K (a random
+    permutation of the L_o / b block indices, so views use distinct blocks when K >= views); in
+    block j the first m = min(b, len - j b) positions are the answer's, of which c ~ U{max(floor(m
+    min_t), 1) .. min(floor(m max_t), m)} are masked uniformly at random. A block longer than the completion is the whole completion.
+    Returns (views, B, L) bool.
+    """
+    block_length = min(block_length, completion_len)
+    if completion_len % block_length:
+        raise ValueError(f"spg block_length ({block_length}) must divide the completion length ({completion_len})")
+    num_blocks = completion_len // block_length
+    out = torch.zeros(num_views, len(row_ids), prompt_len + completion_len, dtype=torch.bool)
+    generator = torch.Generator()
+    for i, (row, length) in enumerate(zip(row_ids.tolist(), valid_lengths.tolist())):
+        length = max(int(length), 1)
+        generator.manual_seed(row_seed(seed, row, stream=3))
+        order = torch.randperm(num_blocks, generator=generator)
+        answer_blocks = (length - 1) // block_length + 1
+        for v in range(num_views):
+            j = int(order[v % num_blocks]) % answer_blocks
+            start = j * block_length
+            m = min(block_length, length - start)
+            low, high = max(int(m * min_t), 1), min(int(m * max_t), m)
+            count = low + int(torch.randint(0, high - low + 1, (), generator=generator))
+            completion = torch.zeros(completion_len, dtype=torch.bool)
+            completion[start + block_length:] = True  # later blocks
+            completion[start:start + m] = _choose(torch.rand(m, generator=generator), count)
+            completion[length:] = True  # after the answer (post-EOS), also inside block j
+            out[v, i, prompt_len:] = completion
+    return out
+
+
+def count_masks(seed: int, row_ids: torch.Tensor, prompt_len: int, completion_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ESPO's mask: per row a count x ~ U{0..L_o} and x completion positions masked uniformly at
+    random; t = x / (L_o + 1). Returns (t (B,), mask (B, L))."""
+    counts = (row_uniforms(seed, row_ids, 1, stream=4)[:, 0] * (completion_len + 1)).long().clamp(max=completion_len)
+    u = row_uniforms(seed, row_ids, completion_len, stream=5)  # (B, L_o)
+    ranks = u.argsort(dim=1).argsort(dim=1)  # rank of each position's uniform in its row
+    return counts.float() / (completion_len + 1), _place(ranks < counts.unsqueeze(1), prompt_len)

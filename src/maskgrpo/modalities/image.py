@@ -140,7 +140,8 @@ class ImageModality:
                 logits_fn, x, layout.image_positions(device), steps=sampler.steps, mask_id=layout.mask_id,
                 code_offset=layout.code_offset, codebook_size=layout.codebook_size, sampler=sampler.sampler,
                 cfg_scale=sampler.cfg_scale, uncond_ids=layout.unconditional(x) if sampler.cfg_scale > 0 else None,
-                temperature=sampler.temperature, generator=generator,
+                temperature=sampler.temperature, generator=generator, maskgit_noise=sampler.maskgit,
+                float32_count=sampler.float32_count,
             )
             chunks.append(out.tokens)
             forwards += int(out.row_forwards.sum())

@@ -40,6 +40,7 @@ _REWARDS: dict[str, str] = {
     "sort_exact": "maskgrpo.rewards.toy:sort_exact",
     "sort_dense": "maskgrpo.rewards.toy:sort_dense",
     "add": "maskgrpo.rewards.toy:add_reward",
+    "chain": "maskgrpo.rewards.toy:chain_reward",
     "countdown": "maskgrpo.rewards.toy:countdown_reward",
     "countdown_tagged": "maskgrpo.rewards.toy:countdown_reward_tagged",
     "sudoku": "maskgrpo.rewards.toy:sudoku_reward",

@@ -13,6 +13,8 @@ Implements, all with the TRL signature ``fn(prompts, completions, **columns) -> 
    tolerance: exact arithmetic is stricter only where floats were wrong).
 4. ``sudoku_reward``: fraction of the puzzle's blank cells filled correctly; the digits of the
    answer are read, padded with 0 or cut to 16 (d1's ``validate_sudoku_solution``).
+5. ``chain_reward`` (task ``chain``): 1.0 if the whole chain is the reference, else 0.5 x the
+   fraction of the reference's steps (split on ';') written exactly at their place.
 
 Toy completions are the bare answer; the real countdown/sudoku prompts ask for
 ``<answer>...</answer>``: ``answer_tag`` (keyword, default None = use the tag when present) is
@@ -32,6 +34,7 @@ __all__ = [
     "sort_exact",
     "sort_dense",
     "add_reward",
+    "chain_reward",
     "countdown_reward",
     "countdown_reward_tagged",
     "sudoku_reward",
@@ -133,19 +136,31 @@ def add_reward(prompts: list[str], completions: list[Any], answer: list[str], *,
 
     "589": 2 of 3 digits match -> 0.5 * 2/3; "1579": the last 3 of 4 match -> 0.5 * 3/4.
     """
-    preds = _prepare("add_reward", completions, answer_tag, answer=answer)
-    out: list[float | None] = []
-    for p, a in zip(preds, answer):
-        if a is None:
-            out.append(None)
-        elif p == a:
-            out.append(1.0)
-        elif not p:
-            out.append(0.0)
-        else:
-            same = sum(x == y for x, y in zip(reversed(p), reversed(a)))
-            out.append(0.5 * same / max(len(p), len(a)))
-    return out
+    def partial(p: str, a: str) -> float:
+        return 0.5 * sum(x == y for x, y in zip(reversed(p), reversed(a))) / max(len(p), len(a))
+
+    return _graded("add_reward", completions, answer, answer_tag, partial)
+
+
+def _graded(fn: str, completions: list[Any], answer: list[str], answer_tag: bool | None, partial) -> list[float | None]:
+    """None without a reference, 1.0 if exact, 0.0 if empty, else ``partial(prediction, answer)``."""
+    preds = _prepare(fn, completions, answer_tag, answer=answer)
+    return [None if a is None else 1.0 if p == a else 0.0 if not p else partial(p, a) for p, a in zip(preds, answer)]
+
+
+def chain_reward(prompts: list[str], completions: list[Any], answer: list[str], *,
+                 answer_tag: bool | None = None, **_: Any) -> list[float | None]:
+    """1.0 if the chain is exact, else 0.5 x (steps right at their place) / (reference steps).
+
+    >>> chain_reward(["ch:47+8-3="] * 3, ["47+8=55;55-3=52", "47+8=55;55-3=53", "47+8=54"],
+    ...              answer=["47+8=55;55-3=52"] * 3)
+    [1.0, 0.25, 0.0]
+    """
+    def partial(p: str, a: str) -> float:
+        steps = a.split(";")
+        return 0.5 * sum(x == y for x, y in zip(p.split(";"), steps)) / len(steps)
+
+    return _graded("chain_reward", completions, answer, answer_tag, partial)
 
 
 def _as_numbers(value: Any) -> list[int]:

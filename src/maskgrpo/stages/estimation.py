@@ -26,7 +26,11 @@ def mask_seeds(seed: int, num_iterations: int) -> list[int]:
 
 
 def estimator_config(rl: RlSpec):
-    """The estimator's typed config from the RlSpec fields of the same names (others: defaults)."""
+    """The estimator's typed config from its own options block (``rl.spg``, ``rl.wd1``) or from
+    the RlSpec fields of the same names (others: defaults)."""
+    block = getattr(rl, rl.estimator, None)
+    if block is not None:
+        return core_estimator_config(rl.estimator, **block.model_dump())
     fields = get_estimator(rl.estimator).config.__dataclass_fields__
     return core_estimator_config(rl.estimator, **{f: getattr(rl, f) for f in fields if f in RlSpec.model_fields})
 

@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel
 
 from maskgrpo.artifacts import METRICS, ROLLOUT, SAMPLES
-from maskgrpo.core.importance import EstimatorInput, cache_logprobs
+from maskgrpo.core.importance import EstimatorInput, cache_logprobs, get_estimator, views_per_iteration
 from maskgrpo.modalities import modality_for
 from maskgrpo.plan import rollout_output
 from maskgrpo.specs import RlSpec, RolloutSpec, spec_hash
@@ -42,6 +42,7 @@ STAGE = "rollout"
 class RolloutResult(BaseModel):
     rows: int
     forwards_per_completion: float
+    logprob_forwards_per_completion: float = 0.0  # old (+ reference) log-prob passes; 0 for spg and wd1
     completion_length_mean: float
     wall_seconds: float
     skipped: bool = False
@@ -79,23 +80,31 @@ def run(spec: RolloutSpec, store: Store) -> RolloutResult:
     seeds = mask_seeds(spec.seed, rl.num_iterations)
     mask_id = modality.mask_id(tok)
     config = estimator_config(rl)
-    old = cache_logprobs(policy.logits, rl.estimator, inp, seeds, mask_id, chunk_rows=rl.logprob_chunk_rows, config=config)
+    visible = rl.loss_tokens == "coverage"  # the official weighting scores visible tokens too
+    needs_old = get_estimator(rl.estimator).needs_old  # spg, wd1: ratio-free, no old-policy forwards
+    old = cache_logprobs(policy.logits if needs_old else None, rl.estimator, inp, seeds, mask_id,
+                         chunk_rows=rl.logprob_chunk_rows, config=config, visible=visible)
     tensors = {
         **estimator_tensors(inp, mask_id), "row_ids": row_ids, "mask_seeds": torch.tensor(seeds, dtype=torch.int64),
-        "prompt_length": torch.tensor([generated.prompt_length]), "old_logprobs": old.logprobs.cpu(),
+        "prompt_length": torch.tensor([generated.prompt_length]),
         "loss_masks": old.loss_masks.cpu(), "masked": old.masked.cpu(),
     }
-    reference_fn = _reference(spec, store, policy) if rl.beta > 0 else None
+    if needs_old:
+        tensors["old_logprobs"] = old.logprobs.cpu()
+    reference_fn = _reference(spec, store, policy) if rl.beta > 0 and needs_old else None
     if reference_fn is not None:
-        ref = cache_logprobs(reference_fn, rl.estimator, inp, seeds, mask_id, chunk_rows=rl.logprob_chunk_rows, config=config)
+        ref = cache_logprobs(reference_fn, rl.estimator, inp, seeds, mask_id, chunk_rows=rl.logprob_chunk_rows, config=config,
+                             visible=visible)
         tensors["ref_logprobs"] = ref.logprobs.cpu()
+    passes = ("old_logprobs" in tensors) + ("ref_logprobs" in tensors)
+    logprob_forwards = views_per_iteration(rl.estimator, config) * rl.num_iterations * passes
     completions = modality.decode(tok, input_ids, generated.prompt_length)
     samples = [
         {"row": int(r), "group": g, "prompt": e.prompt, "answer": e.answer, "columns": e.columns, "completion": c}
         for r, g, e, c in zip(row_ids.tolist(), [g for g in groups for _ in range(rl.group_size)], repeated, completions)
     ]
     result = RolloutResult(
-        rows=len(samples), forwards_per_completion=generated.forwards_per_row,
+        rows=len(samples), forwards_per_completion=generated.forwards_per_row, logprob_forwards_per_completion=logprob_forwards,
         completion_length_mean=float(inp.loss_valid.sum(1).float().mean()), wall_seconds=time.perf_counter() - start,
     )
     with store.begin(spec.run_id, output, spec.round, digest) as attempt:

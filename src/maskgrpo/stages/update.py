@@ -3,8 +3,10 @@
 For each minibatch (rows shuffled with the round seed), iteration j = 1..mu is its j-th
 optimizer step: the estimator rebuilds mask j from the stored seed S_j and the rows' global ids,
 so the new log-probs use exactly the mask the old ones were cached with; the loss is the clipped
-surrogate (+ k3 KL with beta > 0) over the iteration's loss tokens ("current") or the union of all
-mu masks ("union"). AdamW state carries over between rounds (stored beside the checkpoint; under
+surrogate (+ k3 KL with beta > 0) over the iteration's loss tokens ("current"), the union of all
+mu masks ("union") or their coverage counts ("coverage", the official weighting); estimators with
+their own objective (spg, wd1, espo: core/objectives.py) minimise that instead, each sum divided
+by its denominator over the whole minibatch, so any split into parts gives the minibatch loss. AdamW state carries over between rounds (stored beside the checkpoint; under
 DeepSpeed too, stages/distributed.py). Modality-blind: the estimator's input comes from the data
 the rollout stored (stages/estimation.py), not from the modality.
 
@@ -21,8 +23,11 @@ from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from maskgrpo.artifacts import METRICS, OPTIMIZER_META, OPTIMIZER_TENSORS, ROLLOUT, SCORES
-from maskgrpo.core.importance import build_views, estimate_logprobs, union_loss_mask
-from maskgrpo.core.loss import grpo_loss
+from maskgrpo.core import objectives
+from maskgrpo.core.importance import (
+    MaskViews, build_views, coverage_weights, get_estimator, score_visible, union_loss_mask, view_logprobs,
+)
+from maskgrpo.core.loss import LossStats, grpo_loss, group_token_weights
 from maskgrpo.plan import rollout_output
 from maskgrpo.specs import RlSpec, UpdateSpec, spec_hash
 from maskgrpo.stages import distributed
@@ -41,6 +46,7 @@ class UpdateResult(BaseModel):
     optimizer_steps: int
     loss: float
     clip_fraction: float
+    clip_ratio: float = 0.0  # the official mean(rho A < clip(rho) A); clip_fraction: the clipped region
     kl: float
     ratio_deviation: float
     grad_norm: float
@@ -65,8 +71,54 @@ def load_round(store: Store, spec: UpdateSpec) -> dict[str, torch.Tensor]:
 
 
 def _denominator(weights: torch.Tensor, normalization: str) -> torch.Tensor:
-    """What grpo_loss divides by: loss tokens ('token') or sequences with a loss token."""
-    return weights.sum() if normalization == "token" else (weights.sum(dim=1) > 0).sum()
+    """What grpo_loss divides by: loss tokens ('token'; 'group' arrives as group token weights)
+    or sequences with a loss token."""
+    return weights.sum() if normalization in ("token", "group") else (weights.sum(dim=1) > 0).sum()
+
+
+def minibatch_weights(data: dict[str, torch.Tensor], rl: RlSpec, mb: torch.Tensor, j: int) -> torch.Tensor:
+    """Iteration j's loss weights of the minibatch rows ``mb`` (B, N): the iteration's masked tokens
+    ('current'), the union of the mu masks ('union') or their coverage counts ('coverage');
+    'group' normalisation folds each prompt group's token mean into the weights."""
+    if rl.loss_tokens == "coverage":
+        weights = coverage_weights(data["masked"][:, mb])
+    elif rl.loss_tokens == "union":
+        weights = union_loss_mask(data["masked"][:, mb])
+    else:
+        weights = data["loss_masks"][j - 1][mb]
+    if rl.normalization == "group":
+        weights = group_token_weights(weights, data["row_ids"][mb] // rl.group_size)
+    return weights
+
+
+def objective_denominator(rl: RlSpec, data: dict[str, torch.Tensor], mb: torch.Tensor) -> torch.Tensor:
+    """What a core/objectives.py loss sum is divided by over the whole minibatch ``mb``."""
+    name = get_estimator(rl.estimator).objective
+    if name == "spg":
+        return objectives.spg_denominator(data["loss_valid"][mb])
+    if name == "wd1":
+        return objectives.wd1_denominator(data["row_ids"][mb] // rl.group_size)
+    return objectives.espo_denominator(len(mb))
+
+
+def objective_loss(rl: RlSpec, config: object, views: MaskViews, lp: torch.Tensor, inp, weights: torch.Tensor,
+                   data: dict[str, torch.Tensor], sub: torch.Tensor, j: int, row_weights: torch.Tensor) -> tuple[torch.Tensor, LossStats]:
+    """The loss sum of a core/objectives.py objective on rows ``sub``; lp: (V, B, N) per-view
+    log-probs; row_weights: wd1's (w+ - w-) of these rows (computed over the minibatch)."""
+    name = get_estimator(rl.estimator).objective
+    device = lp.device
+    live = (weights.sum(dim=1) > 0).to(lp.dtype)  # (B,) an empty part's stand-in row counts 0
+    advantages = data["advantages"][sub].to(device) * live
+    if name == "spg":
+        return objectives.spg_loss_sum(lp, views.coef > 0, inp.loss_valid, advantages, bound=config.bound,
+                                       eubo_beta=config.eubo_beta, mix_weight=config.mix_weight)
+    estimate = (views.coef * lp).sum(dim=0)  # (B, N)
+    if name == "wd1":
+        return objectives.wd1_loss_sum(estimate, inp.loss_valid, row_weights.to(device) * live)
+    elbo = (estimate * views.loss_mask).sum(dim=1)  # (B,) ESPO's sequence ELBO
+    old = data["old_logprobs"][j - 1][sub].to(device).sum(dim=1)
+    ref = data["ref_logprobs"][j - 1][sub].to(device).sum(dim=1) if "ref_logprobs" in data else None
+    return objectives.espo_loss_sum(elbo, old, advantages, estimate.shape[1], epsilon=rl.epsilon, ref_elbo=ref, beta=rl.beta)
 
 
 def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, torch.Tensor], rl: RlSpec, seed: int,
@@ -82,39 +134,51 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
     mask_id = int(data["mask_id"][0])
     rows = data["keep"].nonzero().squeeze(1)
     rows = rows[torch.randperm(len(rows), generator=stage_generator(seed, Salt.MINIBATCH_ORDER))]
-    union = union_loss_mask(data["masked"]) if rl.loss_tokens == "union" else None
     config = estimator_config(rl)
+    objective = get_estimator(rl.estimator).objective
     policy.model.train()
     stats, grad_norms, forwards = [], [], 0
     minibatches = [rows[i:i + rl.minibatch_size] for i in range(0, len(rows), rl.minibatch_size)]
     bar = tqdm(total=len(minibatches) * rl.num_iterations, desc="update", disable=not progress, leave=False)
     for mb in minibatches:
+        wd1_weights = torch.zeros(len(mb))
+        if objective == "wd1":
+            wd1_weights = objectives.wd1_row_weights(data["advantages"][mb], data["row_ids"][mb] // rl.group_size, config.psi)
         for j in range(1, rl.num_iterations + 1):
             bar.update(1)
-            mb_weights = union[mb] if union is not None else data["loss_masks"][j - 1][mb]
+            mb_weights = minibatch_weights(data, rl, mb, j)
             if not mb_weights.any():
                 continue
-            total = _denominator(mb_weights, rl.normalization)
+            total = _denominator(mb_weights, rl.normalization) if objective == "grpo" else objective_denominator(rl, data, mb)
             for part in local_part(torch.arange(len(mb)), rank):
                 # an empty part still runs one row with zero weight: every rank joins the collectives
                 sub = mb[part] if len(part) else mb[:1]
                 inp = estimator_input(data, sub, device)
                 weights = (mb_weights[part] if len(part) else torch.zeros_like(mb_weights[:1])).to(device)
                 views = build_views(rl.estimator, inp, seeds[j - 1], j, rl.num_iterations, mask_id, config)
-                pi = estimate_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows)
+                if rl.loss_tokens == "coverage":
+                    views = score_visible(views)
+                lp = view_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows)  # (V, B, N)
                 forwards += views.inputs.shape[0] * len(part)
-                ref = data["ref_logprobs"][j - 1][sub].to(device) if "ref_logprobs" in data else None
-                loss, s = grpo_loss(
-                    pi, data["old_logprobs"][j - 1][sub].to(device), data["advantages"][sub].to(device), weights,
-                    ref_logprobs=ref, beta=rl.beta, epsilon=rl.epsilon, normalization=rl.normalization, ratio_level=rl.ratio_level,
-                )
-                stepper.backward(loss * (_denominator(weights, rl.normalization) / total))
+                if objective != "grpo":
+                    loss_sum, s = objective_loss(rl, config, views, lp, inp, weights, data, sub, j,
+                                                 wd1_weights[part] if len(part) else torch.zeros(1))
+                    stepper.backward(loss_sum / total)
+                else:
+                    ref = data["ref_logprobs"][j - 1][sub].to(device) if "ref_logprobs" in data else None
+                    loss, s = grpo_loss(
+                        (views.coef * lp).sum(dim=0), data["old_logprobs"][j - 1][sub].to(device),
+                        data["advantages"][sub].to(device), weights, ref_logprobs=ref, beta=rl.beta, epsilon=rl.epsilon,
+                        normalization="token" if rl.normalization == "group" else rl.normalization,
+                        ratio_level=rl.ratio_level, sequence_weights=views.elbo_weight,
+                    )
+                    stepper.backward(loss * (_denominator(weights, rl.normalization) / total))
                 if len(part):
                     stats.append(s)
             grad_norms.append(stepper.step())
     bar.close()
     policy.model.eval()
-    fields = ("loss", "clip_fraction", "kl", "ratio_deviation")
+    fields = ("loss", "clip_fraction", "clip_ratio", "kl", "ratio_deviation")
     if rank.world_size == 1:
         means = {f: fmean(getattr(s, f) for s in stats) if stats else 0.0 for f in fields}
     else:  # the mean over every rank's parts, the same on all ranks (distributed.py, 4)

@@ -31,6 +31,7 @@ ENTRY_POINT_GROUP = "maskgrpo.tasks"
 _TASKS: dict[str, str] = {
     "sort": "maskgrpo.tasks.toy:SortTask",
     "add": "maskgrpo.tasks.toy:AddTask",
+    "chain": "maskgrpo.tasks.toy:ChainTask",
     "countdown-lite": "maskgrpo.tasks.toy:CountdownLiteTask",
     "sudoku-4x4": "maskgrpo.tasks.toy:Sudoku4x4Task",
     "toy-geneval": "maskgrpo.tasks.geneval:ToyGenEvalTask",

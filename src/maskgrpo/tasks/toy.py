@@ -12,6 +12,11 @@ Implements, each with a short prompt (<= 24 characters) the ``CharTokenizer`` co
 4. ``sudoku-4x4``: ``"sudoku:<16 digits>="`` (0 = blank) -> the 16-digit solution; every puzzle
    has a unique solution; ``min_blanks``..``max_blanks`` blanks. Column ``puzzle``; reward
    ``sudoku``.
+5. ``chain``: multi-step arithmetic with the chain written out, a long completion whose every
+   step reads the previous one (the visible prefix matters): ``"ch:47+8-3+6="`` ->
+   ``"47+8=55;55-3=52;52+6=58"``. A start in 10..89 and ``steps`` (= 4) single-digit + or -
+   operations that keep every value in 10..99; completion 8 characters a step (32 for 4 steps).
+   Reward ``chain`` (maskgrpo.rewards.toy.chain_reward).
 
 Splits: 10% of each problem space (by a stable hash of the prompt) is the eval split; see
 ``maskgrpo.tasks.base``. ``completion_length`` is the answer's maximum length + 1 EOS, rounded up
@@ -29,7 +34,7 @@ from typing import Any
 
 from maskgrpo.tasks.base import Example, GeneratedTask
 
-__all__ = ["SortTask", "AddTask", "CountdownLiteTask", "Sudoku4x4Task", "solve_countdown", "sudoku_solutions"]
+__all__ = ["SortTask", "AddTask", "ChainTask", "CountdownLiteTask", "Sudoku4x4Task", "solve_countdown", "sudoku_solutions"]
 
 
 def _round_up8(n: int) -> int:
@@ -99,6 +104,36 @@ class AddTask(GeneratedTask):
     def sample_problem(self, rng: random.Random) -> Example:
         top = 10**self.n_digits
         return self._make(rng.randrange(top), rng.randrange(top))
+
+
+class ChainTask(GeneratedTask):
+    """``ch:<start><op><digit>...=`` -> the chain ``a+b=c;c-d=e;...`` (values in 10..99)."""
+
+    name = "chain"
+    reward = "chain"
+
+    def __init__(self, steps: int = 4) -> None:
+        self.steps = _check_int(self.name, "steps", steps, 1, 6)
+        self.completion_length = _round_up8(8 * self.steps)  # "aa+b=cc;" per step, the last ';' is EOS
+
+    def params(self) -> dict[str, Any]:
+        return {"steps": self.steps}
+
+    def space_size(self) -> int:
+        return 80 * 18**self.steps  # an upper bound (some operations leave 10..99)
+
+    def sample_problem(self, rng: random.Random) -> Example | None:
+        value = rng.randrange(10, 90)
+        prompt, chain = f"ch:{value}", []
+        for _ in range(self.steps):
+            op, digit = rng.choice("+-"), rng.randrange(1, 10)
+            nxt = value + digit if op == "+" else value - digit
+            if not 10 <= nxt <= 99:
+                return None
+            prompt += f"{op}{digit}"
+            chain.append(f"{value}{op}{digit}={nxt}")
+            value = nxt
+        return Example(prompt + "=", ";".join(chain))
 
 
 _OPS = {
