@@ -130,7 +130,7 @@ def test_list_names_descriptions_and_params(capsys):
     out = capsys.readouterr().out
     assert "sort_exact" in out and "params: answer_tag=None" in out and "params: url, timeout=30.0" in out
     assert main(["list", "estimators"]) == 0
-    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["maskgrpo", "d1", "unigrpo", "coupled"]
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["maskgrpo", "d1", "unigrpo", "coupled", "random", "spg", "wd1", "espo"]
     assert main(["list", "samplers"]) == 0
     assert "image/emerge" in capsys.readouterr().out
 

@@ -50,7 +50,7 @@ def test_missing_and_unknown_params_fail_naming_the_field():
     ("reward.functions=[{name: sort_exakt}]", "reward.functions.0.name: Value error, unknown reward 'sort_exakt'; valid rewards: "),
     ("reward.functions=[{name: sort_exact, params: {bonsu: 1.0}}]",
      "reward.functions.0.params: Value error, reward 'sort_exact' has no parameter 'bonsu'"),
-    ("task.name=sortt", "task.name: Value error, unknown task 'sortt'; valid tasks: add, countdown, "),
+    ("task.name=sortt", "task.name: Value error, unknown task 'sortt'; valid tasks: add, chain, countdown, "),
     ("task.params={lenght: 3}", "task.params: Value error, task 'sort' has no parameter 'lenght' (unknown: lenght; valid: length, digits)"),
 ])
 def test_validate_refuses_unknown_names_and_params_with_the_field_path(override, message, capsys):

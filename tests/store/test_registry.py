@@ -3,6 +3,7 @@ orphans, the lease; on file:// and on a real S3 server (SeaweedFS, tests/conftes
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -99,6 +100,7 @@ def test_lease(store):
         reg.acquire_lease("tick2", ttl_s=600)
     assert not reg.release_lease("tick2") and reg.release_lease("tick1")
     reg.acquire_lease("tick2", ttl_s=0.001)
+    time.sleep(0.01)  # let tick2's 1 ms lease lapse (on a fast machine the next call comes within 1 ms)
     reg.acquire_lease("tick3", ttl_s=600)  # tick2's lease expired
 
 

@@ -56,7 +56,8 @@ class TensorBoardTracker:
     def stage_done(self, call: StageCall, result: Any, seconds: float) -> None:
         if not self.available or getattr(result, "skipped", False):
             return
-        metrics = self.store.open(self.run_id, call.output, call.round).get_json(METRICS)
+        committed = self.store.open(self.run_id, call.output, call.round)
+        metrics = committed.get_json(METRICS) if METRICS in committed.files() else {}  # resolve/promote write none
         for tag, value in scalars_of(metrics, call.kind).items():
             self._writer.add_scalar(tag, value, global_step=call.round)
         self._writer.add_scalar(f"time/{call.kind}_seconds", seconds, global_step=call.round)
