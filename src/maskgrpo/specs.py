@@ -151,6 +151,10 @@ class ModelSpec(_Spec):
                              "and builtin:tiny's random base is never saved")
         return self
 
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: Any) -> Any:  # gradient_checkpointing came later: off leaves the JSON unchanged
+        return _drop_defaults(handler(self), self, "gradient_checkpointing")
+
 
 def _registered(kind: str) -> tuple[Any, Any]:
     """The two field validators of a spec naming a task or a reward (``kind``) with its
