@@ -1,13 +1,9 @@
 """models/vq.py and decoded scoring (stages/scoring.py through the image modality with image.decoder).
 
-MAGVIT-v2's weights cannot be downloaded here, so ``PaletteDecoder`` below is a TEST DOUBLE with
-MMaDA's MAGVITv2 interface (``from_pretrained(folder)``, ``decode_code(codes (B, N)) -> (B, 3, H,
-W)`` in [-1, 1]): it paints each code as a ``cell x cell`` block of the toy GenEval palette, so a
-decoded image is readable by the toy detector rewards and the arithmetic is visible.
+MAGVIT-v2's weights cannot be downloaded here, so the decoder is ``PaletteDecoder``, a TEST DOUBLE
+with MMaDA's MAGVITv2 interface (tests/palette_vq.py).
 """
 
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,43 +13,13 @@ from maskgrpo.specs import ImageSpec, RewardSpec, RunSpec, TaskSpec
 from maskgrpo.models.loading import import_checkpoint
 from maskgrpo.modalities import get_modality
 from maskgrpo.stages.scoring import score_rows
-from maskgrpo.tasks.geneval import PALETTE
+from palette_vq import CLASS_PATH, PaletteDecoder, write_palette_decoder
 
 META = {"tag": "colors", "include": [{"class": "bar", "count": 1, "color": "red"}], "prompt": "a red bar"}
 GOOD = "111" + "0" * 61  # a red 1x3 bar in the top-left corner of an 8x8 grid
-CLASS_PATH = f"{__name__}:PaletteDecoder"
-
-
-class PaletteDecoder(torch.nn.Module):
-    """Test double of MAGVITv2 (module docstring). Config: ``palette.json`` in the folder."""
-
-    calls: list = []
-
-    def __init__(self, colours: list, cell: int) -> None:
-        super().__init__()
-        rgb = torch.tensor(colours, dtype=torch.float32)  # (K, 3) in 0..255
-        self.register_buffer("table", rgb / 127.5 - 1.0)  # (K, 3) in [-1, 1]
-        self.cell = cell
-
-    @classmethod
-    def from_pretrained(cls, folder: str) -> "PaletteDecoder":
-        doc = json.loads((Path(folder) / "palette.json").read_text())
-        return cls(doc["colours"], doc["cell"])
-
-    def decode_code(self, codes: torch.Tensor) -> torch.Tensor:
-        type(self).calls.append(codes.shape[0])
-        side = int(codes.shape[1] ** 0.5)
-        x = self.table[codes].view(codes.shape[0], side, side, 3).permute(0, 3, 1, 2)  # (B, 3, side, side)
-        return x.repeat_interleave(self.cell, dim=2).repeat_interleave(self.cell, dim=3)  # (B, 3, H, W)
-
-
 @pytest.fixture
 def decoder_dir(tmp_path):
-    folder = tmp_path / "palette-vq"
-    folder.mkdir()
-    colours = [list(PALETTE[name][1]) for name in PALETTE]  # code k -> the toy palette's k-th colour
-    (folder / "palette.json").write_text(json.dumps({"colours": colours, "cell": 4}))
-    return folder
+    return write_palette_decoder(tmp_path / "palette-vq")
 
 
 def test_pixels_follow_mmadas_conversion():

@@ -25,34 +25,12 @@ from maskgrpo.stages.policy import load_policy, load_policy_dir, new_tiny_policy
 from maskgrpo.stages.update import load_round
 from maskgrpo.store import open_store
 from maskgrpo.tasks import CharTokenizer
-from maskgrpo.tasks.geneval import PALETTE
+
+from palette_vq import CLASS_PATH, write_palette_decoder
 
 from .conftest import IMAGE_DOC
 
 REPO = Path(__file__).resolve().parents[2]
-CLASS_PATH = f"{__name__}:PaletteDecoder"
-
-
-class PaletteDecoder(torch.nn.Module):
-    """Test double of MMaDA's MAGVIT-v2 (the VQ decoder interface of models/vq.py): code k -> the
-    toy palette's k-th colour, 4 px per cell. A stand-in: the real decoder is an 8B run's."""
-
-    def __init__(self, colours: list, cell: int) -> None:
-        super().__init__()
-        self.register_buffer("table", torch.tensor(colours, dtype=torch.float32) / 127.5 - 1.0)  # (K, 3)
-        self.cell = cell
-
-    @classmethod
-    def from_pretrained(cls, folder: str) -> "PaletteDecoder":
-        doc = json.loads((Path(folder) / "palette.json").read_text())
-        return cls(doc["colours"], doc["cell"])
-
-    def decode_code(self, codes: torch.Tensor) -> torch.Tensor:
-        side = int(codes.shape[1] ** 0.5)
-        x = self.table[codes].view(codes.shape[0], side, side, 3).permute(0, 3, 1, 2)
-        return x.repeat_interleave(self.cell, dim=2).repeat_interleave(self.cell, dim=3)  # (B, 3, H, W)
-
-
 def tiny_image_checkpoint(folder: Path, image: dict) -> Path:
     """A saved tiny model whose vocabulary holds the image layout (what an imported MMaDA is at 8B)."""
     run = RunSpec.model_validate({**IMAGE_DOC, "image": image})
@@ -155,8 +133,7 @@ def test_a_tiny_copy_of_the_mmada_t2i_pipeline_runs_end_to_end(tmp_path, monkeyp
     image = {"grid_size": 8, "codebook_size": 5, "text_slots": 20}
     models = f"file://{tmp_path}/models"
     source = import_checkpoint(tiny_image_checkpoint(tmp_path / "ckpt", image), models, "mmada-tiny")
-    (tmp_path / "vq").mkdir()
-    (tmp_path / "vq" / "palette.json").write_text(json.dumps({"colours": [list(PALETTE[n][1]) for n in PALETTE], "cell": 4}))
+    write_palette_decoder(tmp_path / "vq")
     decoder = import_checkpoint(tmp_path / "vq", models, "palette-vq")
     rows = [{"tag": "colors", "include": [{"class": k, "count": 1, "color": c}], "prompt": f"a {c} {k}"}
             for k in ("square", "bar") for c in ("red", "green", "blue", "yellow")]  # 8 prompts: 6 train, 2 eval
