@@ -28,3 +28,12 @@ STAGES = LazyRegistry("stage", {kind: f"maskgrpo.stages.{kind}:run" for kind in 
 def get_stage(kind: str) -> Callable[..., Any]:
     """The ``run`` function of a stage kind; unknown -> ValueError listing the kinds."""
     return STAGES.load(kind)
+
+
+def run_stage(kind: str, spec: Any, store: Any) -> Any:
+    """Run stage ``kind`` on ``spec``, after applying the run's committed retraining resolution
+    (stages/retrain.py ``resolved_spec``: a pinned champion and data snapshot; other specs pass
+    unchanged). The local runners' executors call this; ``stage_main`` (stages/main.py) does the same with its own ``run``."""
+    from maskgrpo.stages.retrain import resolved_spec
+
+    return get_stage(kind)(resolved_spec(spec, store), store)

@@ -21,8 +21,7 @@ from typing import Any
 from maskgrpo.plan import StageCall
 from maskgrpo.runners.local.plain import OnDone, default_run_id, describe, run_pipeline
 from maskgrpo.specs import load_run_spec
-from maskgrpo.stages import get_stage
-from maskgrpo.stages.retrain import resolved_spec
+from maskgrpo.stages import run_stage
 from maskgrpo.store import Store
 
 __all__ = ["configure_prefect", "default_run_id", "describe", "execute", "run_pipeline", "run_pipeline_flow"]
@@ -51,10 +50,10 @@ def execute(calls: list[StageCall], store: Store, retries: int = 1, on_done: OnD
     """Run ``calls`` in order as Prefect tasks inside the current flow; returns results by name."""
     results: dict[str, Any] = {}
     for call in calls:
-        stage_task = task(get_stage(call.kind), name=call.name, retries=retries, retry_delay_seconds=1,
+        stage_task = task(run_stage, name=call.name, retries=retries, retry_delay_seconds=1,
                           persist_result=False, cache_policy=None)
         start = time.perf_counter()
-        results[call.name] = stage_task(resolved_spec(call.spec, store), store)
+        results[call.name] = stage_task(call.kind, call.spec, store)
         if on_done is not None:
             on_done(call, results[call.name], time.perf_counter() - start)
     return results

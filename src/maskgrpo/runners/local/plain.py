@@ -27,8 +27,7 @@ from typing import Any, Callable, Iterator
 
 from maskgrpo.plan import StageCall, build_plan
 from maskgrpo.specs import RunSpec
-from maskgrpo.stages import get_stage
-from maskgrpo.stages.retrain import resolved_spec
+from maskgrpo.stages import run_stage
 from maskgrpo.store import LeaseHeld, Store, open_store
 
 Executor = Callable[..., dict[str, Any]]
@@ -90,7 +89,7 @@ def execute(calls: list[StageCall], store: Store, retries: int = 1, on_done: OnD
         start = time.perf_counter()
         for attempt in range(retries + 1):
             try:
-                results[call.name] = get_stage(call.kind)(resolved_spec(call.spec, store), store)
+                results[call.name] = run_stage(call.kind, call.spec, store)
                 break
             except Interrupted as stop:
                 stop.stage = call.name
