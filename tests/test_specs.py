@@ -286,3 +286,14 @@ def test_run_invalid_document_writes_nothing(tmp_path, capsys):
     assert main(["run", str(good), "--store", f"file://{store_dir}", "--set", "rl.sampler.block_length=3"]) == 2
     assert "rl.sampler: Value error, block_length (3) must divide gen_length (8)" in capsys.readouterr().err
     assert not store_dir.exists()
+
+
+def test_geneval_protocol_preset_sets_the_papers_evaluation():
+    # docs/algorithm.md §10: both samplers at tau 1, 32 steps, CFG 3.5, MMaDA's compounding noise, 4 images per prompt.
+    toy = load_run_spec(ROOT / "pipelines" / "toy-image.yaml")
+    run = load_run_spec(ROOT / "pipelines" / "toy-image.yaml", ["image.eval_protocol=geneval"])
+    s = run.evaluate.sampler
+    assert (s.temperature, s.steps, s.cfg_scale, s.maskgit) == (1.0, 32, 3.5, "mmada")
+    assert s.sampler == toy.evaluate.sampler.sampler  # the protocol fixes the settings, not which sampler
+    assert run.image.eval_images_per_prompt == 4
+    assert run.rl.sampler == toy.rl.sampler  # rollouts untouched
