@@ -1,7 +1,14 @@
 """``maskgrpo run`` as a process: SIGTERM mid-stage stops it at a safe point (exit 143, the running
 stage abandoned and uncommitted, a line saying how to resume, and the resume finishes the run);
 no process of its session outlives it, with the plain runner and with Prefect's (whose ephemeral
-API server is a subprocess)."""
+API server is a subprocess).
+
+The SIGTERM test's child is the real CLI with one injected delay (``HOLD_ROLLOUT``): the rollout
+stage waits inside its open store attempt, after its tensors are uploaded and before its samples
+are. Without it the race was real: a tiny rollout finished, and the whole run with it, before the
+test process (descheduled on a loaded machine) read the stage's start event and sent the signal,
+so the run exited 0 (seen in ~2 of 8 batched runs). The wait makes "mid-stage, attempt open"
+certain, whatever the load: the test signals when the child says it holds the attempt."""
 
 from __future__ import annotations
 
@@ -44,8 +51,26 @@ def session_processes(sid: int) -> list[str]:
     return found
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "maskgrpo.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+# The CLI, with the rollout's samples upload held for up to 5 minutes (the signal ends the wait).
+HELD = "held: rollout attempt open"
+HOLD_ROLLOUT = f"""
+import sys, time
+from maskgrpo.store.attempt import Attempt
+real_put_jsonl = Attempt.put_jsonl
+def held_put_jsonl(self, name, rows):
+    if self.stage == "rollout":
+        print("{HELD}", file=sys.stderr, flush=True)
+        time.sleep(300)
+    return real_put_jsonl(self, name, rows)
+Attempt.put_jsonl = held_put_jsonl
+from maskgrpo.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def start(args: list[str], cwd: Path, hold_rollout: bool = False) -> subprocess.Popen:
+    entry = ["-c", HOLD_ROLLOUT] if hold_rollout else ["-m", "maskgrpo.cli"]
+    return subprocess.Popen([sys.executable, *entry, *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -54,15 +79,21 @@ def start(args: list[str], cwd: Path) -> subprocess.Popen:
 def test_sigterm_mid_stage_stops_at_a_safe_point_and_the_run_resumes(tmp_path, capsys):
     uri = f"file://{tmp_path / 'runs'}"
     proc = start(["run", str(PIPELINE), "--store", uri, "--run-id", "t", "--log-format", "json", *set_args(SETS)],
-                 tmp_path)
+                 tmp_path, hold_rollout=True)
     events = []
     try:
         for line in proc.stdout:  # one JSON object per line: nothing else is printed on stdout
             events.append(json.loads(line))
             if events[-1] == {"event": "stage_start", "name": "rollout_1", "kind": "rollout", "round": 1}:
-                proc.send_signal(signal.SIGTERM)  # while rollout_1 runs
+                break
+        held = []
+        for line in proc.stderr:  # rollout_1 runs; wait until it holds its open attempt
+            held.append(line)
+            if line.strip() == HELD:
+                proc.send_signal(signal.SIGTERM)
                 break
         rest, err = proc.communicate(timeout=300)
+        err = "".join(held) + err
     finally:
         if proc.poll() is None:
             proc.kill()
