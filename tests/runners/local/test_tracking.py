@@ -25,8 +25,9 @@ def test_event_files_hold_every_stage_metric_per_round(cli_run):
     for path in files:  # each file holds exactly one stage's scalars
         single = EventAccumulator(str(path))
         single.Reload()
-        (kind,) = {tag.split("/")[1] if tag.startswith("time/") else tag.split("/")[0] for tag in single.Tags()["scalars"]}
-        kinds.append(kind.removesuffix("_seconds"))
+        (kind,) = {tag.split("/")[1].removesuffix("_seconds") if tag.startswith("time/") else tag.split("/")[0]
+                   for tag in single.Tags()["scalars"]}
+        kinds.append(kind)
     assert kinds == ["sft", "evaluate", "rollout", "score", "update", "rollout", "score", "update", "evaluate"]
     events = EventAccumulator(str(run_dir))
     events.Reload()
