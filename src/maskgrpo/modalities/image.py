@@ -213,7 +213,7 @@ class ImageModality:
         for start in range(0, len(shown), per_prompt):
             row = shown[start]
             reference = toy_images([str(row.get("answer", ""))], self.image.grid_size) or []
-            label = row["prompt"] + ("  [left: reference]" if reference else "")
+            label = row["prompt"] + ("  (first image: the reference)" if reference else "")
             grid_rows.append((label, reference + images[start:start + per_prompt]))
         grid = labelled_grid_png(grid_rows)
         return {IMAGE_GRID: grid} if grid is not None else {}

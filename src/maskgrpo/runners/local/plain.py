@@ -159,8 +159,9 @@ def run_pipeline(run: RunSpec, store_uri: str, run_id: str, *, echo: Callable[[s
         echo(f"skipped: {err}")
         status = "KILLED"
         return {"run_id": run_id, "pipeline": run.name, "skipped": str(err)}
-    except Interrupted:
+    except Interrupted:  # a stop signal: this process's time so far still counts on resume
         status = "KILLED"
+        record_time()
         raise
     finally:
         trackers.close(status)

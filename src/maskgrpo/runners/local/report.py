@@ -208,7 +208,7 @@ def plots(summary: dict[str, Any]) -> dict[str, bytes]:
 
 def _cell(text: Any) -> str:
     """A markdown table cell: one line, pipes escaped, shown as code."""
-    flat = " ⏎ ".join(line.strip() for line in str(text).strip().splitlines()) or " "
+    flat = " ⏎ ".join(line.strip() for line in str(text).splitlines() if line.strip()) or " "
     flat = flat.replace("|", "\\|")
     return f"`{flat}`" if "`" not in flat else f"<code>{flat}</code>"
 
