@@ -95,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 from maskgrpo.runners.local.flow import run_pipeline_flow
 
                 summary = run_pipeline_flow.with_options(name=f"maskgrpo-{run.name}")(
-                    str(args.pipeline), store.uri, run_id, list(args.set), args.resume
+                    str(args.pipeline), store.uri, run_id, list(args.set), args.resume, args.log_format
                 )
             else:
                 from maskgrpo.runners.local.plain import run_pipeline

@@ -141,10 +141,9 @@ def run_pipeline(run: RunSpec, store_uri: str, run_id: str, *, echo: Callable[[s
         if on_done is not None:
             on_done(call, result, seconds)
 
-    kwargs: dict[str, Any] = {"on_done": progress}
-    if executor is execute:
+    kwargs: dict[str, Any] = {"on_done": progress, "on_start": on_start}
+    if executor is execute:  # Prefect's tasks retry themselves
         kwargs["on_retry"] = lambda call, err: echo(f"      {call.name} failed ({type(err).__name__}: {err}); retrying")
-        kwargs["on_start"] = on_start
     status = "FAILED"
     try:
         executor(calls, store, retries=1, **kwargs)

@@ -130,7 +130,10 @@ def _figure(width: float = 5.0, height: float = 3.2):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(width, height), dpi=100)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds
     return plt, fig, ax
 
 
