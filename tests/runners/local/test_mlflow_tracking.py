@@ -128,6 +128,13 @@ def test_a_run_logs_params_metrics_artifacts_and_tags_to_a_real_mlflow_server(ml
     assert tags["maskgrpo.run_uri"] == f"file://{store}/tracked"
     assert tags["maskgrpo.model_source"] == got["params"]["model.source"]
     assert got["status"] == "FINISHED"
+    # a resume (every stage committed) continues the same MLflow run: still one run with this run id
+    assert main(["run", *run_args, "--store", f"file://{store}", "--run-id", "tracked", "--resume"]) == 0
+    again = json.loads(subprocess.run([str(python), "-c", READ_BACK, uri, "maskgrpo-test", str(tmp_path / "dl2")],
+                                      capture_output=True, text=True, check=True).stdout)
+    assert again["status"] == "FINISHED" and again["params"] == expected
+    assert again["history"]["update/kl"] == history["update/kl"]  # skipped stages log nothing again
+    assert len(again["history"]["summary/gain"]) == 2
 
 
 def test_an_unreachable_server_is_one_line_before_any_stage(run_args, tmp_path, monkeypatch, capsys):
