@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -67,10 +68,18 @@ def mlflow_server(tmp_path_factory):
                 server.kill()
                 raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
             time.sleep(0.5)
-    yield python, uri, root
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
-    log.close()
+    try:
+        yield python, uri, root
+    finally:  # the server's whole process group (uvicorn and its workers)
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        log.close()
 
 
 READ_BACK = r"""
