@@ -65,3 +65,24 @@ def test_check_marks_use_the_accuracy_threshold():
     strict = table_rows(_report_md(SUMMARY, before, after, limit=1, threshold=1.0))[0]
     assert strict.endswith("| ✗ `c` | ✗ `c` |")
     assert "✓: reward >= 0.5" in _report_md(SUMMARY, before, after, limit=1, threshold=0.5)
+
+
+def test_every_plot_has_a_title_and_both_axes_labelled(cli_run, monkeypatch):
+    from maskgrpo.runners.local import report
+
+    summary = json.loads((cli_run.root / cli_run.run_id / "summary.json").read_text())
+    seen, original = [], report._png
+
+    def record(plt, fig):
+        seen.append([(ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes])
+        return original(plt, fig)
+
+    monkeypatch.setattr(report, "_png", record)
+    files = report.plots(summary)
+    assert sorted(files) == sorted(f"plot-{name}.png" for name in PLOTS) and len(seen) == len(PLOTS)
+    for axes in seen:
+        (title, xlabel, ylabel), = axes
+        assert title and xlabel and ylabel, axes
+    report._curve_png(summary)
+    (left, right) = seen[-1]  # the curve: reward and accuracy on their own labelled axes
+    assert left[1] == "round" and left[2] == "rollout reward (mean)" and right[2] == "held-out accuracy"
