@@ -95,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 from maskgrpo.runners.local.flow import run_pipeline_flow
 
                 summary = run_pipeline_flow.with_options(name=f"maskgrpo-{run.name}")(
-                    str(args.pipeline), store.uri, run_id, list(args.set), args.resume
+                    str(args.pipeline), store.uri, run_id, list(args.set), args.resume, args.log_format
                 )
             else:
                 from maskgrpo.runners.local.plain import run_pipeline
@@ -462,7 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--run-id", help="run id in the store (default: the pipeline name)")
         p.add_argument("--store", help="s3:// store URI (default: cluster.store)")
 
-    p = sub.add_parser("run", help="run a pipeline on this machine (in this process, or --runner prefect; local or s3 store)")
+    p = sub.add_parser("run", help="run a pipeline on this machine (in this process, or --runner prefect; local or s3 store)",
+                       epilog="Tracking: TensorBoard event files beside the run (the tracking extra); with "
+                              "MLFLOW_TRACKING_URI=http(s)://... also an MLflow run (MLFLOW_EXPERIMENT_NAME).")
     doc(p)
     p.add_argument("--store", default=DEFAULT_STORE, help=f"store URI, file:// or s3:// (default {DEFAULT_STORE})")
     p.add_argument("--run-id", help="run id (default <name>-<date>-<time>)")

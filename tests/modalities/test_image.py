@@ -36,3 +36,60 @@ def test_image_estimator_input_is_slots_without_a_ramp_over_the_codebook():
     assert modality.decode(tok, ids, layout.image_start) == ["0123", "3210"]
     with pytest.raises(ValueError, match="a text sampler in a image run"):
         modality.generate(None, tok, ["a"], type("S", (), {"kind": "text"})(), torch.Generator(), device=torch.device("cpu"))
+
+
+def _grid_pixels(png: bytes):
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png)).convert("RGB")
+
+
+def test_report_grid_decodes_mmada_codes_through_the_configured_decoder(tmp_path):
+    """MMaDA layout (K = 8192, space-separated code text: not a toy grid): the grid is decoded
+    through ``image.decoder``. Stand-in: tests/palette_vq.py's PaletteDecoder (MAGVIT-v2's
+    interface) with an 8192-colour table, as MMaDA's weights cannot be had here."""
+    import json
+
+    from palette_vq import CLASS_PATH
+
+    from maskgrpo.artifacts import IMAGE_GRID
+    from maskgrpo.specs import ImageDecoderSpec
+
+    colours = [[k % 256, (k * 7) % 256, (k * 13) % 256] for k in range(8192)]
+    (tmp_path / "vq").mkdir()
+    (tmp_path / "vq" / "palette.json").write_text(json.dumps({"colours": colours, "cell": 4}))
+    decoder = ImageDecoderSpec(class_path=CLASS_PATH, source=str(tmp_path / "vq"), device="cpu")
+    image = ImageSpec(layout="mmada", grid_size=2, codebook_size=8192, decoder=decoder)
+    modality = get_modality(image)
+    rows = [{"prompt": "a photo of a red bus", "answer": "", "completion": "8191 5 0 3"},
+            {"prompt": "two cats", "answer": "", "completion": "17 17 4000 1"},
+            {"prompt": "not shown", "answer": "", "completion": "1 1 1 1"}]
+    files = modality.report_files(rows, num_samples=2)
+    sheet = _grid_pixels(files[IMAGE_GRID])
+    assert sheet.height == 2 * (96 + 4) + 2  # a row per shown prompt
+    for r, code in enumerate((8191, 17)):  # each row's image starts with its first code's colour
+        got = sheet.getpixel((240 + 1, r * 100 + 2 + 1))  # within 1 of 255: the [-1, 1] -> uint8 rounding
+        assert max(abs(a - b) for a, b in zip(got, colours[code])) <= 1, (got, colours[code])
+    for r in range(2):  # the prompt text is drawn at the left of its row
+        label = sheet.crop((0, r * 100 + 2, 240, r * 100 + 98))
+        assert min(sum(p) for p in label.getdata()) < 200
+    # without a decoder the same codes draw nothing (not a toy grid), as before
+    assert get_modality(ImageSpec(layout="mmada", grid_size=2, codebook_size=8192)).report_files(rows, 2) == {}
+
+
+def test_toy_geneval_grid_rows_carry_the_prompt_and_the_reference_first():
+    from maskgrpo.artifacts import IMAGE_GRID
+    from maskgrpo.tasks.geneval import PALETTE
+
+    modality = get_modality(ImageSpec(grid_size=2, codebook_size=5))
+    rows = [{"prompt": "a red square", "answer": "1111", "completion": "0000"},
+            {"prompt": "a red square", "answer": "1111", "completion": "2222"}]
+    modality.eval_repeats = 2  # two images per prompt: one row
+    sheet = _grid_pixels(modality.report_files(rows, num_samples=1)[IMAGE_GRID])
+    assert sheet.height == 100 + 2
+    colour = {code: rgb for code, rgb in PALETTE.values()}
+    assert sheet.getpixel((241, 3)) == tuple(colour[1])  # the reference, then the two samples
+    assert sheet.getpixel((241 + 98, 3)) == tuple(colour[0])
+    assert sheet.getpixel((241 + 2 * 98, 3)) == tuple(colour[2])

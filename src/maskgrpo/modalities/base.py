@@ -65,8 +65,9 @@ class Modality(Protocol):
     def reward_inputs(self, completions: list[str]) -> list:
         """What the reward functions receive for these completions (image: decoded images with a decoder)."""
 
-    def report_files(self, completions: list[str], num_samples: int) -> dict[str, bytes]:
-        """Extra files of an evaluation output (image: a PNG grid of the first prompts)."""
+    def report_files(self, rows: list[dict], num_samples: int) -> dict[str, bytes]:
+        """Extra files of an evaluation output from its sample rows (prompt, answer, completion;
+        image: a labelled PNG grid of the first prompts)."""
 
 
 def check_sampler(modality: str, sampler: Any) -> None:

@@ -10,8 +10,9 @@
    (``ramp_start`` None: i.i.d. masks) scored with the codebook softmax (the vocabulary slice).
 4. Rewards: with ``image.decoder`` the code text is decoded to RGB ``PIL.Image``s through the VQ
    decoder (models/vq.py); without one the rewards get the code text.
-5. Report: a PNG grid of the first prompts' evaluation images (one row per prompt) when the
-   codebook is the toy palette.
+5. Report: a PNG grid of the first prompts' evaluation images, a row per prompt with its text
+   (and the toy GenEval reference), decoded through ``image.decoder`` when there is one, else
+   drawn in the toy palette.
 Completions are stored as code text: one digit per slot when K <= 10, else space-separated codes.
 
 Deviation: MMaDA trains its SFT CE over the whole vocabulary; here it is over the codebook slice,
@@ -65,28 +66,42 @@ def text_to_codes(text: str, num_slots: int, codebook_size: int) -> list[int]:
     return [int(p) for p in parts]
 
 
-def image_grid_png(texts: list[str], grid_size: int, columns: int = 8) -> bytes | None:
-    """A PNG contact sheet of toy-palette images (None when a text is not a toy grid)."""
-    from PIL import Image
-
+def toy_images(texts: list[str], grid_size: int, cell: int = 6) -> list | None:
+    """Toy-palette code texts as RGB images (None when a text is not a toy grid)."""
     from maskgrpo.tasks.geneval import grid_to_image, text_to_grid
 
     try:
-        images = [grid_to_image(text_to_grid(t, grid_size), cell=6) for t in texts]
+        return [grid_to_image(text_to_grid(t, grid_size), cell=cell) for t in texts]
     except ValueError:
         return None
-    if not images:
+
+
+def labelled_grid_png(rows: list[tuple[str, list]], thumb: int = 96, label_width: int = 240) -> bytes | None:
+    """A PNG contact sheet: one row per prompt, its text wrapped at the left, then its images
+    (each scaled to ``thumb`` px high). ``rows``: (label, [PIL images])."""
+    import textwrap
+
+    from PIL import Image, ImageDraw
+
+    rows = [(label, images) for label, images in rows if images]
+    if not rows:
         return None
-    w, h = images[0].size
-    rows = math.ceil(len(images) / columns)
-    sheet = Image.new("RGB", (columns * (w + 2), rows * (h + 2)), (128, 128, 128))
-    for k, im in enumerate(images):
-        sheet.paste(im, ((k % columns) * (w + 2) + 1, (k // columns) * (h + 2) + 1))
+    sized = [(label, [im.convert("RGB").resize((max(1, round(im.width * thumb / im.height)), thumb), Image.NEAREST)
+                      for im in images]) for label, images in rows]
+    width = label_width + max(sum(im.width + 2 for im in images) for _, images in sized) + 2
+    sheet = Image.new("RGB", (width, len(sized) * (thumb + 4) + 2), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for r, (label, images) in enumerate(sized):
+        y = r * (thumb + 4) + 2
+        lines = textwrap.wrap(label, width=label_width // 7)[: max(thumb // 12, 1)]
+        draw.multiline_text((4, y + 2), "\n".join(lines), fill=(0, 0, 0), spacing=2)
+        x = label_width
+        for im in images:
+            sheet.paste(im, (x, y))
+            x += im.width + 2
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
 
 
 class ImageModality:
@@ -178,8 +193,27 @@ class ImageModality:
         codes = torch.tensor([text_to_codes(c, slots, self.image.codebook_size) for c in completions], dtype=torch.long)
         return decode_images(decoder, codes, spec.batch_size, codebook_size=self.image.codebook_size)
 
-    def report_files(self, completions: list[str], num_samples: int) -> dict[str, bytes]:
+    def report_files(self, rows: list[dict], num_samples: int) -> dict[str, bytes]:
+        """The first ``num_samples`` prompts' images as a labelled PNG grid: a row per prompt with
+        its text, the toy GenEval reference (when the answer is a toy grid) and then its sampled
+        images, decoded through ``image.decoder`` when one is configured (a real VQ decoder, MMaDA's
+        MAGVIT-v2), else drawn in the toy palette; none when neither applies."""
         per_prompt = self.eval_repeats
-        grid = image_grid_png(completions[: max(num_samples, 1) * per_prompt], self.image.grid_size,
-                              columns=per_prompt if per_prompt > 1 else 8)
+        shown = rows[: max(num_samples, 1) * per_prompt]
+        if not shown:
+            return {}
+        completions = [r["completion"] for r in shown]
+        if self.image.decoder is not None:
+            images = self.reward_inputs(completions)
+        else:
+            images = toy_images(completions, self.image.grid_size)
+            if images is None:
+                return {}
+        grid_rows = []
+        for start in range(0, len(shown), per_prompt):
+            row = shown[start]
+            reference = toy_images([str(row.get("answer", ""))], self.image.grid_size) or []
+            label = row["prompt"] + ("  (first image: the reference)" if reference else "")
+            grid_rows.append((label, reference + images[start:start + per_prompt]))
+        grid = labelled_grid_png(grid_rows)
         return {IMAGE_GRID: grid} if grid is not None else {}

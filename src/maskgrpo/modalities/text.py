@@ -106,5 +106,5 @@ class TextModality:
     def reward_inputs(self, completions: list[str]) -> list:
         return completions
 
-    def report_files(self, completions: list[str], num_samples: int) -> dict[str, bytes]:
+    def report_files(self, rows: list[dict], num_samples: int) -> dict[str, bytes]:
         return {}

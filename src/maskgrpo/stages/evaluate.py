@@ -65,7 +65,7 @@ def run(spec: EvaluateSpec, store: Store) -> EvaluateResult:
     with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:
         attempt.put_jsonl(SAMPLES, rows)
         attempt.put_json(METRICS, result.model_dump(exclude={"skipped"}))
-        for name, data in modality.report_files(completions, spec.evaluate.num_samples).items():
+        for name, data in modality.report_files(rows, spec.evaluate.num_samples).items():
             attempt.put_bytes(name, data)
         attempt.commit()
     return result

@@ -45,6 +45,9 @@ class RolloutResult(BaseModel):
     logprob_forwards_per_completion: float = 0.0  # old (+ reference) log-prob passes; 0 for spg and wd1
     completion_length_mean: float
     wall_seconds: float
+    generate_seconds: float = 0.0  # sampling the completions
+    logprob_seconds: float = 0.0  # the old (and reference) log-prob passes
+    store_seconds: float = 0.0  # loading the policy, writing the rollout (the commit itself not counted)
     skipped: bool = False
 
 
@@ -65,6 +68,7 @@ def run(spec: RolloutSpec, store: Store) -> RolloutResult:
     rl = spec.rl
     modality = modality_for(spec)
     policy = load_policy(store, spec.run_id, spec.policy, spec.model)
+    loaded = time.perf_counter()
     policy.model.eval()
     tok = policy.tokenizer
     train = load_examples(spec.task, "train", spec.data_seed)
@@ -74,6 +78,7 @@ def run(spec: RolloutSpec, store: Store) -> RolloutResult:
     generated = modality.generate(policy.logits, tok, [e.prompt for e in repeated], rl.sampler,
                                   stage_generator(spec.seed + spec.shard, Salt.SAMPLING), device=policy.device, width=width,
                                   cached_logits_fn=policy.cached_logits())
+    generated_at = time.perf_counter()
     input_ids = generated.input_ids
     row_ids = torch.tensor([g * rl.group_size + i for g in groups for i in range(rl.group_size)])
     inp = modality.estimator_input(tok, input_ids, generated.prompt_length, row_ids.to(input_ids.device))
@@ -96,6 +101,7 @@ def run(spec: RolloutSpec, store: Store) -> RolloutResult:
         ref = cache_logprobs(reference_fn, rl.estimator, inp, seeds, mask_id, chunk_rows=rl.logprob_chunk_rows, config=config,
                              visible=visible)
         tensors["ref_logprobs"] = ref.logprobs.cpu()
+    logprob_seconds = time.perf_counter() - generated_at
     passes = ("old_logprobs" in tensors) + ("ref_logprobs" in tensors)
     logprob_forwards = views_per_iteration(rl.estimator, config) * rl.num_iterations * passes
     completions = modality.decode(tok, input_ids, generated.prompt_length)
@@ -105,12 +111,16 @@ def run(spec: RolloutSpec, store: Store) -> RolloutResult:
     ]
     result = RolloutResult(
         rows=len(samples), forwards_per_completion=generated.forwards_per_row, logprob_forwards_per_completion=logprob_forwards,
-        completion_length_mean=float(inp.loss_valid.sum(1).float().mean()), wall_seconds=time.perf_counter() - start,
+        completion_length_mean=float(inp.loss_valid.sum(1).float().mean()), wall_seconds=0.0,
+        generate_seconds=generated_at - loaded, logprob_seconds=logprob_seconds,
     )
     with store.begin(spec.run_id, output, spec.round, digest) as attempt:
+        writing = time.perf_counter()
         attempt.put_tensors(ROLLOUT, tensors, metadata={"policy": spec.policy or "", "estimator": rl.estimator,
                                                         "modality": modality.name})
         attempt.put_jsonl(SAMPLES, samples)
+        end = time.perf_counter()  # wall: the stage up to its metrics (the commit itself is not counted)
+        result = result.model_copy(update={"wall_seconds": end - start, "store_seconds": (loaded - start) + (end - writing)})
         attempt.put_json(METRICS, result.model_dump(exclude={"skipped"}))
         attempt.commit()
     return result

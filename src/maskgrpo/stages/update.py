@@ -53,6 +53,8 @@ class UpdateResult(BaseModel):
     forwards_per_completion: float
     wall_seconds: float
     weight_digest: str
+    optimize_seconds: float = 0.0  # forwards, backwards and optimizer steps
+    store_seconds: float = 0.0  # loading policy, optimizer and round; writing them (the commit not counted)
     skipped: bool = False
 
 
@@ -128,6 +130,7 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
 
     ``stepper``/``rank`` (stages/distributed.py): this process's slice of every minibatch, in
     micro-batches whose losses are their exact shares of the minibatch loss."""
+    started = time.perf_counter()
     stepper = stepper or TorchStepper(policy.model, optimizer, rl.grad_clip)
     device = policy.device
     seeds = data["mask_seeds"].tolist()
@@ -188,6 +191,7 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
     return UpdateResult(
         optimizer_steps=len(grad_norms), **means, grad_norm=fmean(grad_norms) if grad_norms else 0.0,
         forwards_per_completion=forwards / max(len(rows), 1), wall_seconds=0.0, weight_digest="",
+        optimize_seconds=time.perf_counter() - started,
     )
 
 
@@ -209,15 +213,20 @@ def run(spec: UpdateSpec, store: Store) -> UpdateResult:
     stepper = distributed.make_stepper(policy, optimizer, spec.model, rank, spec.rl.grad_clip)
     if spec.optimizer_from and deepspeed:  # into the ZeRO partitions (distributed.py, 5)
         stepper.import_optimizer(store.open(spec.run_id, *parse_ref(spec.optimizer_from)).get_tensors(OPTIMIZER_TENSORS))
-    result = optimize(policy, optimizer, load_round(store, spec), spec.rl, spec.seed, stepper=stepper, rank=rank)
+    data = load_round(store, spec)
+    loaded = time.perf_counter() - start
+    result = optimize(policy, optimizer, data, spec.rl, spec.seed, stepper=stepper, rank=rank)
     if deepspeed:
         state = stepper.export_optimizer(keep=rank.is_main)  # collective: every rank
         distributed.unwrap(policy)
         return _commit_distributed(spec, store, policy, result, rank, digest, start, state)
-    result = result.model_copy(update={"wall_seconds": time.perf_counter() - start, "weight_digest": weight_digest(policy.model)})
+    result = result.model_copy(update={"weight_digest": weight_digest(policy.model)})
     with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:
+        writing = time.perf_counter()
         save_policy(attempt, policy)
         save_optimizer(attempt, optimizer)
+        end = time.perf_counter()  # wall: the stage up to its metrics (the commit itself is not counted)
+        result = result.model_copy(update={"wall_seconds": end - start, "store_seconds": loaded + (end - writing)})
         attempt.put_json(METRICS, result.model_dump(exclude={"skipped"}))
         committed = attempt.commit()
     remember_policy(committed, policy)

@@ -73,5 +73,11 @@ def test_resume_after_sigkill_in_update_recomputes_nothing_and_matches(cli_run, 
     resumed = json.loads((cli_run.root / RUN_ID / "summary.json").read_text())
     reference = json.loads((cli_run.root / cli_run.run_id / "summary.json").read_text())
     assert resumed["final_weight_digest"] == reference["final_weight_digest"]
-    strip = lambda s: {k: v for k, v in s.items() if k not in ("run_id", "store", "wall_seconds")}  # noqa: E731
+    timing = ("run_id", "store", "wall_seconds", "processes", "time")
+    strip = lambda s: {k: v for k, v in s.items() if k not in timing}  # noqa: E731
     assert strip(resumed) == strip(reference)
+    # wall_seconds counts both processes: the killed one up to its last finished stage, and this one
+    processes = json.loads((cli_run.root / RUN_ID / "processes.json").read_text())
+    assert len(processes) == 2 and resumed["processes"] == 2 and processes[0]["seconds"] > 0
+    assert resumed["wall_seconds"] >= processes[0]["seconds"] + processes[1]["seconds"]
+    assert "over 2 processes (resumed)" in (cli_run.root / RUN_ID / "report.md").read_text()

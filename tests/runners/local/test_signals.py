@@ -118,15 +118,21 @@ def test_sigterm_mid_stage_stops_at_a_safe_point_and_the_run_resumes(tmp_path, c
 
 
 @pytest.mark.slow
-def test_prefect_runner_leaves_no_process_behind(tmp_path):
+def test_prefect_runner_logs_json_and_leaves_no_process_behind(tmp_path):
     # Prefect's ephemeral API server is a uvicorn subprocess: it must end with the run.
+    # One Prefect start (the costly part) also checks --log-format json under --runner prefect.
     proc = start(["run", str(PIPELINE), "--store", f"file://{tmp_path / 'runs'}", "--run-id", "p",
-                  "--runner", "prefect", *set_args(SETS)], tmp_path)
+                  "--runner", "prefect", "--log-format", "json", *set_args(SETS)], tmp_path)
     try:
         out, err = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert "[  6/6] evaluate_1" in out and "held-out accuracy" in out
+    events = [json.loads(line) for line in out.splitlines()]  # stdout: one JSON object per line, nothing else
+    names = ["sft", "evaluate_0", "rollout_1", "score_1", "update_1", "evaluate_1"]
+    assert events[0]["event"] == "run" and events[0]["runner"] == "prefect"
+    assert [(e["event"], e["name"]) for e in events[1:-1]] == [(kind, n) for n in names for kind in ("stage_start", "stage")]
+    assert events[-1]["event"] == "summary" and events[-1]["summary"]["run_id"] == "p"
+    assert events[-2]["result"]["accuracy"] == events[-1]["summary"]["final"]["accuracy"]
     assert session_processes(proc.pid) == []

@@ -1,5 +1,6 @@
 """TensorBoard event files of a run, read back with TensorBoard's own reader (EventAccumulator):
-every stage's metrics as scalars at step = round, equal to what summary.json reports."""
+every stage's metrics as scalars at step = round, equal to what summary.json reports; each
+stage's scalars in a file of their own, written once (nothing re-uploaded as the run grows)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,16 @@ def f32(x: float) -> float:
 
 def test_event_files_hold_every_stage_metric_per_round(cli_run):
     run_dir = cli_run.root / cli_run.run_id
-    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # one process, one file
+    files = sorted(run_dir.glob("events.out.tfevents.*"))
+    assert [f.name.rsplit(".", 1)[1] for f in files] == [f"s{i:03d}" for i in range(9)]  # a file per stage, in order
+    kinds = []
+    for path in files:  # each file holds exactly one stage's scalars
+        single = EventAccumulator(str(path))
+        single.Reload()
+        (kind,) = {tag.split("/")[1].removesuffix("_seconds") if tag.startswith("time/") else tag.split("/")[0]
+                   for tag in single.Tags()["scalars"]}
+        kinds.append(kind)
+    assert kinds == ["sft", "evaluate", "rollout", "score", "update", "rollout", "score", "update", "evaluate"]
     events = EventAccumulator(str(run_dir))
     events.Reload()
     tags = set(events.Tags()["scalars"])
@@ -33,6 +43,8 @@ def test_event_files_hold_every_stage_metric_per_round(cli_run):
         assert [s for s, _ in series[f"time/{kind}_seconds"]] == steps
         assert all(v >= 0 for _, v in series[f"time/{kind}_seconds"])
     assert "sft/loss_last" in tags and "update/grad_norm" in tags
+    for tag in ("rollout/generate_seconds", "rollout/logprob_seconds", "update/optimize_seconds", "update/store_seconds"):
+        assert [s for s, _ in series[tag]] == [1, 2] and all(v >= 0 for _, v in series[tag]), tag
 
 
 def test_scalars_of_keeps_finite_numbers_only():

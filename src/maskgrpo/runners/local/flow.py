@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from maskgrpo.plan import StageCall
 from maskgrpo.runners.local.plain import OnDone, default_run_id, describe, run_pipeline
@@ -46,10 +46,13 @@ configure_prefect()
 from prefect import flow, task  # noqa: E402  (after configure_prefect, which must precede the import)
 
 
-def execute(calls: list[StageCall], store: Store, retries: int = 1, on_done: OnDone | None = None) -> dict[str, Any]:
+def execute(calls: list[StageCall], store: Store, retries: int = 1, on_done: OnDone | None = None,
+            on_start: Callable[[StageCall], None] | None = None) -> dict[str, Any]:
     """Run ``calls`` in order as Prefect tasks inside the current flow; returns results by name."""
     results: dict[str, Any] = {}
     for call in calls:
+        if on_start is not None:
+            on_start(call)
         stage_task = task(run_stage, name=call.name, retries=retries, retry_delay_seconds=1,
                           persist_result=False, cache_policy=None)
         start = time.perf_counter()
@@ -61,11 +64,17 @@ def execute(calls: list[StageCall], store: Store, retries: int = 1, on_done: OnD
 
 @flow(name="maskgrpo-pipeline", persist_result=False, log_prints=False)
 def run_pipeline_flow(pipeline_path: str, store: str, run_id: str | None = None, overrides: list[str] | None = None,
-                      resume: bool = True) -> dict[str, Any]:
+                      resume: bool = True, log_format: str = "text") -> dict[str, Any]:
     """The flow: validate the document, run every stage of its plan, write summary and report.
 
     A scheduled deployment (runners/local/schedule.py) calls it with run_id None: a fresh run id
     per tick. ``resume`` is accepted for symmetry with the CLI: committed stages are always reused.
+    ``log_format``: what ``maskgrpo run --log-format`` prints (runners/local/output.py), the same
+    lines and JSON events as the plain runner.
     """
+    from maskgrpo.runners.local.output import Output
+
     run = load_run_spec(Path(pipeline_path), overrides or [])
-    return run_pipeline(run, store, run_id or default_run_id(run), executor=execute)
+    out = Output(log_format)
+    return run_pipeline(run, store, run_id or default_run_id(run), executor=execute, echo=out.line,
+                        on_start=out.stage_start, on_done=out.stage_done)

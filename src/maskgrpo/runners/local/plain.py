@@ -20,6 +20,7 @@ swap, docs/design.md), every committed stage stays, and ``--resume`` continues f
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from contextlib import contextmanager
@@ -109,35 +110,60 @@ def run_pipeline(run: RunSpec, store_uri: str, run_id: str, *, echo: Callable[[s
                  executor: Executor = execute, on_done: OnDone | None = None,
                  on_start: Callable[[StageCall], None] | None = None) -> dict[str, Any]:
     """Run the whole plan of ``run``; returns the run summary. ``on_start`` and ``on_done`` are
-    called around each stage (after its progress line; the JSON log and tracking hooks)."""
-    from maskgrpo.runners.local.report import write_summary
-    from maskgrpo.runners.local.tracking import TensorBoardTracker
+    called around each stage (after its progress line; the JSON log and tracking hooks).
+
+    Beside the run: ``pipeline.yaml`` (the resolved document, with the overrides and defaults, as
+    ``maskgrpo config`` prints it) and ``processes.json`` (each process's seconds on the run,
+    updated after every stage, so a resumed run's ``wall_seconds`` counts the interrupted ones)."""
+    import yaml
+
+    from maskgrpo.runners.local.report import PIPELINE, PROCESSES, load_processes, write_summary
+    from maskgrpo.runners.local.tracking import Trackers
 
     store = open_store(store_uri)
     store.check_reachable()
     calls = build_plan(run, run_id, store.uri, num_shards=1)
     started = time.perf_counter()
-    tracker = TensorBoardTracker(store, run_id, echo=echo)
+    trackers = Trackers(run, store, run_id, echo=echo)  # MLflow: the server is checked before any stage
+    store.write_run_file(run_id, PIPELINE, yaml.safe_dump(run.model_dump(mode="json"), sort_keys=False).encode())
+    earlier = load_processes(store, run_id)
+    this = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": 0.0}
+
+    def record_time() -> None:
+        this["seconds"] = round(time.perf_counter() - started, 3)
+        store.write_run_file(run_id, PROCESSES, json.dumps(earlier + [this], indent=1).encode())
 
     def progress(call: StageCall, result: Any, seconds: float) -> None:
         index = calls.index(call) + 1
         echo(f"[{index:>3}/{len(calls)}] {call.name:<14} {seconds:6.1f}s  {describe(call, result)}")
-        tracker.stage_done(call, result, seconds)
+        record_time()
+        trackers.stage_done(call, result, seconds)
         if on_done is not None:
             on_done(call, result, seconds)
 
-    kwargs: dict[str, Any] = {"on_done": progress}
-    if executor is execute:
+    kwargs: dict[str, Any] = {"on_done": progress, "on_start": on_start}
+    if executor is execute:  # Prefect's tasks retry themselves
         kwargs["on_retry"] = lambda call, err: echo(f"      {call.name} failed ({type(err).__name__}: {err}); retrying")
-        kwargs["on_start"] = on_start
+    status = "FAILED"
     try:
         executor(calls, store, retries=1, **kwargs)
+        record_time()
+        files: dict[str, bytes] = {}
+        summary = write_summary(run, store, run_id, calls, processes=len(earlier) + 1, files=files,
+                                wall_seconds=sum(p["seconds"] for p in earlier) + time.perf_counter() - started)
+        trackers.finish(summary, files)
+        status = "FINISHED"
+        return summary
     except LeaseHeld as err:  # a retraining tick while the previous one still runs: skip it, clearly
         echo(f"skipped: {err}")
+        status = "KILLED"
         return {"run_id": run_id, "pipeline": run.name, "skipped": str(err)}
+    except Interrupted:  # a stop signal: this process's time so far still counts on resume
+        status = "KILLED"
+        record_time()
+        raise
     finally:
-        tracker.close()
-    return write_summary(run, store, run_id, calls, wall_seconds=time.perf_counter() - started)
+        trackers.close(status)
 
 
 def default_run_id(run: RunSpec) -> str:

@@ -1,25 +1,32 @@
-"""Experiment tracking of a local run: TensorBoard event files beside the run in the store.
+"""Experiment tracking of a local run: TensorBoard event files beside the run in the store, and
+MLflow when ``MLFLOW_TRACKING_URI`` is set (runners/local/mlflow_tracking.py).
 
-After each stage that ran (not one skipped as committed), every number of its committed
-``metrics.json`` is logged as a scalar ``<kind>/<field>`` at step = round (``sft/loss_last``,
-``score/zero_std_ratio``, ``update/kl``, ``update/clip_fraction``, ``evaluate/accuracy``, ...),
-plus ``time/<kind>_seconds``; the event file is then copied into the run's folder
-(``<store>/<run_id>/events.out.tfevents.*``, beside summary.json), so ``tensorboard --logdir
-<store>`` shows every run (one TensorBoard run per run id) while it goes, and a crash loses at
-most the running stage's scalars. Each process writes its own event file (a
-resumed run adds one; TensorBoard merges them). The writer is torch's
-``torch.utils.tensorboard.SummaryWriter`` (TensorBoard's own event format and protobufs), from the
-``tracking`` extra; without it the run says so once and writes no event files.
+After each stage that ran (not one skipped as committed), every number of its result (the same
+document the stage commits as ``metrics.json``; no store read) is logged as a scalar
+``<kind>/<field>`` at step = round (``sft/loss_last``, ``score/zero_std_ratio``, ``update/kl``,
+``update/clip_fraction``, ``evaluate/accuracy``, ``rollout/generate_seconds``, ...), plus
+``time/<kind>_seconds`` (the runner's measure of the stage call).
+
+TensorBoard: each stage's scalars go to an event file of their own, uploaded once into the run's
+folder (``<store>/<run_id>/events.out.tfevents.<start>.<host>.<pid>.s<NNN>``, beside
+summary.json): nothing is re-uploaded as the run grows, ``tensorboard --logdir <store>`` shows
+every run (one TensorBoard run per run id) while it goes, and a crash loses at most the running
+stage's scalars. The names sort in write order (TensorBoard reads a folder's event files in name
+order), a resumed run's process after the earlier ones. The writer is torch's
+``torch.utils.tensorboard.SummaryWriter`` (TensorBoard's own event format), from the ``tracking``
+extra; without it the run says so once and writes no event files.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from maskgrpo.artifacts import METRICS
 from maskgrpo.plan import StageCall
 from maskgrpo.store import Store
 
@@ -37,9 +44,15 @@ def scalars_of(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return out
 
 
+def stage_scalars(call: StageCall, result: Any, seconds: float) -> dict[str, float]:
+    """What the trackers log for one finished stage."""
+    data = result.model_dump(mode="json", exclude={"skipped"})
+    return {**scalars_of(data, call.kind), f"time/{call.kind}_seconds": float(seconds)}
+
+
 class TensorBoardTracker:
-    """Logs each finished stage of a run; ``close()`` at the end. ``available`` is False (and
-    every call a no-op) when tensorboard is not installed."""
+    """Logs each finished stage of a run to its own event file in the store. ``available`` is
+    False (and every call a no-op) when tensorboard is not installed."""
 
     def __init__(self, store: Store, run_id: str, echo: Any = print):
         self.store, self.run_id = store, run_id
@@ -49,28 +62,56 @@ class TensorBoardTracker:
             echo("      (no TensorBoard event files: pip install 'maskgrpo[tracking]')")
             self.available = False
             return
+        self._writer_class = SummaryWriter
         self.available = True
-        self._dir = tempfile.TemporaryDirectory(prefix="maskgrpo-tb-")
-        self._writer = SummaryWriter(log_dir=self._dir.name)
+        self._prefix = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
+        self._count = 0
+        self.uploaded: list[str] = []
+
+    def stage_done(self, call: StageCall, scalars: dict[str, float], seconds: float, result: Any) -> None:
+        if not self.available:
+            return
+        with tempfile.TemporaryDirectory(prefix="maskgrpo-tb-") as folder:
+            writer = self._writer_class(log_dir=folder)
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, global_step=call.round or 0)
+            writer.close()
+            (path,) = Path(folder).glob(EVENTS_GLOB)
+            name = f"{self._prefix}.s{self._count:03d}"
+            self.store.write_run_file(self.run_id, name, path.read_bytes())
+        self._count += 1
+        self.uploaded.append(name)
+
+    def finish(self, summary: dict[str, Any], files: dict[str, bytes]) -> None:
+        pass
+
+    def close(self, status: str = "FINISHED") -> None:
+        self.available = False
+
+
+class Trackers:
+    """The run's trackers together: TensorBoard always (when installed), MLflow when
+    ``MLFLOW_TRACKING_URI`` is set (checked here, before the first stage)."""
+
+    def __init__(self, run: Any, store: Store, run_id: str, echo: Any = print):
+        self.items: list[Any] = [TensorBoardTracker(store, run_id, echo=echo)]
+        uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+        if uri:
+            from maskgrpo.runners.local.mlflow_tracking import MlflowTracker
+
+            self.items.append(MlflowTracker(uri, run, store, run_id, echo=echo))
 
     def stage_done(self, call: StageCall, result: Any, seconds: float) -> None:
-        if not self.available or getattr(result, "skipped", False):
+        if getattr(result, "skipped", False):
             return
-        committed = self.store.open(self.run_id, call.output, call.round)
-        metrics = committed.get_json(METRICS) if METRICS in committed.files() else {}  # resolve/promote write none
-        for tag, value in scalars_of(metrics, call.kind).items():
-            self._writer.add_scalar(tag, value, global_step=call.round)
-        self._writer.add_scalar(f"time/{call.kind}_seconds", seconds, global_step=call.round)
-        self._upload()
+        scalars = stage_scalars(call, result, seconds)
+        for tracker in self.items:
+            tracker.stage_done(call, scalars, seconds, result)
 
-    def _upload(self) -> None:
-        self._writer.flush()
-        for path in Path(self._dir.name).glob(EVENTS_GLOB):
-            self.store.write_run_file(self.run_id, path.name, path.read_bytes())
+    def finish(self, summary: dict[str, Any], files: dict[str, bytes]) -> None:
+        for tracker in self.items:
+            tracker.finish(summary, files)
 
-    def close(self) -> None:
-        if self.available:
-            self._upload()
-            self._writer.close()
-            self._dir.cleanup()
-            self.available = False
+    def close(self, status: str = "FINISHED") -> None:
+        for tracker in self.items:
+            tracker.close(status)
