@@ -7,7 +7,8 @@ import hashlib
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
 class _Spec(BaseModel):
@@ -33,6 +34,15 @@ def _drop_unset(data: Any, spec: BaseModel, *names: str) -> Any:
                 data.pop(name, None)
     return data
 
+
+
+def _field_errors(model: str, *errors: tuple[tuple[str | int, ...], str, Any]) -> ValidationError:
+    """A ValidationError of ``(field path, message, input)`` errors, for a cross-field rule checked on
+    a whole document that belongs to one field: raised from a model validator, each error keeps its
+    path (``rl.sampler.gen_length: ...``) instead of the document's."""
+    details = [InitErrorDetails(type=PydanticCustomError("cross_field", "{message}", {"message": message}), loc=loc, input=value)
+               for loc, message, value in errors]
+    return ValidationError.from_exception_data(model, details)
 
 
 def spec_hash(spec: BaseModel) -> str:

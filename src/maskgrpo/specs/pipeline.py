@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_serializer, model_validator
 
-from maskgrpo.specs._base import _drop_unset, _Spec
+from maskgrpo.specs._base import _drop_unset, _field_errors, _Spec
 from maskgrpo.specs.cluster import ClusterSpec
 from maskgrpo.specs.image import GENEVAL_PROTOCOL, ImageSpec
 from maskgrpo.specs.model import ModelSpec
@@ -93,4 +93,25 @@ class RunSpec(_Spec):
         if self.image is not None and self.image.eval_images_per_prompt > 1 and self.evaluate.sampler.temperature == 0.0:
             raise ValueError("image.eval_images_per_prompt > 1 with evaluate.sampler.temperature 0: every image of a "
                              "prompt would be the same; sample (temperature > 0) or evaluate one image per prompt")
+        return self
+
+    @model_validator(mode="after")
+    def _answers_fit(self) -> "RunSpec":
+        """Each text sampler's gen_length holds the task's longest answer and its EOS, when the task
+        declares that length (tasks/base.py answer_tokens): else every completion would be cut and
+        the run would "succeed" with zero reward throughout."""
+        if self.modality != "text":
+            return self
+        from maskgrpo.tasks import answer_tokens  # lazy, as the task name and params checks
+
+        try:
+            need = answer_tokens(self.task.name, self.task.params)
+        except ValueError as err:  # a parameter value the task refuses
+            raise _field_errors("RunSpec", (("task", "params"), str(err), self.task.params)) from None
+        short = [((part, "sampler", "gen_length"), f"{sampler.gen_length} is shorter than task {self.task.name}'s "
+                  f"{need}-token answers (the longest answer and its EOS)", sampler.gen_length)
+                 for part, sampler in (("rl", self.rl.sampler), ("evaluate", self.evaluate.sampler))
+                 if need is not None and sampler.gen_length < need]
+        if short:
+            raise _field_errors("RunSpec", *short)
         return self
