@@ -62,6 +62,7 @@ LATERAL = {
     ("specs", "rewards"): "reward params are checked against the reward's signature at validation",
     ("specs", "tasks"): "task names and params are checked against the task's constructor at validation",
     ("specs", "store"): "the run-id grammar is the store's (store/layout.py RUN_ID_PATTERN)",
+    ("specs", "models"): "image.layout 'mmada' ids are checked by building the layout (models/layout.py) at validation",
 }
 ALLOWED = {pkg: deps | {b for a, b in LATERAL if a == pkg} for pkg, deps in LAYERS.items()}
 STAGE_MODULES = {f"maskgrpo.stages.{k}" for k in ("sft", "rollout", "score", "update", "evaluate")}

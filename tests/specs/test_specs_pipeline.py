@@ -58,3 +58,48 @@ def test_long_enough_samplers_and_a_parameter_the_task_refuses(capsys):
 @pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_pipeline_still_validates(path, capsys):
     assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+
+
+MMADA = str(ROOT / "pipelines" / "mmada-t2i.yaml")
+
+
+@pytest.mark.parametrize("setting, line", [
+    # the codebook moved onto the text ids: 126000..134191 holds the mask id 126336
+    ("model.special_tokens.image_token_offset=126000",
+     "model.special_tokens.mask_id: ImageLayout.mask_id (126336) falls inside the codebook ids 126000..134191 "
+     "(the codebook: image_token_offset + image_codebook_size)"),
+    ("model.special_tokens.soi_id=126400",  # a marker inside the codebook 126349..134540
+     "model.special_tokens.soi_id: ImageLayout.soi_id (126400) falls inside the codebook ids 126349..134540 "
+     "(the codebook: image_token_offset + image_codebook_size)"),
+    ("model.special_tokens.image_token_offset=130000",  # 130000 + 8192 - 1 = 138191 > 134655
+     "model.special_tokens.image_codebook_size: ImageLayout ids reach 138191, outside MMaDA-8B's vocabulary of "
+     "134656 ids (0..134655)"),
+    ("model.special_tokens.t2i_id=134656",  # one past the last id
+     "model.special_tokens.t2i_id: ImageLayout ids reach 134656, outside MMaDA-8B's vocabulary of 134656 ids (0..134655)"),
+    ("model.special_tokens.soi_id=126085",
+     "model.special_tokens.soi_id: ImageLayout.soi_id (126085) equals eoi_id: the mask and the image markers are distinct ids"),
+    ("model.special_tokens.image_codebook_size=4096",
+     "image.codebook_size: layout 'mmada' has a codebook of 4096 (model.special_tokens.image_codebook_size, MMaDA: "
+     "8192), got 8192"),
+], ids=["codebook-over-text-ids", "marker-in-codebook", "offset-outside-vocab", "id-outside-vocab", "markers-equal",
+        "codebook-size"])
+def test_inconsistent_image_ids_are_refused_with_the_field_path(capsys, setting, line):
+    code = main(["validate", MMADA, "--set", setting])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (code, [ln.removeprefix("maskgrpo: error: ") for ln in err.splitlines() if ln.strip()]) == (2, [f"{MMADA}: {line}"])
+
+
+def test_image_ids_are_read_only_by_the_mmada_layout(capsys):
+    assert main(["validate", MMADA, "--set", "model.special_tokens.t2i_id=5"]) == 0  # a consistent id is used (test_image.py)
+    assert main(["validate", MMADA, "--set", "model.special_tokens.image_codebook_size=4096",
+                 "--set", "image.codebook_size=4096"]) == 0
+    capsys.readouterr()
+    toy_image = str(ROOT / "pipelines" / "toy-image.yaml")
+    assert main(["validate", toy_image, "--set", "model.special_tokens.t2i_id=5"]) == 2
+    assert capsys.readouterr().err.strip() == (f"maskgrpo: error: {toy_image}: model.special_tokens.t2i_id: read only with "
+                                               "image.layout 'mmada' (image.layout 'tiny' appends its ids after the "
+                                               "character vocabulary)")
+    assert main(["validate", TOY_TEXT, "--set", "model.special_tokens.soi_id=5"]) == 2
+    assert capsys.readouterr().err.strip() == (f"maskgrpo: error: {TOY_TEXT}: model.special_tokens.soi_id: read only with "
+                                               "image.layout 'mmada' (a text run has no image layout)")

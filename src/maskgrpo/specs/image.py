@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_serializer, model_validator
+from pydantic import Field, model_serializer
 
 from maskgrpo.specs._base import _drop_defaults, _drop_unset, _Spec
 
@@ -50,8 +50,3 @@ class ImageSpec(_Spec):
     def _serialise(self, handler: Any) -> Any:
         return _drop_defaults(_drop_unset(handler(self), self, "decoder"), self, "eval_protocol")
 
-    @model_validator(mode="after")
-    def _mmada(self) -> "ImageSpec":
-        if self.layout == "mmada" and self.codebook_size != 8192:
-            raise ValueError(f"layout 'mmada' has codebook_size 8192, got {self.codebook_size}")
-        return self

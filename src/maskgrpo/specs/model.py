@@ -23,17 +23,34 @@ class TinyModelSpec(_Spec):
         return self
 
 
+# SpecialTokensSpec field -> the ImageLayout field it sets (models/layout.py) with image.layout 'mmada'.
+_LAYOUT_FIELDS = {"mask_id": "mask_id", "pad_id": "pad_id", "eos_id": "eos_id", "image_token_offset": "code_offset",
+                  "image_codebook_size": "codebook_size", "soi_id": "soi_id", "eoi_id": "eoi_id", "t2i_id": "t2i_id"}
+IMAGE_ID_FIELDS = ("image_token_offset", "image_codebook_size", "soi_id", "eoi_id", "t2i_id")  # read only by 'mmada'
+
+
 class SpecialTokensSpec(_Spec):
-    """Special token ids of a real checkpoint; None = take it from the tokenizer/config."""
+    """Special token ids of a real checkpoint; None = take it from the tokenizer/config (image ids: MMaDA-8B's)."""
 
     mask_id: int | None = Field(None, ge=0, description="Mask token m (LLaDA/MMaDA: 126336).")
     pad_id: int | None = Field(None, ge=0, description="Padding id for left-padded prompts (LLaDA: 126081, the EOS).")
     eos_id: int | None = Field(None, ge=0, description="End of sequence; fills a completion's tail (LLaDA: 126081).")
     image_token_offset: int | None = Field(None, ge=0, description="Id of VQ code 0 (MMaDA: 126349; token = offset + code).")
     image_codebook_size: int | None = Field(None, ge=1, le=2**20, description="VQ codebook size (MMaDA: 8192). At most 2^20.")
-    soi_id: int | None = Field(None, ge=0, description="<|soi|>: start of the image slots (MMaDA).")
-    eoi_id: int | None = Field(None, ge=0, description="<|eoi|>: end of the image slots (MMaDA).")
-    t2i_id: int | None = Field(None, ge=0, description="<|t2i|>: text-to-image task token (MMaDA).")
+    soi_id: int | None = Field(None, ge=0, description="<|soi|>: start of the image slots (MMaDA: 126084).")
+    eoi_id: int | None = Field(None, ge=0, description="<|eoi|>: end of the image slots (MMaDA: 126085).")
+    t2i_id: int | None = Field(None, ge=0, description="<|t2i|>: text-to-image task token (MMaDA: 126088).")
+
+    def layout_ids(self) -> dict[str, int]:
+        """The ids set here, by the ImageLayout field they set (image.layout 'mmada')."""
+        return {_LAYOUT_FIELDS[k]: v for k, v in self if k in _LAYOUT_FIELDS and v is not None}
+
+    def field_of(self, layout_field: str) -> str:
+        """The field of this spec to blame for an inconsistent ImageLayout field: the one that sets
+        it when set, else the codebook placement that moved onto MMaDA's default."""
+        named = [k for k, v in _LAYOUT_FIELDS.items() if v == layout_field and getattr(self, k) is not None]
+        moved = [k for k in ("image_token_offset", "image_codebook_size") if getattr(self, k) is not None]
+        return (named or moved or [k for k, v in _LAYOUT_FIELDS.items() if v == layout_field] or ["image_token_offset"])[0]
 
 
 class LoraSpec(_Spec):

@@ -10,7 +10,7 @@ from pydantic import Field, model_serializer, model_validator
 from maskgrpo.specs._base import _drop_unset, _field_errors, _Spec
 from maskgrpo.specs.cluster import ClusterSpec
 from maskgrpo.specs.image import GENEVAL_PROTOCOL, ImageSpec
-from maskgrpo.specs.model import ModelSpec
+from maskgrpo.specs.model import IMAGE_ID_FIELDS, ModelSpec
 from maskgrpo.specs.retrain import RetrainSpec
 from maskgrpo.specs.samplers import IMAGE_SAMPLER_DEFAULTS
 from maskgrpo.specs.task import RewardSpec, TaskSpec
@@ -93,6 +93,36 @@ class RunSpec(_Spec):
         if self.image is not None and self.image.eval_images_per_prompt > 1 and self.evaluate.sampler.temperature == 0.0:
             raise ValueError("image.eval_images_per_prompt > 1 with evaluate.sampler.temperature 0: every image of a "
                              "prompt would be the same; sample (temperature > 0) or evaluate one image per prompt")
+        return self
+
+    @model_validator(mode="after")
+    def _image_ids(self) -> "RunSpec":
+        """model.special_tokens' image ids are read by image.layout 'mmada' only, and must make a
+        consistent layout inside MMaDA-8B's vocabulary (models/layout.py ImageLayout.mmada); its
+        codebook is image.codebook_size."""
+        ids = self.model.special_tokens
+        layout_name = self.image.layout if self.image is not None else None
+        if layout_name != "mmada":
+            why = "a text run has no image layout" if self.image is None else \
+                "image.layout 'tiny' appends its ids after the character vocabulary"
+            unread = [(("model", "special_tokens", f), f"read only with image.layout 'mmada' ({why})", getattr(ids, f))
+                      for f in IMAGE_ID_FIELDS if getattr(ids, f) is not None]
+            if unread:
+                raise _field_errors("RunSpec", *unread)
+            return self
+        from maskgrpo.models.layout import ImageLayout, LayoutError  # lazy: torch
+
+        try:
+            layout = ImageLayout.mmada(text_slots=self.image.text_slots, image_slots=self.image.grid_size ** 2,
+                                       **ids.layout_ids())
+        except LayoutError as err:
+            field = ids.field_of(err.field)
+            where = " (the codebook: image_token_offset + image_codebook_size)" if "codebook ids" in str(err) else ""
+            raise _field_errors("RunSpec", (("model", "special_tokens", field), f"{err}{where}", getattr(ids, field))) from None
+        if layout.codebook_size != self.image.codebook_size:
+            raise _field_errors("RunSpec", (("image", "codebook_size"), f"layout 'mmada' has a codebook of "
+                                f"{layout.codebook_size} (model.special_tokens.image_codebook_size, MMaDA: 8192), "
+                                f"got {self.image.codebook_size}", self.image.codebook_size))
         return self
 
     @model_validator(mode="after")
