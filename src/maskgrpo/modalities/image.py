@@ -44,11 +44,13 @@ SAMPLE_BATCH_ROWS = 256
 
 def image_layout(image: Any, tokenizer: Any, special_tokens: Any = None) -> ImageLayout:
     """The layout of ``image`` (an ImageSpec) over ``tokenizer``'s vocabulary; 'mmada' with the ids
-    ``special_tokens`` (a SpecialTokensSpec) sets, MMaDA-8B's for the others."""
+    ``special_tokens`` (a SpecialTokensSpec) sets, MMaDA-8B's for the others, and the codebook of
+    ``image.codebook_size`` (a RunSpec holds it equal to special_tokens.image_codebook_size)."""
     slots = image.grid_size * image.grid_size
     if image.layout == "mmada":
         ids = special_tokens.layout_ids() if special_tokens is not None else {}
-        return ImageLayout.mmada(text_slots=image.text_slots, image_slots=slots, **ids)
+        return ImageLayout.mmada(text_slots=image.text_slots, image_slots=slots,
+                                 **{"codebook_size": image.codebook_size, **ids})
     return ImageLayout.after_vocab(tokenizer.vocab_size, text_slots=image.text_slots, image_slots=slots,
                                    codebook_size=image.codebook_size, mask_id=tokenizer.mask_id,
                                    pad_id=tokenizer.pad_id, eos_id=tokenizer.eos_id)
