@@ -8,8 +8,9 @@
    packages ``ALLOWED`` names for it (the lateral edges are in ``LATERAL``, each with its reason,
    and each must still be used); kfp only under ``runners/kfp``, prefect only under
    ``runners/local``, s3fs/boto3/botocore/aiobotocore only under ``store``.
-3. The module graph of real imports (lazy registry strings excluded) has no cycle, and no stage
-   module (sft, rollout, score, update, evaluate) imports another.
+3. The module graph of real imports (lazy registry strings excluded) has no cycle, no stage
+   module (sft, rollout, score, update, evaluate) imports another, and no module of the specs
+   package imports the package itself (its ``__init__`` only re-exports the modules).
 4. Every document a source file cites (``docs/<page>.md``, with ``§N`` sections) exists.
 """
 
@@ -61,6 +62,7 @@ LATERAL = {
     ("specs", "rewards"): "reward params are checked against the reward's signature at validation",
     ("specs", "tasks"): "task names and params are checked against the task's constructor at validation",
     ("specs", "store"): "the run-id grammar is the store's (store/layout.py RUN_ID_PATTERN)",
+    ("specs", "models"): "image.layout 'mmada' ids are checked by building the layout (models/layout.py) at validation",
 }
 ALLOWED = {pkg: deps | {b for a, b in LATERAL if a == pkg} for pkg, deps in LAYERS.items()}
 STAGE_MODULES = {f"maskgrpo.stages.{k}" for k in ("sft", "rollout", "score", "update", "evaluate")}
@@ -264,6 +266,15 @@ def test_no_import_cycles_and_no_stage_imports_another():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # the finder finds one
     crossing = sorted(f"{a} -> {b}" for a in STAGE_MODULES for b in graph[a] & STAGE_MODULES)
     assert crossing == [], "stage modules import each other"
+
+
+def test_spec_modules_import_their_siblings_not_the_package():
+    # maskgrpo.specs/__init__ only re-exports; a module inside it that imported the package would
+    # run on a half-initialised package (an edge the cycle check leaves out: to one's own ancestor).
+    modules = sorted(p for p in (SRC / "specs").glob("*.py") if p.name != "__init__.py")
+    assert "maskgrpo.specs.model" in {name for _, name in _imports(SRC / "specs" / "pipeline.py")}  # sees siblings
+    offenders = [f"{p.name}:{line}" for p in modules for line, name in _imports(p, lazy=False) if name == "maskgrpo.specs"]
+    assert offenders == [], f"spec modules importing maskgrpo.specs itself: {offenders}"
 
 
 DOC_CITE = re.compile(r"docs/([\w-]+\.md)(?:[^\n§]{0,40}?§(\d+(?:\.\d+)?))?")

@@ -93,3 +93,30 @@ def test_toy_geneval_grid_rows_carry_the_prompt_and_the_reference_first():
     assert sheet.getpixel((241, 3)) == tuple(colour[1])  # the reference, then the two samples
     assert sheet.getpixel((241 + 98, 3)) == tuple(colour[0])
     assert sheet.getpixel((241 + 2 * 98, 3)) == tuple(colour[2])
+
+
+def test_the_documents_special_tokens_set_the_mmada_layout():
+    # model.special_tokens reaches the layout through the stage spec: --set t2i_id=5 changes the
+    # encoded prompt (the text segment ends <|t2i|>, bos, text, eos right before <|soi|>).
+    from pathlib import Path
+
+    from maskgrpo.modalities import modality_for
+    from maskgrpo.plan import build_plan
+    from maskgrpo.specs import load_run_spec
+
+    doc = Path(__file__).resolve().parents[2] / "pipelines" / "mmada-t2i.yaml"
+    tok = CharTokenizer()
+
+    def encoded(*overrides: str) -> list[int]:
+        calls = build_plan(load_run_spec(doc, list(overrides)), run_id="r1", store="file:///unused")
+        rollout = next(c.spec for c in calls if c.spec.kind == "rollout")
+        modality = modality_for(rollout)
+        text = tok.encode("ab")
+        row = modality.encode(tok, ["ab"])[0]
+        start = modality.layout(tok).text_slots - len(text) - 3  # t2i, bos, "ab", eos
+        return row[start:start + 6].tolist()
+
+    a, b = tok.encode("ab")
+    assert encoded() == [126088, 126080, a, b, 126081, 126084]  # MMaDA's ids
+    assert encoded("model.special_tokens.t2i_id=5") == [5, 126080, a, b, 126081, 126084]
+    assert encoded("model.special_tokens.soi_id=126090")[-1] == 126090

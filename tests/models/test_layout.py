@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from maskgrpo.models.layout import ImageLayout
+from maskgrpo.models.layout import MMADA_IDS, ImageLayout, LayoutError
 
 # A small layout: text ids 3..9, specials after a vocabulary of 10, codebook of 4.
 SMALL = ImageLayout.after_vocab(10, text_slots=5, image_slots=3, codebook_size=4, mask_id=2, pad_id=0, eos_id=1)
@@ -54,3 +54,19 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="inside the codebook"):
         ImageLayout(text_slots=4, image_slots=2, codebook_size=4, code_offset=0, mask_id=2, pad_id=9, eos_id=8,
                     t2i_id=7, soi_id=6, eoi_id=5)
+
+
+def test_mmada_ids_can_be_overridden_and_stay_inside_mmadas_vocabulary():
+    moved = ImageLayout.mmada(t2i_id=5, code_offset=126400, codebook_size=8192)
+    assert moved.build_sequences([[100]])[0, 253].item() == 5  # pad ..., t2i (col 253), bos, 100, eos | soi
+    assert moved.vocab_slice == (126400, 8192) and moved.soi_id == MMADA_IDS["soi_id"]  # the others: MMaDA's
+    assert ImageLayout.mmada(t2i_id=None) == ImageLayout.mmada()  # None: MMaDA's id
+    # 126400 + 8192 = 134592 <= 134656 fits; 126500 + 8192 = 134692 does not
+    with pytest.raises(LayoutError, match="ids reach 134691, outside MMaDA-8B's vocabulary of 134656") as info:
+        ImageLayout.mmada(code_offset=126500)
+    assert info.value.field == "codebook_size"
+    with pytest.raises(LayoutError, match=r"soi_id \(126085\) equals eoi_id") as info:
+        ImageLayout.mmada(soi_id=126085)
+    assert info.value.field == "soi_id"
+    with pytest.raises(TypeError, match="no id 'image_slot'"):
+        ImageLayout.mmada(image_slot=3)

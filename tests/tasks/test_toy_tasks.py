@@ -108,3 +108,27 @@ def test_registry_errors():
         get_task("sort", length=0)
     with pytest.raises(ValueError, match="split must be one of"):
         get_task("sort").examples("test", 1, seed=0)
+
+
+@pytest.mark.parametrize("name, params", [
+    ("sort", {"length": 6}), ("add", {"n_digits": 2}), ("chain", {"steps": 3}), ("countdown-lite", {}), ("sudoku-4x4", {}),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_answer_tokens_hold_the_longest_answer_and_its_eos(name, params):
+    # answer_tokens is what `maskgrpo validate` holds a text sampler's gen_length to: every answer
+    # plus its EOS fits, and the bound is reached (sort, chain, sudoku: fixed-width answers; add:
+    # 99+99=198, 3 digits; countdown-lite: "(a+b)*c", 7 characters), so it refuses no gen_length
+    # that could hold every answer.
+    task = get_task(name, **params)
+    answers = [e.answer for split in ("train", "eval") for e in task.examples(split, 40, seed=0)]
+    assert max(len(a) for a in answers) + 1 == task.answer_tokens
+    assert task.completion_length == -(-task.answer_tokens // 8) * 8  # the SFT target: rounded up to 8
+
+
+def test_tasks_that_do_not_know_their_answers_declare_nothing():
+    from maskgrpo.tasks import answer_tokens
+
+    assert answer_tokens("sudoku-4x4", {}) == 17 and answer_tokens("sort", {"length": 6}) == 7
+    assert answer_tokens("gsm8k", {}) is None  # a file task: unknown without reading the data (and not built)
+    assert answer_tokens("toy-geneval", {}) is None  # image slots: sized by image.grid_size, not a text sampler
+    with pytest.raises(ValueError, match=r"parameter length must be an integer in \[1, 16\], got 20"):
+        answer_tokens("sort", {"length": 20})

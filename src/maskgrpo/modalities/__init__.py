@@ -27,11 +27,13 @@ MODALITIES = LazyRegistry("modality", {
 })
 
 
-def get_modality(image: Any = None, task: Any = None) -> Modality:
-    """The image modality for an ImageSpec, else the text one (``task``: the TaskSpec, if any)."""
-    return MODALITIES.load("text" if image is None else "image")(image=image, task=task)
+def get_modality(image: Any = None, task: Any = None, special_tokens: Any = None) -> Modality:
+    """The image modality for an ImageSpec, else the text one (``task``: the TaskSpec, if any;
+    ``special_tokens``: the model's SpecialTokensSpec, whose ids image.layout 'mmada' reads)."""
+    return MODALITIES.load("text" if image is None else "image")(image=image, task=task, special_tokens=special_tokens)
 
 
 def modality_for(spec: Any) -> Modality:
     """The modality of a stage spec: 'image' when it carries an ``image`` section, else 'text'."""
-    return get_modality(getattr(spec, "image", None), getattr(spec, "task", None))
+    model = getattr(spec, "model", None)
+    return get_modality(getattr(spec, "image", None), getattr(spec, "task", None), getattr(model, "special_tokens", None))

@@ -2,7 +2,7 @@
 
 1. Layout: ``image_layout`` builds the ``ImageLayout`` of the run (models/layout.py): ``tiny``
    appends ``<|t2i|>``, ``<|soi|>``, ``<|eoi|>`` and the codebook to the tokenizer's vocabulary;
-   ``mmada`` uses MMaDA-8B's ids.
+   ``mmada`` uses MMaDA-8B's ids, overridden by the ones ``model.special_tokens`` sets.
 2. SFT: MaskGIT cosine slot noising with condition dropout (core/sft.py, ``slot_noise``), CE
    over the masked slots on the codebook logits only.
 3. Sampling: the spec's image sampler (emerge or MaskGIT, CFG against the empty prompt) over the
@@ -43,11 +43,15 @@ from .base import Generated, SftData, check_sampler
 SAMPLE_BATCH_ROWS = 256
 
 
-def image_layout(image: Any, tokenizer: Any) -> ImageLayout:
-    """The layout of ``image`` (an ImageSpec) over ``tokenizer``'s vocabulary."""
+def image_layout(image: Any, tokenizer: Any, special_tokens: Any = None) -> ImageLayout:
+    """The layout of ``image`` (an ImageSpec) over ``tokenizer``'s vocabulary; 'mmada' with the ids
+    ``special_tokens`` (a SpecialTokensSpec) sets, MMaDA-8B's for the others, and the codebook of
+    ``image.codebook_size`` (a RunSpec holds it equal to special_tokens.image_codebook_size)."""
     slots = image.grid_size * image.grid_size
     if image.layout == "mmada":
-        return ImageLayout.mmada(text_slots=image.text_slots, image_slots=slots)
+        ids = special_tokens.layout_ids() if special_tokens is not None else {}
+        return ImageLayout.mmada(text_slots=image.text_slots, image_slots=slots,
+                                 **{"codebook_size": image.codebook_size, **ids})
     return ImageLayout.after_vocab(tokenizer.vocab_size, text_slots=image.text_slots, image_slots=slots,
                                    codebook_size=image.codebook_size, mask_id=tokenizer.mask_id,
                                    pad_id=tokenizer.pad_id, eos_id=tokenizer.eos_id)
@@ -107,12 +111,13 @@ def labelled_grid_png(rows: list[tuple[str, list]], thumb: int = 96, label_width
 class ImageModality:
     name = "image"
 
-    def __init__(self, image: Any, task: Any = None):
+    def __init__(self, image: Any, task: Any = None, special_tokens: Any = None):
         self.image = image
+        self.special_tokens = special_tokens
         self.eval_repeats = self.image.eval_images_per_prompt
 
     def layout(self, tokenizer: Any) -> ImageLayout:
-        return image_layout(self.image, tokenizer)
+        return image_layout(self.image, tokenizer, self.special_tokens)
 
     def tiny_shape(self, tokenizer: Any, examples: list[Example]) -> tuple[int, int]:
         layout = self.layout(tokenizer)

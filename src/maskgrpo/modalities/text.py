@@ -41,8 +41,8 @@ class TextModality:
     name = "text"
     eval_repeats = 1
 
-    def __init__(self, image: Any = None, task: Any = None):
-        self.task = task
+    def __init__(self, image: Any = None, task: Any = None, special_tokens: Any = None):
+        self.task = task  # (special_tokens: the tokenizer reads them, models/loading.py)
 
     def completion_length(self) -> int:
         """L_o of the SFT targets: the task's completion length."""

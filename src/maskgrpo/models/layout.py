@@ -8,7 +8,9 @@ Implements:
    ``vocab_slice = (code_offset, codebook_size)`` only.
 2. ``ImageLayout.mmada()``: 257 text slots, 1024 slots (32x32), codebook 8192, offset 126349,
    mask 126336, specials from MMaDA's reserved token mapping (soi 126084, eoi 126085,
-   t2i 126088) and LLaDA's bos/eos (126080/126081). Check them against the checkpoint's tokenizer.
+   t2i 126088) and LLaDA's bos/eos (126080/126081) (``MMADA_IDS``). Keyword ids override them
+   (the RunSpec's ``model.special_tokens``); every id must lie inside MMaDA-8B's vocabulary
+   (``MMADA_VOCAB``, 126464 text ids + 8192 codes).
 3. ``ImageLayout.after_vocab(vocab_size, ...)``: the tiny model's layout. Its vocabulary is the
    character tokenizer's ids, then ``<|t2i|>``, ``<|soi|>``, ``<|eoi|>``, then the codebook, so
    ``CharTokenizer`` keeps its text behaviour and the model's vocabulary is
@@ -28,7 +30,20 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["ImageLayout"]
+__all__ = ["ImageLayout", "LayoutError", "MMADA_IDS", "MMADA_VOCAB"]
+
+# MMaDA-8B's ids (ImageLayout field -> id) and the rows of its embedding.
+MMADA_IDS = {"codebook_size": 8192, "code_offset": 126349, "mask_id": 126336, "pad_id": 126081, "eos_id": 126081,
+             "t2i_id": 126088, "soi_id": 126084, "eoi_id": 126085, "bos_id": 126080}
+MMADA_VOCAB = 126464 + 8192
+
+
+class LayoutError(ValueError):
+    """An inconsistent layout; ``field`` is the ImageLayout field at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -56,16 +71,29 @@ class ImageLayout:
                     "soi_id": self.soi_id, "eoi_id": self.eoi_id, "bos_id": self.bos_id}
         for name, value in specials.items():
             if value is not None and value in codes:
-                raise ValueError(f"ImageLayout.{name} ({value}) falls inside the codebook ids {codes.start}..{codes.stop - 1}")
+                raise LayoutError(name, f"ImageLayout.{name} ({value}) falls inside the codebook ids {codes.start}..{codes.stop - 1}")
+        markers = {"mask_id": self.mask_id, "t2i_id": self.t2i_id, "soi_id": self.soi_id, "eoi_id": self.eoi_id}
+        for name, value in markers.items():
+            same = [other for other, v in markers.items() if v == value and other != name]
+            if same:
+                raise LayoutError(name, f"ImageLayout.{name} ({value}) equals {same[0]}: the mask and the image markers are distinct ids")
 
     # ---------------------------------------------------------------- constructors
 
     @classmethod
-    def mmada(cls, text_slots: int = 257, image_slots: int = 1024) -> ImageLayout:
-        """MMaDA-8B's layout (512 px images, 32 x 32 MAGVIT-v2 codes)."""
-        return cls(text_slots=text_slots, image_slots=image_slots, codebook_size=8192, code_offset=126349,
-                   mask_id=126336, pad_id=126081, eos_id=126081, t2i_id=126088, soi_id=126084, eoi_id=126085,
-                   bos_id=126080)
+    def mmada(cls, text_slots: int = 257, image_slots: int = 1024, **ids: int | None) -> ImageLayout:
+        """MMaDA-8B's layout (512 px images, 32 x 32 MAGVIT-v2 codes); ``ids`` (fields of
+        ``MMADA_IDS``, None = MMaDA's) override its ids, all inside ``MMADA_VOCAB``."""
+        unknown = sorted(set(ids) - set(MMADA_IDS))
+        if unknown:
+            raise TypeError(f"ImageLayout.mmada: no id {unknown[0]!r}; ids: {', '.join(MMADA_IDS)}")
+        chosen = {**MMADA_IDS, **{k: v for k, v in ids.items() if v is not None}}
+        layout = cls(text_slots=text_slots, image_slots=image_slots, **chosen)
+        if layout.vocab_size > MMADA_VOCAB:
+            field = max(chosen, key=lambda k: chosen[k] + (chosen["code_offset"] if k == "codebook_size" else 0))
+            raise LayoutError(field, f"ImageLayout ids reach {layout.vocab_size - 1}, outside MMaDA-8B's vocabulary "
+                                     f"of {MMADA_VOCAB} ids (0..{MMADA_VOCAB - 1})")
+        return layout
 
     @classmethod
     def after_vocab(cls, vocab_size: int, *, text_slots: int, image_slots: int, codebook_size: int,

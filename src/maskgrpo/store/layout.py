@@ -22,7 +22,7 @@ POINTER_NAME = "_POINTER.json"
 MANIFEST_NAME = "_MANIFEST.json"
 NO_ROUND = "-"
 
-# The run-id grammar, the one rule specs.py and the KFP compiler check too: a run id is a path
+# The run-id grammar, the one rule specs/stages.py and the KFP compiler check too: a run id is a path
 # segment of every key, so what the store refuses must fail at validation, not at the first write.
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 _ID_RE = re.compile(RUN_ID_PATTERN)

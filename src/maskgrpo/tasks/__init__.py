@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_CHARS",
     "Example",
     "Task",
+    "answer_tokens",
     "check_task_name",
     "check_task_params",
     "collate_columns",
@@ -66,6 +67,16 @@ def check_task_params(name: str, params: dict[str, Any]) -> None:
     error = parameter_error(f"task {name!r}", _REGISTRY.load(name), params)
     if error:
         raise ValueError(error)
+
+
+def answer_tokens(name: str, params: dict[str, Any]) -> int | None:
+    """The tokens the longest answer of task ``name`` (with ``params``) takes, its EOS included, when
+    the task declares them (``answer_tokens``, tasks/base.py), else None (file tasks: unknown
+    without reading the data). Builds the task only when its class declares them, so a bad
+    parameter value fails here (ValueError) and no dataset is touched."""
+    if getattr(_REGISTRY.load(name), "answer_tokens", None) is None:
+        return None
+    return get_task(name, **params).answer_tokens
 
 
 def get_task(name: str, **params: Any) -> Task:

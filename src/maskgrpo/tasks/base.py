@@ -86,7 +86,11 @@ def check_split(split: str, n: int) -> None:
 class GeneratedTask:
     """Base for generated tasks. Subclasses set ``name``, ``reward``, ``completion_length`` and
     implement ``space_size()`` plus either ``enumerate_problems()`` (small spaces) or
-    ``sample_problem(rng)`` (returns None to reject a draw).
+    ``sample_problem(rng)`` (returns None to reject a draw). A text task whose answers have a
+    known longest length declares it as ``answer_tokens`` (a property of its parameters): the
+    tokens the longest answer takes with its EOS, one token per character (the character
+    tokenizer; digit-splitting subword tokenizers such as LLaDA's agree on the digit answers).
+    ``maskgrpo validate`` refuses a text sampler whose gen_length is shorter (specs/pipeline.py).
 
     Disjointness: the split of an example is ``split_of(example.prompt, eval_permille)``.
     """
@@ -94,6 +98,7 @@ class GeneratedTask:
     name: str
     reward: str
     completion_length: int
+    answer_tokens: int | None = None  # None: not declared (nothing is checked)
     eval_permille: int = 100  # 10% of the problem space is held out for evaluation
     enumerate_limit: int = 200_000  # spaces up to this size are enumerated exactly
     max_draws_per_example: int = 200

@@ -19,8 +19,9 @@ Implements, each with a short prompt (<= 24 characters) the ``CharTokenizer`` co
    Reward ``chain`` (maskgrpo.rewards.toy.chain_reward).
 
 Splits: 10% of each problem space (by a stable hash of the prompt) is the eval split; see
-``maskgrpo.tasks.base``. ``completion_length`` is the answer's maximum length + 1 EOS, rounded up
-to a multiple of 8 (so blocks of 4 or 8 divide it).
+``maskgrpo.tasks.base``. ``answer_tokens`` is the answer's maximum length + 1 EOS (one token per
+character); ``completion_length``, the SFT target length, is that rounded up to a multiple of 8 (so
+blocks of 4 or 8 divide it).
 """
 
 from __future__ import annotations
@@ -56,7 +57,11 @@ class SortTask(GeneratedTask):
     def __init__(self, length: int = 8, digits: int = 10) -> None:
         self.length = _check_int(self.name, "length", length, 1, 16)
         self.digits = _check_int(self.name, "digits", digits, 2, 10)
-        self.completion_length = _round_up8(self.length + 1)
+        self.completion_length = _round_up8(self.answer_tokens)
+
+    @property
+    def answer_tokens(self) -> int:
+        return self.length + 1  # the sorted digits + EOS
 
     def params(self) -> dict[str, Any]:
         return {"length": self.length, "digits": self.digits}
@@ -84,7 +89,11 @@ class AddTask(GeneratedTask):
 
     def __init__(self, n_digits: int = 3) -> None:
         self.n_digits = _check_int(self.name, "n_digits", n_digits, 1, 9)
-        self.completion_length = _round_up8(self.n_digits + 2)  # the sum has <= n+1 digits, + EOS
+        self.completion_length = _round_up8(self.answer_tokens)
+
+    @property
+    def answer_tokens(self) -> int:
+        return self.n_digits + 2  # the sum has <= n+1 digits, + EOS
 
     def params(self) -> dict[str, Any]:
         return {"n_digits": self.n_digits}
@@ -114,7 +123,11 @@ class ChainTask(GeneratedTask):
 
     def __init__(self, steps: int = 4) -> None:
         self.steps = _check_int(self.name, "steps", steps, 1, 6)
-        self.completion_length = _round_up8(8 * self.steps)  # "aa+b=cc;" per step, the last ';' is EOS
+        self.completion_length = _round_up8(self.answer_tokens)
+
+    @property
+    def answer_tokens(self) -> int:
+        return 8 * self.steps  # "aa+b=cc;" per step, the last ';' is EOS
 
     def params(self) -> dict[str, Any]:
         return {"steps": self.steps}
@@ -216,9 +229,12 @@ class CountdownLiteTask(GeneratedTask):
     def __init__(self, max_number: int = 9, max_target: int = 50) -> None:
         self.max_number = _check_int(self.name, "max_number", max_number, 2, 20)
         self.max_target = _check_int(self.name, "max_target", max_target, 1, 999)
+        self.completion_length = _round_up8(self.answer_tokens)
+
+    @property
+    def answer_tokens(self) -> int:
         # "(ab+cd)*ef" style: 3 numbers, 2 operators, one pair of parentheses, + EOS
-        width = len(str(self.max_number))
-        self.completion_length = _round_up8(3 * width + 2 + 2 + 1)
+        return 3 * len(str(self.max_number)) + 2 + 2 + 1
 
     def params(self) -> dict[str, Any]:
         return {"max_number": self.max_number, "max_target": self.max_target}
@@ -284,7 +300,8 @@ class Sudoku4x4Task(GeneratedTask):
 
     name = "sudoku-4x4"
     reward = "sudoku"
-    completion_length = 24  # 16 digits + EOS, rounded up to a multiple of 8
+    answer_tokens = 17  # 16 digits + EOS
+    completion_length = _round_up8(answer_tokens)
 
     def __init__(self, min_blanks: int = 4, max_blanks: int = 8) -> None:
         self.min_blanks = _check_int(self.name, "min_blanks", min_blanks, 1, 12)

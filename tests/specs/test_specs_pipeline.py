@@ -1,0 +1,105 @@
+"""specs/pipeline.py: the cross-field rules of the document that need a task or the model's ids,
+checked by ``maskgrpo validate`` before anything runs (exit 2, one line per error naming the field
+path, no traceback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from maskgrpo.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TOY_TEXT = str(ROOT / "pipelines" / "toy-text.yaml")
+SUDOKU = ["--set", "task.name=sudoku-4x4", "--set", "task.params={}"]
+WIDE_EVAL = ["--set", "evaluate.sampler={gen_length: 24, steps: 24, block_length: 24, temperature: 0.0}"]
+WIDE_RL = ["--set", "rl.sampler={gen_length: 24, steps: 24, block_length: 8, temperature: 1.0}"]
+
+
+def _validate(capsys, *args: str) -> tuple[int, list[str]]:
+    code = main(["validate", TOY_TEXT, *args])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, [line.removeprefix("maskgrpo: error: ") for line in captured.err.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("extra, field", [(WIDE_EVAL, "rl.sampler.gen_length"), (WIDE_RL, "evaluate.sampler.gen_length")],
+                         ids=["rollout", "evaluate"])
+def test_a_sampler_too_short_for_the_tasks_answers_is_refused(capsys, extra, field):
+    # sudoku-4x4's answers are 16 digits + EOS = 17 tokens; toy-text's samplers make 8.
+    code, lines = _validate(capsys, *SUDOKU, *extra)
+    assert (code, lines) == (2, [f"{TOY_TEXT}: {field}: 8 is shorter than task sudoku-4x4's 17-token answers "
+                                 "(the longest answer and its EOS)"])
+
+
+def test_both_samplers_too_short_give_one_line_each(capsys):
+    code, lines = _validate(capsys, *SUDOKU)
+    assert code == 2 and [line.split(": ")[1] for line in lines] == ["rl.sampler.gen_length", "evaluate.sampler.gen_length"]
+
+
+def test_the_issues_command_is_refused(capsys):
+    # the command of the report: toy-text's params {length: 6} do not fit sudoku-4x4 (one line)
+    code, lines = _validate(capsys, "--set", "task.name=sudoku-4x4")
+    assert (code, lines) == (2, [f"{TOY_TEXT}: task.params: Value error, task 'sudoku-4x4' has no parameter 'length' "
+                                 "(unknown: length; valid: min_blanks, max_blanks)"])
+
+
+def test_long_enough_samplers_and_a_parameter_the_task_refuses(capsys):
+    assert _validate(capsys, *SUDOKU, *WIDE_EVAL, *WIDE_RL)[0] == 0  # 24 >= 17: the rule, not something else, failed
+    assert _validate(capsys, "--set", "task.params.length=7")[0] == 0  # sort 7 + EOS = 8 fits exactly
+    code, lines = _validate(capsys, "--set", "task.params.length=8")
+    assert code == 2 and lines[0] == f"{TOY_TEXT}: rl.sampler.gen_length: 8 is shorter than task sort's 9-token answers " \
+                                     "(the longest answer and its EOS)"
+    code, lines = _validate(capsys, "--set", "task.params.length=20")  # a value the task refuses: found now, not at SFT
+    assert (code, lines) == (2, [f"{TOY_TEXT}: task.params: task 'sort': parameter length must be an integer in [1, 16], got 20"])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_pipeline_still_validates(path, capsys):
+    assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+
+
+MMADA = str(ROOT / "pipelines" / "mmada-t2i.yaml")
+
+
+@pytest.mark.parametrize("setting, line", [
+    # the codebook moved onto the text ids: 126000..134191 holds the mask id 126336
+    ("model.special_tokens.image_token_offset=126000",
+     "model.special_tokens.mask_id: ImageLayout.mask_id (126336) falls inside the codebook ids 126000..134191 "
+     "(the codebook: image_token_offset + image_codebook_size)"),
+    ("model.special_tokens.soi_id=126400",  # a marker inside the codebook 126349..134540
+     "model.special_tokens.soi_id: ImageLayout.soi_id (126400) falls inside the codebook ids 126349..134540 "
+     "(the codebook: image_token_offset + image_codebook_size)"),
+    ("model.special_tokens.image_token_offset=130000",  # 130000 + 8192 - 1 = 138191 > 134655
+     "model.special_tokens.image_codebook_size: ImageLayout ids reach 138191, outside MMaDA-8B's vocabulary of "
+     "134656 ids (0..134655)"),
+    ("model.special_tokens.t2i_id=134656",  # one past the last id
+     "model.special_tokens.t2i_id: ImageLayout ids reach 134656, outside MMaDA-8B's vocabulary of 134656 ids (0..134655)"),
+    ("model.special_tokens.soi_id=126085",
+     "model.special_tokens.soi_id: ImageLayout.soi_id (126085) equals eoi_id: the mask and the image markers are distinct ids"),
+    ("model.special_tokens.image_codebook_size=4096",
+     "image.codebook_size: layout 'mmada' has a codebook of 4096 (model.special_tokens.image_codebook_size, MMaDA: "
+     "8192), got 8192"),
+], ids=["codebook-over-text-ids", "marker-in-codebook", "offset-outside-vocab", "id-outside-vocab", "markers-equal",
+        "codebook-size"])
+def test_inconsistent_image_ids_are_refused_with_the_field_path(capsys, setting, line):
+    code = main(["validate", MMADA, "--set", setting])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (code, [ln.removeprefix("maskgrpo: error: ") for ln in err.splitlines() if ln.strip()]) == (2, [f"{MMADA}: {line}"])
+
+
+def test_image_ids_are_read_only_by_the_mmada_layout(capsys):
+    assert main(["validate", MMADA, "--set", "model.special_tokens.t2i_id=5"]) == 0  # a consistent id is used (test_image.py)
+    assert main(["validate", MMADA, "--set", "model.special_tokens.image_codebook_size=4096",
+                 "--set", "image.codebook_size=4096"]) == 0
+    capsys.readouterr()
+    toy_image = str(ROOT / "pipelines" / "toy-image.yaml")
+    assert main(["validate", toy_image, "--set", "model.special_tokens.t2i_id=5"]) == 2
+    assert capsys.readouterr().err.strip() == (f"maskgrpo: error: {toy_image}: model.special_tokens.t2i_id: read only with "
+                                               "image.layout 'mmada' (image.layout 'tiny' appends its ids after the "
+                                               "character vocabulary)")
+    assert main(["validate", TOY_TEXT, "--set", "model.special_tokens.soi_id=5"]) == 2
+    assert capsys.readouterr().err.strip() == (f"maskgrpo: error: {TOY_TEXT}: model.special_tokens.soi_id: read only with "
+                                               "image.layout 'mmada' (a text run has no image layout)")
