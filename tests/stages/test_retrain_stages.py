@@ -23,7 +23,8 @@ def tick(tmp_path):
     (data / "eval.jsonl").write_text('{"prompt": "sort:31=", "answer": "13"}\n')
     store = open_store(f"file://{tmp_path}/runs")
     run = load_run_spec(ROOT / "pipelines" / "toy-retrain.yaml",
-                        [f"retrain.data={data}/train-*.jsonl", f"task.params.eval_path={data}/eval.jsonl"])
+                        [f"retrain.data={data}/train-*.jsonl", f"task.params.eval_path={data}/eval.jsonl",
+                         "rl.rounds=2"])  # the tests name rounds (evaluate/2, update/2), not the demo's count
 
     def calls(run_id):
         return {c.name: c for c in build_plan(run, run_id, store.uri, num_shards=1)}

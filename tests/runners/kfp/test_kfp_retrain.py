@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_promote_runs_only_when_the_gate_says_so(tmp_path):
-    out = compile_run(load_run_spec(ROOT / "pipelines" / "toy-retrain.yaml"), tmp_path / "p.yaml")
+    out = compile_run(load_run_spec(ROOT / "pipelines" / "toy-retrain.yaml", ["rl.rounds=2"]), tmp_path / "p.yaml")
     spec, _platform = list(yaml.safe_load_all(out.read_text()))
     tasks = spec["root"]["dag"]["tasks"]
     assert "resolve" in tasks and tasks["sft"]["dependentTasks"] == ["resolve"]
