@@ -7,7 +7,12 @@
 3. ``retrain.data`` -> a snapshot: every file with its size and sha256 (store/snapshot.py); with
    ``unseen_only`` the files whose sha256 is in the champion's lineage are left out.  The rows of
    the kept files, each verified against the snapshot, are written as this output's
-   ``data.jsonl``, so every later stage of the tick reads exactly those bytes.
+   ``data.jsonl``, so every later stage of the tick reads exactly those bytes.  With
+   ``unseen_rows`` the rows whose id (sha256 of the canonical JSON row, store/snapshot.py
+   ``row_id``) some lineage version trained on are left out too, so a file that grew keeps only
+   its new rows; the tick's own ids go to ``row_ids.txt`` (sorted, one per line; the version's
+   lineage names them with their count and sha256).  Ancestors that recorded no row ids (ticks
+   without ``unseen_rows``) count by their files only.
 4. Everything lands in ``resolved.json`` of the committed output.  A resumed run (same run id)
    finds it committed and keeps it, even if a new champion appeared meanwhile.
 
@@ -20,6 +25,7 @@ runners call it before each stage (runners/local/flow.py, stages/main.py), so ``
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,10 +34,11 @@ from pydantic import BaseModel
 
 from maskgrpo.specs import ResolveSpec, spec_hash
 from maskgrpo.stages.retrain import DATA, RESOLVED
-from maskgrpo.store import Store, parse_registry_source
-from maskgrpo.store.snapshot import fetch_verified, resolve_snapshot, snapshot_digest
+from maskgrpo.store import CorruptOutputError, Store, parse_registry_source
+from maskgrpo.store.snapshot import fetch_verified, resolve_snapshot, row_id, snapshot_digest
 
 STAGE = "resolve"
+ROW_IDS = "row_ids.txt"
 
 
 class ResolveResult(BaseModel):
@@ -77,17 +84,22 @@ def _resolve(spec: ResolveSpec, store: Store, registry: Any, digest: str) -> Res
     with store.begin(spec.run_id, STAGE, 0, digest) as attempt:
         if retrain.data:
             files = resolve_snapshot(retrain.data)
-            seen = set()
-            if retrain.unseen_only and champion is not None:
-                seen = {f["sha256"] for v in registry.lineage(champion) for f in (v.get("data_snapshot") or {}).get("files", [])}
+            lineage = registry.lineage(champion) if champion is not None and (retrain.unseen_only or retrain.unseen_rows) else []
+            seen = {f["sha256"] for v in lineage for f in (v.get("data_snapshot") or {}).get("files", [])}
             kept = [f for f in files if f["sha256"] not in seen]
             if not kept:
                 raise ValueError(f"retrain.data {retrain.data!r}: every file is in the lineage of champion v{champion} "
                                  "(unseen_only): no new data for this tick")
             rows = _rows(kept)
+            snapshot = {"pattern": retrain.data, "files": kept, "excluded_seen": len(files) - len(kept),
+                        "digest": snapshot_digest(kept)}
+            if retrain.unseen_rows:
+                rows, snapshot["excluded_seen_rows"], snapshot["row_ids"] = _unseen_rows(store, lineage, rows, attempt)
+                if not rows:
+                    raise ValueError(f"retrain.data {retrain.data!r}: every row is in the lineage of champion "
+                                     f"v{champion} (unseen_rows): no new data for this tick")
             attempt.put_jsonl(DATA, rows)
-            resolved["data_snapshot"] = {"pattern": retrain.data, "files": kept, "excluded_seen": len(files) - len(kept),
-                                         "digest": snapshot_digest(kept), "rows": len(rows)}
+            resolved["data_snapshot"] = {**snapshot, "rows": len(rows)}
         attempt.put_json(RESOLVED, resolved)
         committed = attempt.commit()  # a concurrent twin's commit wins cleanly: the same resolution is read back
     return ResolveResult(**_fields(committed.get_json(RESOLVED)))
@@ -97,6 +109,26 @@ def _fields(resolved: dict) -> dict:
     snap = resolved.get("data_snapshot") or {}
     return {"champion": resolved["champion"], "warm_start": resolved["warm_start"], "source": resolved["source"],
             "data_files": len(snap.get("files", [])), "data_rows": snap.get("rows", 0)}
+
+
+def _unseen_rows(store: Store, lineage: list[dict], rows: list[dict], attempt: Any) -> tuple[list[dict], int, dict]:
+    """(the rows no lineage version trained on, how many were left out, the record of this tick's
+    row ids); writes ``row_ids.txt`` into ``attempt`` (module docstring, 3)."""
+    seen: set[str] = set()
+    for version in lineage:
+        ref = (version.get("data_snapshot") or {}).get("row_ids")
+        if ref:  # the ids that version's resolve committed, checked against the version's record
+            data = store.open(ref["run_id"], STAGE, 0).get_bytes(ROW_IDS)
+            if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+                raise CorruptOutputError(f"row ids of version {version['version']} ({ref['run_id']}/{STAGE}/0/{ROW_IDS}) "
+                                         "changed since it was registered")
+            seen.update(data.decode().split())
+    ids = [row_id(r) for r in rows]
+    fresh = [(i, r) for i, r in zip(ids, rows) if i not in seen]
+    text = "".join(f"{i}\n" for i in sorted({i for i, _ in fresh})).encode()
+    attempt.put_bytes(ROW_IDS, text)
+    record = {"run_id": attempt.run_id, "count": text.count(b"\n"), "sha256": hashlib.sha256(text).hexdigest()}
+    return [r for _, r in fresh], len(rows) - len(fresh), record
 
 
 def _rows(files: list[dict]) -> list[dict]:
