@@ -139,6 +139,25 @@ def test_a_second_tick_is_skipped_while_the_first_holds_the_lease(tick):
         resolve.run(calls("t2")["resolve"].spec, store)
 
 
+def test_the_kfp_resolve_step_ends_cleanly_with_skip_while_the_lease_is_held(tick, tmp_path, capsys):
+    """``python -m maskgrpo.stages.resolve ... --skip-path P`` (the KFP component's argv): a held
+    lease -> exit 0, P = "true", the summary names the holder, nothing committed; free -> "false"."""
+    store, calls, _ = tick
+    store.registry("toy-sort").acquire_lease("t1", ttl_s=60)
+    spec = calls("t2")["resolve"].spec.model_dump_json()
+    out = {k: tmp_path / k for k in ("skip", "summary.md", "metrics.json")}
+    argv = ["--spec", spec, "--skip-path", str(out["skip"]), "--summary-path", str(out["summary.md"]),
+            "--metrics-path", str(out["metrics.json"])]
+    assert resolve.main(argv) == 0
+    assert out["skip"].read_text() == "true" and "'t1' still holds the retraining lease" in out["summary.md"].read_text()
+    assert "skipped:" in capsys.readouterr().err and not store.list_runs()  # t2 committed nothing
+    with pytest.raises(LeaseHeld):  # without --skip-path (local runners) the error reaches the caller
+        resolve.main(argv[:2])
+    store.registry("toy-sort").release_lease("t1")
+    assert resolve.main(argv) == 0 and out["skip"].read_text() == "false"
+    assert store.open("t2", "resolve", 0).get_json("resolved.json")["champion"] is None
+
+
 def evaluation(store, run_id, round_, correct):
     rows = [{"prompt": f"p{i}", "completion": "x", "reward": float(c)} for i, c in enumerate(correct)]
     with store.begin(run_id, "evaluate", round_, spec_hash="e") as att:

@@ -1,7 +1,9 @@
 """Resolve: the first stage of a retraining tick; pins what the tick starts from, once.
 
 1. Takes the model's retraining lease (store/registry.py) for this run id; another live tick's
-   lease -> ``LeaseHeld``: the tick is skipped with a message naming the holder.
+   lease -> ``LeaseHeld``: the tick is skipped with a message naming the holder (the local
+   runners catch it; on KFP ``main`` exits 0 with ``skip`` = true and the pipeline's ``dsl.If``
+   skips every later task).
 2. ``model.source: registry:<name>@champion`` -> the champion's immutable version and the store
    source of its checkpoint; no champion yet -> ``retrain.initial_source`` (and SFT runs).
 3. ``retrain.data`` -> a snapshot: every file with its size and sha256 (store/snapshot.py); with
@@ -20,7 +22,7 @@
 runners call it before each stage (runners/local/flow.py, stages/main.py), so ``registry:`` sources and the
 ``RESOLVED_DATA`` placeholder never reach the model or task loaders.
 
-    python -m maskgrpo.stages.resolve --spec @resolve.json
+    python -m maskgrpo.stages.resolve --spec @resolve.json [--skip-path P]
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pydantic import BaseModel
 
 from maskgrpo.specs import ResolveSpec, spec_hash
 from maskgrpo.stages.retrain import DATA, RESOLVED
-from maskgrpo.store import CorruptOutputError, Store, parse_registry_source
+from maskgrpo.store import CorruptOutputError, LeaseHeld, Store, parse_registry_source
 from maskgrpo.store.snapshot import fetch_verified, resolve_snapshot, row_id, snapshot_digest
 
 STAGE = "resolve"
@@ -143,9 +145,41 @@ def _rows(files: list[dict]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from maskgrpo.stages.main import stage_main
+    """The stage main; ``--skip-path P`` (the KFP component): a held lease is a clean exit 0 with
+    ``true`` in P (``false`` after a normal resolve), the holder named in the summary, so the
+    pipeline's ``dsl.If`` skips the rest of the tick and the run ends as skipped, not failed."""
+    import argparse
+    import sys
 
-    return stage_main(STAGE, ResolveSpec, run, argv)
+    from maskgrpo.stages.main import stage_main
+    from maskgrpo.stages.outputs import write_kfp_outputs
+
+    parser = argparse.ArgumentParser(add_help=False)
+    for flag in ("--skip-path", "--summary-path", "--metrics-path", "--executor-input"):
+        parser.add_argument(flag)
+    known, _ = parser.parse_known_args(argv)
+    rest = list(sys.argv[1:] if argv is None else argv)
+    if known.skip_path:  # drop the resolve's own argument before the shared main parses the rest
+        i = rest.index("--skip-path")
+        rest = rest[:i] + rest[i + 2:]
+    try:
+        code = stage_main(STAGE, ResolveSpec, run, rest)
+    except LeaseHeld as err:
+        if not known.skip_path:
+            raise
+        print(f"skipped: {err}", file=sys.stderr)
+        write_kfp_outputs({"skipped": 1}, f"# resolve: tick skipped\n\n{err}\n", metrics_path=known.metrics_path,
+                          summary_path=known.summary_path, executor_input=known.executor_input)
+        _write_flag(known.skip_path, "true")
+        return 0
+    if code == 0 and known.skip_path:
+        _write_flag(known.skip_path, "false")
+    return code
+
+
+def _write_flag(path: str, value: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(value)
 
 
 if __name__ == "__main__":
