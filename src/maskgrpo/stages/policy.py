@@ -7,7 +7,10 @@
    trained adapters are merged into the base in memory (``fold_lora``) and fresh adapters (B = 0)
    go on top, so the RL policy starts at the SFT policy and "adapters disabled" IS the SFT policy:
    the KL reference with beta > 0 costs no second model. The checkpoint keeps the merged adapters
-   under ``merged/<k>`` (models/lora.py), so loading rebuilds the same network.
+   under ``merged/<k>`` (models/lora.py), so loading rebuilds the same network. A LoRA checkpoint
+   as ``model.source`` (a retraining tick's champion, stages/resolve.py) loads as the base its
+   adapter config records, its merged chain and its own adapters, trainable; SFT with nothing to
+   train keeps them (``continued``), so the tick trains on in the champion's adapters.
 3. Loaded policies stay in a process-local cache keyed by the committed attempt, so a local run
    that walks many rounds in one process pays no reload per stage; a KFP pod loads once.
 """
