@@ -316,6 +316,9 @@ def cmd_retrain_ticks(args: argparse.Namespace) -> int:
     print(format_ticks(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from maskgrpo.models.adapters import adapter_for
     from maskgrpo.models.remote_code import code_digests

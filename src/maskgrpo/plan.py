@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass, replace
 
 from .specs import (
-    RESOLVED_DATA, EvaluateSpec, GateSpec, PromoteSpec, ResolveSpec, RolloutSpec, RunSpec, ScoreSpec, SftSpec, UpdateSpec, spec_hash,
+    CHAMPION_OPTIMIZER, RESOLVED_DATA, EvaluateSpec, GateSpec, PromoteSpec, ResolveSpec, RolloutSpec, RunSpec, ScoreSpec, SftSpec, UpdateSpec, spec_hash,
 )
 
 
@@ -65,6 +65,7 @@ def build_plan(run: RunSpec, run_id: str, store: str, num_shards: int | None = N
     calls.append(evaluate(0, sft))
     policy, previous_update = sft, None
     reference = sft.ref if run.rl.beta > 0 else None
+    carry = run.retrain is not None and run.retrain.carry_optimizer  # the champion's AdamW state into update_1
     for k in range(1, run.rl.rounds + 1):
         round_seed = run.seed * 100_003 + k
         rollouts = []
@@ -81,7 +82,7 @@ def build_plan(run: RunSpec, run_id: str, store: str, num_shards: int | None = N
         calls.append(score)
         update = StageCall(f"update_{k}", "update", "update", k,
                            UpdateSpec(**common, round=k, seed=round_seed, policy=policy.ref, model=run.model, rl=run.rl,
-                                      optimizer_from=previous_update.ref if previous_update else None, num_shards=shards,
+                                      optimizer_from=previous_update.ref if previous_update else (CHAMPION_OPTIMIZER if carry else None), num_shards=shards,
                                       image=run.image),
                            (score.name,))
         calls.append(update)

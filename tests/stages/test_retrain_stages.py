@@ -11,6 +11,7 @@ from maskgrpo.specs import RESOLVED_DATA, load_run_spec
 from maskgrpo.stages import gate, promote, resolve
 from maskgrpo.stages.retrain import resolved_spec
 from maskgrpo.store import LeaseHeld, Registry, open_store
+from maskgrpo.store.snapshot import row_id
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,7 +24,8 @@ def tick(tmp_path):
     (data / "eval.jsonl").write_text('{"prompt": "sort:31=", "answer": "13"}\n')
     store = open_store(f"file://{tmp_path}/runs")
     run = load_run_spec(ROOT / "pipelines" / "toy-retrain.yaml",
-                        [f"retrain.data={data}/train-*.jsonl", f"task.params.eval_path={data}/eval.jsonl"])
+                        [f"retrain.data={data}/train-*.jsonl", f"task.params.eval_path={data}/eval.jsonl",
+                         "rl.rounds=2"])  # the tests name rounds (evaluate/2, update/2), not the demo's count
 
     def calls(run_id):
         return {c.name: c for c in build_plan(run, run_id, store.uri, num_shards=1)}
@@ -94,11 +96,66 @@ def test_unseen_only_drops_files_in_the_champion_lineage(tick):
     assert r.data_rows == 2 and snap["excluded_seen"] == 1 and [Path(f["uri"]).name for f in snap["files"]] == ["train-002.jsonl"]
 
 
+@pytest.mark.parametrize("rows", [False, True])
+def test_unseen_rows_keeps_only_the_new_rows_of_a_file_that_grew(tmp_path, rows):
+    """Tick 1 trains on train-001.jsonl (1 row); the file then grows by a row (new sha256, so the
+    file-level filter keeps it whole) and train-002.jsonl (1 row) lands. With ``unseen_rows`` tick 2
+    gets the 2 new rows; with ``unseen_only`` alone, all 3."""
+    data = tmp_path / "data"
+    data.mkdir()
+    old_row = '{"prompt": "sort:21=", "answer": "12"}\n'
+    (data / "train-001.jsonl").write_text(old_row)
+    store = open_store(f"file://{tmp_path}/runs")
+    run = load_run_spec(ROOT / "pipelines" / "toy-retrain.yaml",
+                        [f"retrain.data={data}/train-*.jsonl", "rl.rounds=2", f"retrain.unseen_rows={str(rows).lower()}"])
+    calls = lambda run_id: {c.name: c for c in build_plan(run, run_id, store.uri, num_shards=1)}  # noqa: E731
+    resolve.run(calls("t1")["resolve"].spec, store)
+    store.registry("toy-sort").release_lease("t1")
+    first = store.open("t1", "resolve", 0).get_json("resolved.json")["data_snapshot"]
+    if rows:  # the tick's row ids are committed and named in the snapshot
+        ids = store.open("t1", "resolve", 0).get_bytes("row_ids.txt").decode().split()
+        assert ids == [row_id(json.loads(old_row))] and first["row_ids"]["count"] == 1
+    reg = store.registry("toy-sort")  # v1 trained on tick 1's snapshot, as promote records it
+    v1 = reg.register({"run_id": "t1", "checkpoint": store.pin(fake_checkpoint(store, "t1", "w1")), "parent": None,
+                       "data_snapshot": {k: first[k] for k in ("pattern", "files", "digest", "rows", "row_ids") if k in first}})
+    reg.promote(v1, expected=None)
+    # the same record with its keys reordered is the same row (canonical JSON): still seen
+    (data / "train-001.jsonl").write_text(old_row + '{"answer": "12", "prompt": "sort:21="}\n{"prompt": "sort:43=", "answer": "34"}\n')
+    (data / "train-002.jsonl").write_text('{"prompt": "sort:54=", "answer": "45"}\n')
+    r = resolve.run(calls("t2")["resolve"].spec, store)
+    snap = store.open("t2", "resolve", 0).get_json("resolved.json")["data_snapshot"]
+    got = [row["prompt"] for row in store.open("t2", "resolve", 0).get_jsonl("data.jsonl")]
+    if rows:
+        assert got == ["sort:43=", "sort:54="] and r.data_rows == 2 and snap["excluded_seen_rows"] == 2
+    else:
+        assert got == ["sort:21=", "sort:21=", "sort:43=", "sort:54="] and "row_ids" not in snap
+    assert snap["excluded_seen"] == 0  # no whole file was seen: train-001.jsonl changed
+
+
 def test_a_second_tick_is_skipped_while_the_first_holds_the_lease(tick):
     store, calls, _ = tick
     resolve.run(calls("t1")["resolve"].spec, store)
     with pytest.raises(LeaseHeld, match="'t1' still holds"):
         resolve.run(calls("t2")["resolve"].spec, store)
+
+
+def test_the_kfp_resolve_step_ends_cleanly_with_skip_while_the_lease_is_held(tick, tmp_path, capsys):
+    """``python -m maskgrpo.stages.resolve ... --skip-path P`` (the KFP component's argv): a held
+    lease -> exit 0, P = "true", the summary names the holder, nothing committed; free -> "false"."""
+    store, calls, _ = tick
+    store.registry("toy-sort").acquire_lease("t1", ttl_s=60)
+    spec = calls("t2")["resolve"].spec.model_dump_json()
+    out = {k: tmp_path / k for k in ("skip", "summary.md", "metrics.json")}
+    argv = ["--spec", spec, "--skip-path", str(out["skip"]), "--summary-path", str(out["summary.md"]),
+            "--metrics-path", str(out["metrics.json"])]
+    assert resolve.main(argv) == 0
+    assert out["skip"].read_text() == "true" and "'t1' still holds the retraining lease" in out["summary.md"].read_text()
+    assert "skipped:" in capsys.readouterr().err and not store.list_runs()  # t2 committed nothing
+    with pytest.raises(LeaseHeld):  # without --skip-path (local runners) the error reaches the caller
+        resolve.main(argv[:2])
+    store.registry("toy-sort").release_lease("t1")
+    assert resolve.main(argv) == 0 and out["skip"].read_text() == "false"
+    assert store.open("t2", "resolve", 0).get_json("resolved.json")["champion"] is None
 
 
 def evaluation(store, run_id, round_, correct):

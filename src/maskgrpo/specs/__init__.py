@@ -31,7 +31,7 @@ from maskgrpo.specs.document import YAML_MAX_NODES, format_validation_error, loa
 from maskgrpo.specs.image import GENEVAL_PROTOCOL, ImageDecoderSpec, ImageSpec
 from maskgrpo.specs.model import DeepSpeedSpec, LoraSpec, ModelSpec, SpecialTokensSpec, TinyModelSpec
 from maskgrpo.specs.pipeline import RunSpec
-from maskgrpo.specs.retrain import RESOLVED_DATA, GateGuardSpec, GateMetric, GateSpecPart, RetrainSpec
+from maskgrpo.specs.retrain import CHAMPION_OPTIMIZER, RESOLVED_DATA, GateGuardSpec, GateMetric, GateSpecPart, RetrainSpec
 from maskgrpo.specs.samplers import IMAGE_SAMPLER_DEFAULTS, ImageSamplerSpec, SamplerSpec, TextSamplerSpec
 from maskgrpo.specs.stages import (STAGE_SPECS, EvaluateSpec, GateSpec, PromoteSpec, ResolveSpec, RolloutSpec,
                                    ScoreSpec, SftSpec, StageSpec, UpdateSpec, check_run_id)
@@ -48,7 +48,7 @@ __all__ = [
     "ImageSpec", "ImageDecoderSpec", "GENEVAL_PROTOCOL",
     "SftSpecPart", "RlSpec", "SpgOptions", "Wd1Options", "EvalSpecPart",
     "ClusterSpec", "ResourcesSpec", "StageResources", "Toleration", "TrainerApi",
-    "RetrainSpec", "GateSpecPart", "GateGuardSpec", "GateMetric", "RESOLVED_DATA",
+    "RetrainSpec", "GateSpecPart", "GateGuardSpec", "GateMetric", "RESOLVED_DATA", "CHAMPION_OPTIMIZER",
     # the stage specs
     "StageSpec", "STAGE_SPECS", "SftSpec", "RolloutSpec", "ScoreSpec", "UpdateSpec", "EvaluateSpec",
     "ResolveSpec", "GateSpec", "PromoteSpec", "check_run_id",

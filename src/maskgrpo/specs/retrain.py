@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
-from maskgrpo.specs._base import _Spec
+from maskgrpo.specs._base import _Spec, _drop_defaults
 
 
 RESOLVED_DATA = "resolve:data"  # task.params.path of a retraining tick's snapshot, filled in by stages/resolve.py
+CHAMPION_OPTIMIZER = "resolve:champion-optimizer"  # optimizer_from of a tick's first update with retrain.carry_optimizer
 GateMetric = Literal["accuracy", "reward", "completion_length"]
 
 
@@ -41,6 +42,16 @@ class RetrainSpec(_Spec):
         "resolved per tick to (file, size, sha256); becomes task.params.path.",
     )
     unseen_only: bool = Field(False, description="Train only on snapshot files not in the champion's lineage (file granularity).")
+    unseen_rows: bool = Field(
+        False, description="Train only on rows (sha256 of the canonical JSON row) not in the champion's lineage: a file that "
+        "grew keeps only its new rows; implies unseen_only.")
     sft: bool = Field(False, description="Run SFT on top of a warm start too (default: a warm start skips SFT).")
+    carry_optimizer: bool = Field(
+        False, description="Start the tick's first update from the champion version's AdamW state (moments and step "
+        "count; this tick's lr, betas and weight decay); default: a fresh AdamW each tick.")
     lease_ttl_s: float = Field(6 * 3600.0, gt=0.0, description="Seconds a tick holds the model's retraining lease unless it releases it.")
     gate: GateSpecPart = Field(default_factory=GateSpecPart, description="Promotion gate after the final evaluation.")
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: Any) -> Any:  # later fields: off leaves the JSON (spec hashes, goldens) unchanged
+        return _drop_defaults(handler(self), self, "unseen_rows", "carry_optimizer")

@@ -26,7 +26,11 @@ def save_optimizer(attempt: Attempt, optimizer: torch.optim.Optimizer) -> None:
     attempt.put_json(OPTIMIZER_META, {"param_groups": state["param_groups"], "scalars": scalars})
 
 
-def load_optimizer(committed: Committed, optimizer: torch.optim.Optimizer) -> None:
+def load_optimizer(committed: Committed, optimizer: torch.optim.Optimizer, *, keep_hyperparameters: bool = False) -> None:
+    """The saved state into ``optimizer``; ``keep_hyperparameters``: the saved moments and step
+    counts under ``optimizer``'s own lr, betas and weight decay (a retraining tick whose spec
+    changed them), instead of the saved ones (the next round of the same run)."""
+    own = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     tensors = committed.get_tensors(OPTIMIZER_TENSORS)
     meta = committed.get_json(OPTIMIZER_META)
     state: dict[int, dict[str, Any]] = {}
@@ -37,4 +41,8 @@ def load_optimizer(committed: Committed, optimizer: torch.optim.Optimizer) -> No
     for group in groups:  # JSON turns tuples into lists
         if "betas" in group:
             group["betas"] = tuple(group["betas"])
+    if keep_hyperparameters:
+        if len(groups) != len(own):
+            raise ValueError(f"{committed.uri}: optimizer state has {len(groups)} parameter groups, this model {len(own)}")
+        groups = [{**g, **mine} for g, mine in zip(groups, own)]
     optimizer.load_state_dict({"state": state, "param_groups": groups})

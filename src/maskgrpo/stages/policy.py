@@ -7,7 +7,10 @@
    trained adapters are merged into the base in memory (``fold_lora``) and fresh adapters (B = 0)
    go on top, so the RL policy starts at the SFT policy and "adapters disabled" IS the SFT policy:
    the KL reference with beta > 0 costs no second model. The checkpoint keeps the merged adapters
-   under ``merged/<k>`` (models/lora.py), so loading rebuilds the same network.
+   under ``merged/<k>`` (models/lora.py), so loading rebuilds the same network. A LoRA checkpoint
+   as ``model.source`` (a retraining tick's champion, stages/resolve.py) loads as the base its
+   adapter config records, its merged chain and its own adapters, trainable; SFT with nothing to
+   train keeps them (``continued``), so the tick trains on in the champion's adapters.
 3. Loaded policies stay in a process-local cache keyed by the committed attempt, so a local run
    that walks many rounds in one process pays no reload per stage; a KFP pod loads once.
 """
@@ -42,6 +45,7 @@ class Policy:
     model: torch.nn.Module
     tokenizer: Any  # CharTokenizer or models.loading.HFTokenizer: the same small interface
     merged: tuple[dict[str, bytes], ...] = ()
+    continued: bool = False  # trainable adapters loaded from a LoRA checkpoint source (a champion), not fresh
 
     @property
     def mask_id(self) -> int:
@@ -124,9 +128,25 @@ def _load_model(path: Path, spec: ModelSpec) -> torch.nn.Module:
     return model if spec.load_in_4bit else model.to(resolve_device(spec))
 
 
+def base_source(source: str) -> str:
+    """The base model under ``source``: ``source`` itself, or, for a LoRA checkpoint (a retraining
+    tick's champion trained with adapters), the base its adapter config records."""
+    import json
+
+    from maskgrpo.models.lora import ADAPTER_CONFIG
+
+    if source == "builtin:tiny" or not (local_source(source) / ADAPTER_CONFIG).exists():
+        return source
+    base = json.loads((local_source(source) / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if not base or base == source:
+        raise ValueError(f"model.source {source!r}: LoRA adapters whose {ADAPTER_CONFIG} records no base model "
+                         "(base_model_name_or_path)")
+    return base
+
+
 def load_base_model(spec: ModelSpec) -> torch.nn.Module:
-    """``spec.source`` (folder or store URI) through its adapter (models/adapters.py), no LoRA."""
-    return _load_model(local_source(spec.source), spec)
+    """``base_source(spec.source)`` (folder or store URI) through its adapter (models/adapters.py), no LoRA."""
+    return _load_model(local_source(base_source(spec.source)), spec)
 
 
 def with_lora(policy: Policy, spec: ModelSpec, seed: int) -> Policy:
@@ -140,7 +160,7 @@ def with_lora(policy: Policy, spec: ModelSpec, seed: int) -> Policy:
     with torch.random.fork_rng():
         torch.manual_seed((seed * 1_000_003 + int(Salt.LORA_INIT)) % (2**63))
         model = apply_lora(policy.model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
-                           target_modules=lora.target_modules, base_source=spec.source)
+                           target_modules=lora.target_modules, base_source=base_source(spec.source))
     return Policy(model, policy.tokenizer, policy.merged)
 
 
@@ -154,8 +174,15 @@ def start_policy(spec: ModelSpec, tiny_shape: Callable[[Any], tuple[int, int]], 
 
 
 def load_source_policy(spec: ModelSpec, seed: int = 0) -> Policy:
-    """The policy ``spec.source`` names (with fresh LoRA adapters if configured)."""
+    """The policy ``spec.source`` names (with fresh LoRA adapters if configured); a LoRA
+    checkpoint (a retraining tick's champion) comes back as its base, its merged chain and its
+    own adapters, trainable (``continued``): training goes on in the champion's adapters."""
+    from maskgrpo.models.lora import ADAPTER_CONFIG
+
     path = local_source(spec.source)
+    if (path / ADAPTER_CONFIG).exists():
+        policy = load_policy_dir(path, spec)
+        return Policy(policy.model, policy.tokenizer, policy.merged, continued=True)
     return with_lora(Policy(load_base_model(spec), load_tokenizer(path, spec)), spec, seed)
 
 

@@ -43,7 +43,7 @@ def version_record(spec: PromoteSpec, store: Store, decision: dict, resolved: di
     return {
         "run_id": spec.run_id, "checkpoint": store.pin(ckpt), "parent": resolved["champion"],
         "weight_digest": ckpt.get_json("metrics.json").get("weight_digest"),
-        "data_snapshot": {k: snapshot[k] for k in ("pattern", "files", "digest", "rows") if k in snapshot} or None,
+        "data_snapshot": {k: snapshot[k] for k in ("pattern", "files", "digest", "rows", "row_ids") if k in snapshot} or None,
         "pipeline_hash": spec.pipeline_hash, "code_version": ckpt.manifest["package_version"],  # the package that wrote the checkpoint
         "metrics": {"accuracy": evaluation["accuracy"], "reward_mean": evaluation["reward_mean"],
                     "examples": evaluation["examples"]},

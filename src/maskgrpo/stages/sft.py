@@ -6,7 +6,8 @@ fraction of the slots and drop the condition with probability ``image.cond_dropo
 ``label_noise`` (toy tasks only, docs/algorithm.md, "The toy task") trains a fixed fraction of
 the examples on a corrupted answer (two positions swapped, or one character changed), so the
 warm start is deliberately mediocre and RL has room to improve it. With LoRA the trained
-adapters are merged into the base and fresh ones added before the commit (stages/policy.py, 2).
+adapters are merged into the base and fresh ones added before the commit (stages/policy.py, 2);
+a LoRA warm start from a champion's adapters with SFT off keeps those adapters trainable (no merge).
 
     python -m maskgrpo.stages.sft --spec @sft.json
 """
@@ -112,9 +113,11 @@ def run(spec: SftSpec, store: Store) -> SftResult:
     rank = distributed.setup(spec.model)
     losses = train_sft(policy, modality, examples, spec.sft, spec.seed, model_spec=spec.model, rank=rank) \
         if spec.sft.enabled else []
+    # a LoRA warm start that trains nothing here keeps the champion's adapters trainable (no fold)
+    fold = (lambda p: p) if policy.continued and not losses else (lambda p: fold_lora(p, spec.model, spec.seed))
     if spec.model.deepspeed.enabled:  # rank 0 writes the gathered weights (stages/distributed.py)
         with distributed.gathered(policy.model, spec.model):
-            policy = fold_lora(policy, spec.model, spec.seed)
+            policy = fold(policy)
             result = sft_result(policy, losses, start)  # the same on every rank (distributed.py, 4):
             wall = distributed.all_reduce([result.wall_seconds], rank, op="max")[0]
             result = result.model_copy(update={"wall_seconds": wall})
@@ -122,7 +125,7 @@ def run(spec: SftSpec, store: Store) -> SftResult:
                 commit_sft(spec, store, digest, policy, result, losses)
         distributed.barrier(spec.model)
         return result
-    policy = fold_lora(policy, spec.model, spec.seed)
+    policy = fold(policy)
     result = sft_result(policy, losses, start)
     remember_policy(commit_sft(spec, store, digest, policy, result, losses), policy)
     return result

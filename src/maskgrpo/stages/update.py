@@ -29,7 +29,7 @@ from maskgrpo.core.importance import (
 )
 from maskgrpo.core.loss import LossStats, grpo_loss, group_token_weights
 from maskgrpo.plan import rollout_output
-from maskgrpo.specs import RlSpec, UpdateSpec, spec_hash
+from maskgrpo.specs import CHAMPION_OPTIMIZER, RlSpec, UpdateSpec, spec_hash
 from maskgrpo.stages import distributed
 from maskgrpo.stages.estimation import ROUND_CONSTANTS, estimator_config, estimator_input
 from maskgrpo.stages.main import stage_main
@@ -37,7 +37,8 @@ from maskgrpo.stages.optimizer import load_optimizer, save_optimizer
 from maskgrpo.stages.policy import Policy, load_policy, parse_ref, remember_policy, save_policy, weight_digest
 from maskgrpo.stages.seeds import Salt, stage_generator
 from maskgrpo.stages.distributed import Rank, Stepper, TorchStepper, local_part
-from maskgrpo.store import Store
+from maskgrpo.stages.retrain import read_resolved
+from maskgrpo.store import Committed, Store
 
 STAGE = "update"
 
@@ -199,6 +200,24 @@ def make_optimizer(policy: Policy, rl: RlSpec) -> torch.optim.AdamW:
     return torch.optim.AdamW(policy.model.parameters(), lr=rl.lr, betas=rl.betas, weight_decay=rl.weight_decay)
 
 
+def optimizer_source(store: Store, spec: UpdateSpec) -> tuple[Committed | None, bool]:
+    """(the committed output whose AdamW state this update starts from, whether it is another
+    tick's): the previous round's update; with ``retrain.carry_optimizer`` the first round's is
+    the champion version's checkpoint (pinned, store/registry.py), none while there is no champion."""
+    if not spec.optimizer_from:
+        return None, False
+    if spec.optimizer_from != CHAMPION_OPTIMIZER:
+        return store.open(spec.run_id, *parse_ref(spec.optimizer_from)), False
+    resolved = read_resolved(store, spec.run_id)
+    if resolved["champion"] is None:
+        return None, False
+    committed = store.registry(resolved["model"]).checkpoint(resolved["champion"])
+    if OPTIMIZER_TENSORS not in committed.files():
+        raise ValueError(f"retrain.carry_optimizer: champion v{resolved['champion']} of {resolved['model']!r} "
+                         f"({committed.uri}) has no optimizer state")
+    return committed, True
+
+
 def run(spec: UpdateSpec, store: Store) -> UpdateResult:
     digest = spec_hash(spec)
     if store.is_done(spec.run_id, STAGE, spec.round, digest):
@@ -208,11 +227,12 @@ def run(spec: UpdateSpec, store: Store) -> UpdateResult:
     policy = load_policy(store, spec.run_id, spec.policy, spec.model, mutable=True)
     optimizer = make_optimizer(policy, spec.rl)
     deepspeed = spec.model.deepspeed.enabled
-    if spec.optimizer_from and not deepspeed:
-        load_optimizer(store.open(spec.run_id, *parse_ref(spec.optimizer_from)), optimizer)
+    previous, across_ticks = optimizer_source(store, spec)
+    if previous is not None and not deepspeed:
+        load_optimizer(previous, optimizer, keep_hyperparameters=across_ticks)
     stepper = distributed.make_stepper(policy, optimizer, spec.model, rank, spec.rl.grad_clip)
-    if spec.optimizer_from and deepspeed:  # into the ZeRO partitions (distributed.py, 5)
-        stepper.import_optimizer(store.open(spec.run_id, *parse_ref(spec.optimizer_from)).get_tensors(OPTIMIZER_TENSORS))
+    if previous is not None and deepspeed:  # into the ZeRO partitions (distributed.py, 5)
+        stepper.import_optimizer(previous.get_tensors(OPTIMIZER_TENSORS))
     data = load_round(store, spec)
     loaded = time.perf_counter() - start
     result = optimize(policy, optimizer, data, spec.rl, spec.seed, stepper=stepper, rank=rank)

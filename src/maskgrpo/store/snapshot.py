@@ -8,7 +8,8 @@
 and returns the matching files sorted by URI, each hashed while being read.  The same bytes give
 the same snapshot whatever the listing order or modification times; an empty match is an error
 naming the pattern.  ``fetch_verified`` copies one entry to a local file and refuses it if its
-size or sha256 changed since the snapshot was taken.
+size or sha256 changed since the snapshot was taken.  ``row_id`` names one row by content (the
+row-level unseen filter of stages/resolve.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -64,6 +66,17 @@ def resolve_snapshot(pattern: str) -> list[dict]:
     if not out:
         raise ValueError(f"retrain.data: {pattern!r} matches no {' or '.join(SUFFIXES)} file")
     return sorted(out, key=lambda e: e["uri"])
+
+
+def row_id(row: dict) -> str:
+    """A row's identity: sha256 of its canonical JSON (sorted keys, no spaces, UTF-8), so the same
+    record gets the same id in any file, at any position, as jsonl or parquet.
+
+    >>> row_id({"prompt": "sort:21=", "answer": "12"}) == row_id({"answer": "12", "prompt": "sort:21="})
+    True
+    """
+    text = json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def snapshot_digest(files: list[dict]) -> str:

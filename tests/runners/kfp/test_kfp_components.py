@@ -48,6 +48,8 @@ def test_component_interface(kind):
         "--executor-input": "{{$}}",
         # the gate's decision, read by the dsl.If around the promote task (runners/kfp/pipeline.py)
         **({"--promote-path": "{{$.outputs.parameters['promote'].output_file}}"} if kind == "gate" else {}),
+        # "true" while the previous tick holds the lease, read by the dsl.If around every later task
+        **({"--skip-path": "{{$.outputs.parameters['skip'].output_file}}"} if kind == "resolve" else {}),
     }
 
 

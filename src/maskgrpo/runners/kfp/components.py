@@ -15,7 +15,9 @@ A component is the project's image plus an argv carrying one stage spec (docs/de
                                             # metrics view reads for container components
 
 The gate component also writes ``promote`` ("true"/"false"), a string output parameter the
-pipeline's ``dsl.If`` around the promote task reads. The score component also accepts ``shards``, the list of the round's rollout Metrics artifacts
+pipeline's ``dsl.If`` around the promote task reads; the resolve component writes ``skip``
+("true" while the previous tick still holds the retraining lease), read by the ``dsl.If`` around
+every later task. The score component also accepts ``shards``, the list of the round's rollout Metrics artifacts
 gathered with ``dsl.Collected`` after a ``dsl.ParallelFor`` fan-out. It only orders the score after
 every shard (KFP forbids a plain dependency on a task inside a loop); the rollouts themselves are
 read from the store, never passed as artifacts.
@@ -76,6 +78,11 @@ def stage_component(kind: str, image: str, *, name: str | None = None,
                promote: dsl.OutputPath(str), run_id: str = ""):
             return dsl.ContainerSpec(image=image, command=cmd,
                                      args=_argv(run_id, metrics, summary, spec) + ["--promote-path", promote] + tail)
+    elif kind == "resolve":  # "true" when the previous tick holds the lease: the pipeline's dsl.If skips the rest
+        def fn(spec: str, metrics: dsl.Output[dsl.Metrics], summary: dsl.Output[dsl.Markdown],
+               skip: dsl.OutputPath(str), run_id: str = ""):
+            return dsl.ContainerSpec(image=image, command=cmd,
+                                     args=_argv(run_id, metrics, summary, spec) + ["--skip-path", skip] + tail)
     elif kind == "score":
         def fn(spec: str, metrics: dsl.Output[dsl.Metrics], summary: dsl.Output[dsl.Markdown],
                run_id: str = "", shards: dsl.Input[List[dsl.Metrics]] = None):

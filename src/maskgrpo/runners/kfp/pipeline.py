@@ -24,13 +24,16 @@
    maskgrpo.stages.<kind>``, one DeepSpeed rank per GPU (stages/distributed.py); otherwise the
    command stays ``python -m maskgrpo.stages.<kind>``.
 8. Retraining (``retrain`` in the document): resolve (pins the registry champion and the data
-   snapshot; fails with the holder's name while the previous tick holds the lease) -> sft (the
-   champion passed through) -> rounds -> evaluate -> gate (challenger vs evaluate_0) -> promote,
-   the last under ``dsl.If(gate.promote == "true")``. Schedule it with ``max_concurrency`` 1.
+   snapshot) -> sft (the champion passed through) -> rounds -> evaluate -> gate (challenger vs
+   evaluate_0) -> promote, the last under ``dsl.If(gate.promote == "true")``. Everything after
+   resolve sits under ``dsl.If(resolve.skip == "false")``: while the previous tick still holds
+   the lease, resolve exits 0 with ``skip`` = true and the holder's name in its summary, and the
+   run ends with the rest skipped, not failed. Schedule it with ``max_concurrency`` 1.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline signature at runtime.
 import re
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +123,10 @@ def build_pipeline(run: RunSpec, *, image: str | None = None, run_id: str | None
 
     def body(run_id: str = default_run_id) -> None:
         tasks: dict[str, Any] = {}  # call name -> task; every shard of a round maps to the loop's task
+        with ExitStack() as lease_free:  # retraining: every task after resolve runs under its dsl.If
+            tick(run_id, tasks, lease_free)
+
+    def tick(run_id: str, tasks: dict[str, Any], lease_free: ExitStack) -> None:
         for call in calls:
             if call.name in tasks:
                 continue
@@ -162,6 +169,8 @@ def build_pipeline(run: RunSpec, *, image: str | None = None, run_id: str | None
             if upstream:
                 task.after(*dict.fromkeys(upstream))
             _configure(task, res, display=display, retries=cluster.retries, s3_secret=cluster.s3_secret)
+            if call.kind == "resolve":  # the previous tick still holds the lease: skip the rest (module docstring, 8)
+                lease_free.enter_context(dsl.If(task.outputs["skip"] == "false", name="lease-free"))
 
     body.__name__ = run.name.replace("-", "_")
     return dsl.pipeline(name=run.name, description=run.description or f"maskgrpo pipeline {run.name}")(body)
