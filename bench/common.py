@@ -73,8 +73,9 @@ def new_model(vocab_size: int, hidden: int = 128, layers: int = 2, heads: int = 
 
 
 def sft_train(model: TinyMDM, data: TextData, steps: int, *, batch: int = 64, lr: float = 3e-3, seed: int = 0,
-              mask_id: int = 2) -> list[float]:
-    """Masked-diffusion SFT (core/sft.py, as the SFT stage) for ``steps`` AdamW steps; returns the loss curve."""
+              mask_id: int = 2, log_every: int = 0) -> list[float]:
+    """Masked-diffusion SFT (core/sft.py, as the SFT stage) for ``steps`` AdamW steps; returns the
+    loss curve (printed every ``log_every`` steps when > 0)."""
     g = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
@@ -91,6 +92,8 @@ def sft_train(model: TinyMDM, data: TextData, steps: int, *, batch: int = 64, lr
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+        if log_every and len(losses) % log_every == 0:
+            print(f"sft step {len(losses)}/{steps}: loss {sum(losses[-log_every:]) / log_every:.4f}", flush=True)
     model.eval()
     return losses
 

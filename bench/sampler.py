@@ -67,7 +67,7 @@ SHAPES = {
     "low-confidence": dict(hidden=256, layers=2, heads=4, vocab_size=8192, gen_length=64, block_length=16, steps=32,
                            sft_steps=60, sft_batch=32, prompts=32, batch=32, repeats=2),
     "llada-small": dict(hidden=512, layers=4, heads=8, vocab_size=32000, gen_length=128, block_length=32, steps=64,
-                        sft_steps=250, sft_batch=8, prompts=2, batch=2, repeats=1, task="chain:steps=6"),
+                        sft_steps=120, sft_batch=8, prompts=2, batch=2, repeats=1, task="chain:steps=6"),
     "large": dict(hidden=1024, layers=8, heads=16, vocab_size=32000, gen_length=256, block_length=32, steps=128,
                   sft_steps=20, sft_batch=4, prompts=4, batch=4, repeats=1),
 }
@@ -127,7 +127,7 @@ def load_policy(args: argparse.Namespace, tokenizer, data):
     vocab = args.vocab_size or (tokenizer.vocab_size if tokenizer is not None else 16)
     model = new_model(vocab, hidden=args.hidden, layers=args.layers, heads=args.heads, seed=args.seed)
     start = time.perf_counter()
-    losses = sft_train(model, data, args.sft_steps, batch=args.sft_batch, seed=args.seed)
+    losses = sft_train(model, data, args.sft_steps, batch=args.sft_batch, seed=args.seed, log_every=10)
     window = max(1, min(10, len(losses)))
     first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
     info = {"sft_steps": args.sft_steps, "sft_batch": args.sft_batch, "task": args.task,
