@@ -22,11 +22,15 @@ Shapes (``--shape``; each flag below overrides the shape's value):
 - ``low-confidence``: 2 x 256, vocab 8192, 64-token completion, block 16, 32 steps, a short SFT:
   the less confident policy of issue 21.
 - ``llada-small``: LLaDA-shaped small model, 4 x 512, vocab 32000, 128-token completion, block 32,
-  64 steps.
+  64 steps; SFT'd 120 steps x 8 on ``chain:steps=6`` (six arithmetic steps written out, 47
+  characters, then EOS up to 128), so the policy is confident where a real SFT'd LLaDA is.
 - ``large``: 8 x 1024, vocab 32000, 256-token completion, block 32, 128 steps (slow on a CPU).
-The policy is SFT-trained on the toy sort task (digits, then EOS up to the completion length) for
-the shape's SFT steps, or loaded with ``--checkpoint`` (a save_pretrained TinyMDM folder,
-``--save-policy`` writes one).
+The policy is SFT-trained on a toy task (``--task``, default the shape's, else sort: the answer,
+then EOS up to the completion length) for the shape's SFT steps, or loaded with ``--checkpoint`` (a
+save_pretrained TinyMDM folder, ``--save-policy`` writes one). The SFT'd policy is cached under
+bench/results/policy-<shape>-<task>-<sizes>-sft<steps>x<batch>-seed<seed>/ (with its tokenizer
+and sft.json: the loss curve), so a rerun with the same settings measures without retraining
+(``--no-policy-cache``: always train).
 
 Run:  .venv/bin/python bench/sampler.py --shape toy      (about a minute on 2 idle CPU cores)
       .venv/bin/python bench/sampler.py --shape llada-small
