@@ -6,7 +6,10 @@ so the new log-probs use exactly the mask the old ones were cached with; the los
 surrogate (+ k3 KL with beta > 0) over the iteration's loss tokens ("current"), the union of all
 mu masks ("union") or their coverage counts ("coverage", the official weighting); estimators with
 their own objective (spg, wd1, espo: core/objectives.py) minimise that instead, each sum divided
-by its denominator over the whole minibatch, so any split into parts gives the minibatch loss. AdamW state carries over between rounds (stored beside the checkpoint; under
+by its denominator over the whole minibatch, so any split into parts gives the minibatch loss.
+Each part (a rank's micro-batch) runs a forward and a backward per chunk of
+``rl.logprob_chunk_rows`` model rows, so the update's peak memory follows the chunk, not the
+minibatch (``rows_per_chunk``; bench/update_memory.py). AdamW state carries over between rounds (stored beside the checkpoint; under
 DeepSpeed too, stages/distributed.py). Modality-blind: the estimator's input comes from the data
 the rollout stored (stages/estimation.py), not from the modality.
 
