@@ -86,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-policy", type=Path, help="write the SFT'd policy here (for --checkpoint later)")
     p.add_argument("--task", help="toy task for prompts and SFT (maskgrpo.tasks), with integer parameters: "
                                    "chain:steps=6 (default: the shape's, else sort)")
+    p.add_argument("--init-checkpoint", type=Path,
+                   help="start the SFT from this save_pretrained TinyMDM folder (e.g. a cached policy) instead of random weights")
+    p.add_argument("--sft-lr", type=float, default=3e-3, help="SFT learning rate (AdamW)")
     p.add_argument("--no-policy-cache", action="store_true",
                    help="always SFT afresh (default: reuse bench/results/policy-<shape>-... when it exists)")
     for name in SHAPES["toy"]:
@@ -107,8 +110,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def policy_cache_dir(args: argparse.Namespace) -> Path:
     """Where the SFT'd policy of these settings is kept between runs (bench/results/, not committed)."""
     task = args.task.replace(":", "-").replace("=", "").replace(",", "-")
-    return (RESULTS / f"policy-{args.shape}-{task}-{args.hidden}x{args.layers}-v{args.vocab_size}-L{args.gen_length}"
-            f"-sft{args.sft_steps}x{args.sft_batch}-seed{args.seed}")
+    name = (f"policy-{args.shape}-{task}-{args.hidden}x{args.layers}-v{args.vocab_size}-L{args.gen_length}"
+            f"-sft{args.sft_steps}x{args.sft_batch}-seed{args.seed}"
+            + ("" if args.sft_lr == 3e-3 else f"-lr{args.sft_lr:g}")
+            + ("" if args.init_checkpoint is None else f"-from-{Path(args.init_checkpoint).name}"))
+    return RESULTS / name
 
 
 def _load_checkpoint(path: Path):
@@ -129,12 +135,16 @@ def load_policy(args: argparse.Namespace, tokenizer, data):
         print(f"policy: cached SFT'd checkpoint {cache}", flush=True)
         return _load_checkpoint(cache), {**info, "policy_cache": str(cache.relative_to(RESULTS.parent.parent))}
     vocab = args.vocab_size or (tokenizer.vocab_size if tokenizer is not None else 16)
-    model = new_model(vocab, hidden=args.hidden, layers=args.layers, heads=args.heads, seed=args.seed)
+    if args.init_checkpoint is not None:
+        model = _load_checkpoint(args.init_checkpoint)
+    else:
+        model = new_model(vocab, hidden=args.hidden, layers=args.layers, heads=args.heads, seed=args.seed)
     start = time.perf_counter()
-    losses = sft_train(model, data, args.sft_steps, batch=args.sft_batch, seed=args.seed, log_every=10)
+    losses = sft_train(model, data, args.sft_steps, batch=args.sft_batch, lr=args.sft_lr, seed=args.seed, log_every=10)
     window = max(1, min(10, len(losses)))
     first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
-    info = {"sft_steps": args.sft_steps, "sft_batch": args.sft_batch, "task": args.task,
+    info = {"sft_steps": args.sft_steps, "sft_batch": args.sft_batch, "sft_lr": args.sft_lr, "task": args.task,
+            "sft_init": None if args.init_checkpoint is None else str(args.init_checkpoint),
             "sft_seconds": round(time.perf_counter() - start, 2),
             "sft_loss_first10": round(first, 4) if losses else None, "sft_loss_last10": round(last, 4) if losses else None,
             "sft_loss_curve_every10": [round(x, 4) for x in losses[::10]]}
