@@ -23,7 +23,8 @@ Shapes (``--shape``; each flag below overrides the shape's value):
   the less confident policy of issue 21.
 - ``llada-small``: LLaDA-shaped small model, 4 x 512, vocab 32000, 128-token completion, block 32,
   64 steps; SFT'd 120 steps x 8 on ``chain:steps=6`` (six arithmetic steps written out, 47
-  characters, then EOS up to 128), so the policy is confident where a real SFT'd LLaDA is.
+  characters, then EOS up to 128). That alone leaves the policy unconfident (loss plateau ~1.6);
+  bench/README.md's table continues it 60 steps at ``--sft-lr 1e-3`` (``--init-checkpoint``).
 - ``large``: 8 x 1024, vocab 32000, 256-token completion, block 32, 128 steps (slow on a CPU).
 The policy is SFT-trained on a toy task (``--task``, default the shape's, else sort: the answer,
 then EOS up to the completion length) for the shape's SFT steps, or loaded with ``--checkpoint`` (a
