@@ -31,14 +31,26 @@ class TextData:
     source: str  # what produced the prompts
 
 
+def parse_task(text: str) -> tuple[str, dict]:
+    """``"chain:steps=6"`` -> ("chain", {"steps": 6}): a task name and its integer parameters."""
+    name, _, rest = text.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        params[key] = int(value)
+    return name, params
+
+
 def toy_text_data(n: int, split: str, seed: int, task_name: str = "sort", completion_length: int | None = None):
-    """(tokenizer, TextData) from ``maskgrpo.tasks`` (or random digit prompts if it is absent)."""
+    """(tokenizer, TextData) from ``maskgrpo.tasks`` (or random digit prompts if it is absent);
+    ``task_name`` may carry integer parameters, ``"chain:steps=6"``."""
     try:
         from maskgrpo.tasks import CharTokenizer, get_task
     except ImportError:  # the tasks package is optional for this benchmark
         return None, _random_data(n, seed, completion_length or 16)
     tokenizer = CharTokenizer()
-    task = get_task(task_name)
+    name, params = parse_task(task_name)
+    task = get_task(name, **params)
     length = completion_length or task.completion_length
     examples = task.examples(split, n, seed)
     prompts = tokenizer.encode_batch_left_padded([e.prompt for e in examples])
@@ -61,8 +73,9 @@ def new_model(vocab_size: int, hidden: int = 128, layers: int = 2, heads: int = 
 
 
 def sft_train(model: TinyMDM, data: TextData, steps: int, *, batch: int = 64, lr: float = 3e-3, seed: int = 0,
-              mask_id: int = 2) -> list[float]:
-    """Masked-diffusion SFT (core/sft.py, as the SFT stage) for ``steps`` AdamW steps; returns the loss curve."""
+              mask_id: int = 2, log_every: int = 0) -> list[float]:
+    """Masked-diffusion SFT (core/sft.py, as the SFT stage) for ``steps`` AdamW steps; returns the
+    loss curve (printed every ``log_every`` steps when > 0)."""
     g = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
@@ -79,6 +92,8 @@ def sft_train(model: TinyMDM, data: TextData, steps: int, *, batch: int = 64, lr
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+        if log_every and len(losses) % log_every == 0:
+            print(f"sft step {len(losses)}/{steps}: loss {sum(losses[-log_every:]) / log_every:.4f}", flush=True)
     model.eval()
     return losses
 

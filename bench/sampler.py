@@ -22,11 +22,16 @@ Shapes (``--shape``; each flag below overrides the shape's value):
 - ``low-confidence``: 2 x 256, vocab 8192, 64-token completion, block 16, 32 steps, a short SFT:
   the less confident policy of issue 21.
 - ``llada-small``: LLaDA-shaped small model, 4 x 512, vocab 32000, 128-token completion, block 32,
-  64 steps.
+  64 steps; SFT'd 120 steps x 8 on ``chain:steps=6`` (six arithmetic steps written out, 47
+  characters, then EOS up to 128). That alone leaves the policy unconfident (loss plateau ~1.6);
+  bench/README.md's table continues it 60 steps at ``--sft-lr 1e-3`` (``--init-checkpoint``).
 - ``large``: 8 x 1024, vocab 32000, 256-token completion, block 32, 128 steps (slow on a CPU).
-The policy is SFT-trained on the toy sort task (digits, then EOS up to the completion length) for
-the shape's SFT steps, or loaded with ``--checkpoint`` (a save_pretrained TinyMDM folder,
-``--save-policy`` writes one).
+The policy is SFT-trained on a toy task (``--task``, default the shape's, else sort: the answer,
+then EOS up to the completion length) for the shape's SFT steps, or loaded with ``--checkpoint`` (a
+save_pretrained TinyMDM folder, ``--save-policy`` writes one). The SFT'd policy is cached under
+bench/results/policy-<shape>-<task>-<sizes>-sft<steps>x<batch>-seed<seed>/ (with its tokenizer
+and sft.json: the loss curve), so a rerun with the same settings measures without retraining
+(``--no-policy-cache``: always train).
 
 Run:  .venv/bin/python bench/sampler.py --shape toy      (about a minute on 2 idle CPU cores)
       .venv/bin/python bench/sampler.py --shape llada-small
@@ -37,6 +42,7 @@ Writes bench/results/sampler-<shape>.json and prints it.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -44,7 +50,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CountingLogitsFn, best_time, environment, new_model, sft_train, toy_text_data, write_result  # noqa: E402
+from common import RESULTS, CountingLogitsFn, best_time, environment, new_model, sft_train, toy_text_data, write_result  # noqa: E402
 
 from maskgrpo.core.text_sampler import sample_text  # noqa: E402
 
@@ -66,7 +72,7 @@ SHAPES = {
     "low-confidence": dict(hidden=256, layers=2, heads=4, vocab_size=8192, gen_length=64, block_length=16, steps=32,
                            sft_steps=60, sft_batch=32, prompts=32, batch=32, repeats=2),
     "llada-small": dict(hidden=512, layers=4, heads=8, vocab_size=32000, gen_length=128, block_length=32, steps=64,
-                        sft_steps=40, sft_batch=8, prompts=8, batch=8, repeats=1),
+                        sft_steps=120, sft_batch=8, prompts=2, batch=2, repeats=1, task="chain:steps=6"),
     "large": dict(hidden=1024, layers=8, heads=16, vocab_size=32000, gen_length=256, block_length=32, steps=128,
                   sft_steps=20, sft_batch=4, prompts=4, batch=4, repeats=1),
 }
@@ -79,7 +85,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="variants to run (the reference always runs first)")
     p.add_argument("--checkpoint", type=Path, help="save_pretrained folder of a TinyMDM (skips SFT)")
     p.add_argument("--save-policy", type=Path, help="write the SFT'd policy here (for --checkpoint later)")
-    p.add_argument("--task", default="sort", help="toy task for prompts and SFT (maskgrpo.tasks)")
+    p.add_argument("--task", help="toy task for prompts and SFT (maskgrpo.tasks), with integer parameters: "
+                                   "chain:steps=6 (default: the shape's, else sort)")
+    p.add_argument("--init-checkpoint", type=Path,
+                   help="start the SFT from this save_pretrained TinyMDM folder (e.g. a cached policy) instead of random weights")
+    p.add_argument("--sft-lr", type=float, default=3e-3, help="SFT learning rate (AdamW)")
+    p.add_argument("--no-policy-cache", action="store_true",
+                   help="always SFT afresh (default: reuse bench/results/policy-<shape>-... when it exists)")
     for name in SHAPES["toy"]:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"override the shape's {name}")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes per variant before the timed ones")
@@ -92,26 +104,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, value in SHAPES[args.shape].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    args.task = args.task or "sort"
     return args
 
 
+def policy_cache_dir(args: argparse.Namespace) -> Path:
+    """Where the SFT'd policy of these settings is kept between runs (bench/results/, not committed)."""
+    task = args.task.replace(":", "-").replace("=", "").replace(",", "-")
+    name = (f"policy-{args.shape}-{task}-{args.hidden}x{args.layers}-v{args.vocab_size}-L{args.gen_length}"
+            f"-sft{args.sft_steps}x{args.sft_batch}-seed{args.seed}"
+            + ("" if args.sft_lr == 3e-3 else f"-lr{args.sft_lr:g}")
+            + ("" if args.init_checkpoint is None else f"-from-{Path(args.init_checkpoint).name}"))
+    return RESULTS / name
+
+
+def _load_checkpoint(path: Path):
+    from transformers import AutoModelForMaskedLM
+
+    import maskgrpo.models.tiny  # noqa: F401  (registers the tiny model with the Auto classes)
+
+    return AutoModelForMaskedLM.from_pretrained(path)
+
+
 def load_policy(args: argparse.Namespace, tokenizer, data):
+    """The checkpoint given, else the cached SFT'd policy of these settings, else SFT now (and cache it)."""
     if args.checkpoint is not None:
-        from transformers import AutoModelForMaskedLM
-
-        import maskgrpo.models.tiny  # noqa: F401  (registers the tiny model with the Auto classes)
-
-        return AutoModelForMaskedLM.from_pretrained(args.checkpoint), {"checkpoint": str(args.checkpoint)}
+        return _load_checkpoint(args.checkpoint), {"checkpoint": str(args.checkpoint)}
+    cache = policy_cache_dir(args)
+    if args.sft_steps > 0 and not args.no_policy_cache and (cache / "sft.json").exists():
+        info = json.loads((cache / "sft.json").read_text())
+        print(f"policy: cached SFT'd checkpoint {cache}", flush=True)
+        return _load_checkpoint(cache), {**info, "policy_cache": str(cache.relative_to(RESULTS.parent.parent))}
     vocab = args.vocab_size or (tokenizer.vocab_size if tokenizer is not None else 16)
-    model = new_model(vocab, hidden=args.hidden, layers=args.layers, heads=args.heads, seed=args.seed)
+    if args.init_checkpoint is not None:
+        model = _load_checkpoint(args.init_checkpoint)
+    else:
+        model = new_model(vocab, hidden=args.hidden, layers=args.layers, heads=args.heads, seed=args.seed)
     start = time.perf_counter()
-    losses = sft_train(model, data, args.sft_steps, batch=args.sft_batch, seed=args.seed)
-    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
-    if args.save_policy is not None:
-        model.save_pretrained(args.save_policy)
-    return model, {"sft_steps": args.sft_steps, "sft_batch": args.sft_batch,
-                   "sft_seconds": round(time.perf_counter() - start, 2),
-                   "sft_loss_first10": round(first, 4), "sft_loss_last10": round(last, 4)}
+    losses = sft_train(model, data, args.sft_steps, batch=args.sft_batch, lr=args.sft_lr, seed=args.seed, log_every=10)
+    window = max(1, min(10, len(losses)))
+    first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
+    info = {"sft_steps": args.sft_steps, "sft_batch": args.sft_batch, "sft_lr": args.sft_lr, "task": args.task,
+            "sft_init": None if args.init_checkpoint is None else str(args.init_checkpoint),
+            "sft_seconds": round(time.perf_counter() - start, 2),
+            "sft_loss_first10": round(first, 4) if losses else None, "sft_loss_last10": round(last, 4) if losses else None,
+            "sft_loss_curve_every10": [round(x, 4) for x in losses[::10]]}
+    for target in filter(None, [args.save_policy, None if args.no_policy_cache or args.sft_steps == 0 else cache]):
+        model.save_pretrained(target)
+        if tokenizer is not None:
+            tokenizer.save(target)
+        (Path(target) / "sft.json").write_text(json.dumps(info, indent=2) + "\n")  # last: marks the folder complete
+    return model, info
 
 
 def run_variant(model, prompts: torch.Tensor, args, options: dict, gen_length: int, mask_id: int, eos_id: int):

@@ -146,18 +146,25 @@ def _state_diff(a: dict, b: dict) -> float:
     return worst
 
 
-CASES = [  # (ZeRO stage, processes, accumulation, launcher)
-    pytest.param(2, 1, 1, "torchrun", id="zero2-1proc"),
-    pytest.param(2, 2, 2, "torchrun", id="zero2-2proc-accum2"),
-    pytest.param(3, 2, 1, "deepspeed", id="zero3-2proc-deepspeed-launcher"),
+CASES = [  # (ZeRO stage, processes, accumulation, launcher, logprob_chunk_rows)
+    pytest.param(2, 1, 1, "torchrun", None, id="zero2-1proc"),
+    pytest.param(2, 2, 2, "torchrun", None, id="zero2-2proc-accum2"),
+    pytest.param(3, 2, 1, "deepspeed", None, id="zero3-2proc-deepspeed-launcher"),
+    # a backward per row (each rank's micro-batch of 2 rows in two shares; the plain run: one backward per minibatch)
+    pytest.param(2, 2, 2, "torchrun", 1, id="zero2-2proc-accum2-chunk1"),
+    pytest.param(3, 2, 1, "torchrun", 1, id="zero3-2proc-chunk1"),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage,procs,accum,launcher", CASES)
-def test_deepspeed_update_equals_single_process(tmp_path, round_store, stage, procs, accum, launcher):
-    """Round 1 under DeepSpeed: the weights and the exported AdamW state equal the plain run's."""
+@pytest.mark.parametrize("stage,procs,accum,launcher,chunk_rows", CASES)
+def test_deepspeed_update_equals_single_process(tmp_path, round_store, stage, procs, accum, launcher, chunk_rows):
+    """Round 1 under DeepSpeed: the weights and the exported AdamW state equal the plain run's
+    (whose minibatch of 8 rows is one log-prob chunk, so one backward; ``chunk_rows`` 1: a forward
+    and a backward per row under DeepSpeed, with the accumulation boundary only at the last)."""
     update = round_store["calls"]["update_1"].spec
+    if chunk_rows is not None:
+        update = update.model_copy(update={"rl": update.rl.model_copy(update={"logprob_chunk_rows": chunk_rows})})
     uri = _copy_store(round_store["pristine"], tmp_path / "runs")
     reported = _launch(tmp_path, _with_deepspeed(update, uri, zero_stage=stage, gradient_accumulation_steps=accum),
                        "update", procs, launcher)
@@ -169,7 +176,7 @@ def test_deepspeed_update_equals_single_process(tmp_path, round_store, stage, pr
     moved = _max_diff(_weights(plain, "update/1", update.model), _weights(plain, "sft/0", update.model))
     (tensors, meta), (plain_tensors, plain_meta) = _optimizer(uri, 1), _optimizer(plain, 1)
     state = _state_diff(tensors, plain_tensors)
-    print(f"ZeRO-{stage} x{procs} accum {accum} ({launcher}): max |dW| vs single process {diff:.2e}; "
+    print(f"ZeRO-{stage} x{procs} accum {accum} chunk {chunk_rows} ({launcher}): max |dW| vs single process {diff:.2e}; "
           f"update moved weights {moved:.2e}; AdamW moments rel. diff {state:.2e}")
     assert moved > 100 * TOL  # the update did something measurable
     assert diff <= TOL

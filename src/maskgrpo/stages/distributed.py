@@ -65,7 +65,10 @@ class Stepper(Protocol):
     model: torch.nn.Module
     accumulation: int
 
-    def backward(self, share: torch.Tensor) -> None: ...
+    def backward(self, share: torch.Tensor, last: bool = True) -> None:
+        """Accumulate the gradient of ``share``; ``last`` False: more shares of the same
+        micro-batch follow (the update's backward per log-prob chunk)."""
+        ...
 
     def step(self) -> float: ...
 
@@ -78,7 +81,7 @@ class TorchStepper:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float | None):
         self.model, self.optimizer, self.grad_clip = model, optimizer, grad_clip
 
-    def backward(self, share: torch.Tensor) -> None:
+    def backward(self, share: torch.Tensor, last: bool = True) -> None:
         share.backward()
 
     def step(self) -> float:
@@ -98,9 +101,18 @@ class DeepSpeedStepper:
         self.model = engine
         self.accumulation = rank.gradient_accumulation_steps
 
-    def backward(self, share: torch.Tensor) -> None:
-        self.engine.backward(share * (self.rank.world_size * self.accumulation))
-        self.engine.step()  # an optimizer step only at the accumulation boundary
+    def backward(self, share: torch.Tensor, last: bool = True) -> None:
+        """One ``engine.backward`` per share; ``engine.step`` after a micro-batch's last share
+        (an optimizer step only at the accumulation boundary). The engine counts micro-steps in
+        ``engine.step``, so a micro-batch of several shares sets the boundary itself: every
+        share but the micro-batch's last is off the boundary (no gradient reduction yet), the last
+        one at it exactly when the engine's own count says so."""
+        engine = self.engine
+        at_boundary = (engine.micro_steps + 1) % engine.gradient_accumulation_steps() == 0
+        engine.set_gradient_accumulation_boundary(last and at_boundary)
+        engine.backward(share * (self.rank.world_size * self.accumulation))
+        if last:
+            engine.step()
 
     def step(self) -> float:
         norm = self.engine.get_global_grad_norm()

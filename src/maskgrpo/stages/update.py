@@ -6,7 +6,10 @@ so the new log-probs use exactly the mask the old ones were cached with; the los
 surrogate (+ k3 KL with beta > 0) over the iteration's loss tokens ("current"), the union of all
 mu masks ("union") or their coverage counts ("coverage", the official weighting); estimators with
 their own objective (spg, wd1, espo: core/objectives.py) minimise that instead, each sum divided
-by its denominator over the whole minibatch, so any split into parts gives the minibatch loss. AdamW state carries over between rounds (stored beside the checkpoint; under
+by its denominator over the whole minibatch, so any split into parts gives the minibatch loss.
+Each part (a rank's micro-batch) runs a forward and a backward per chunk of
+``rl.logprob_chunk_rows`` model rows, so the update's peak memory follows the chunk, not the
+minibatch (``rows_per_chunk``; bench/update_memory.py). AdamW state carries over between rounds (stored beside the checkpoint; under
 DeepSpeed too, stages/distributed.py). Modality-blind: the estimator's input comes from the data
 the rollout stored (stages/estimation.py), not from the modality.
 
@@ -26,6 +29,7 @@ from maskgrpo.artifacts import METRICS, OPTIMIZER_META, OPTIMIZER_TENSORS, ROLLO
 from maskgrpo.core import objectives
 from maskgrpo.core.importance import (
     MaskViews, build_views, coverage_weights, get_estimator, score_visible, union_loss_mask, view_logprobs,
+    views_per_iteration,
 )
 from maskgrpo.core.loss import LossStats, grpo_loss, group_token_weights
 from maskgrpo.plan import rollout_output
@@ -124,13 +128,76 @@ def objective_loss(rl: RlSpec, config: object, views: MaskViews, lp: torch.Tenso
     return objectives.espo_loss_sum(elbo, old, advantages, estimate.shape[1], epsilon=rl.epsilon, ref_elbo=ref, beta=rl.beta)
 
 
+def rows_per_chunk(rl: RlSpec, config: object) -> int:
+    """Minibatch rows per backward: ``logprob_chunk_rows`` model rows over the estimator's V views
+    (at least one row), so a backward holds the logits of at most max(V, logprob_chunk_rows) rows."""
+    return max(1, rl.logprob_chunk_rows // views_per_iteration(rl.estimator, config))
+
+
+def _chunk_backward(policy: Policy, stepper: Stepper, rl: RlSpec, config: object, data: dict[str, torch.Tensor],
+                    mb: torch.Tensor, mb_weights: torch.Tensor, piece: torch.Tensor, total: torch.Tensor,
+                    wd1_weights: torch.Tensor, seed: int, j: int, mask_id: int, objective: str, device: torch.device,
+                    last: bool) -> tuple[LossStats, float | None, int]:
+    """Forward and backward of the rows ``piece`` (indices into ``mb``; empty: one zero-weight
+    row) as their exact share of the minibatch loss (``total``: its denominator, computed over the
+    whole minibatch, like the weights); returns the stats, their weight in ``merge_stats`` and V."""
+    sub = mb[piece] if len(piece) else mb[:1]
+    inp = estimator_input(data, sub, device)
+    weights = (mb_weights[piece] if len(piece) else torch.zeros_like(mb_weights[:1])).to(device)
+    views = build_views(rl.estimator, inp, seed, j, rl.num_iterations, mask_id, config)
+    if rl.loss_tokens == "coverage":
+        views = score_visible(views)
+    lp = view_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows)  # (V, B, N)
+    if objective != "grpo":
+        loss_sum, s = objective_loss(rl, config, views, lp, inp, weights, data, sub, j,
+                                     wd1_weights[piece] if len(piece) else torch.zeros(1))
+        stepper.backward(loss_sum / total, last=last)
+        weight = None if objective == "wd1" else s.num_tokens  # wd1's loss stat is a sum, the others' means
+    else:
+        ref = data["ref_logprobs"][j - 1][sub].to(device) if "ref_logprobs" in data else None
+        loss, s = grpo_loss(
+            (views.coef * lp).sum(dim=0), data["old_logprobs"][j - 1][sub].to(device),
+            data["advantages"][sub].to(device), weights, ref_logprobs=ref, beta=rl.beta, epsilon=rl.epsilon,
+            normalization="token" if rl.normalization == "group" else rl.normalization,
+            ratio_level=rl.ratio_level, sequence_weights=views.elbo_weight,
+        )
+        part_denominator = _denominator(weights, rl.normalization)
+        stepper.backward(loss * (part_denominator / total), last=last)
+        weight = float(part_denominator)
+    return s, weight, views.inputs.shape[0]
+
+
+def merge_stats(shares: list[tuple[LossStats, float | None]]) -> LossStats:
+    """The stats of a micro-batch from those of its chunks: ``loss`` averaged by each chunk's
+    weight (its loss denominator; None: the stat is a sum, so summed), the token-weighted rest by
+    the chunks' token counts, so one chunk or many report the same numbers."""
+    if len(shares) == 1:
+        return shares[0][0]
+    tokens = sum(s.num_tokens for s, _ in shares)
+    summed = shares[0][1] is None
+    loss_weight = 0.0 if summed else sum(w for _, w in shares)
+
+    def mean(field: str) -> float:
+        return sum(getattr(s, field) * s.num_tokens for s, _ in shares) / tokens if tokens else 0.0
+
+    loss = (sum(s.loss for s, _ in shares) if summed
+            else sum(s.loss * w for s, w in shares) / loss_weight if loss_weight else 0.0)
+    return LossStats(loss=loss, clip_fraction=mean("clip_fraction"), kl=mean("kl"),
+                     ratio_deviation=mean("ratio_deviation"), num_tokens=tokens, clip_ratio=mean("clip_ratio"))
+
+
 def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, torch.Tensor], rl: RlSpec, seed: int,
              progress: bool = True, stepper: Stepper | None = None,
-             rank: Rank = Rank()) -> UpdateResult:
+             rank: Rank = Rank(), chunk_backward: bool = True) -> UpdateResult:
     """Run the round's optimizer steps in place; returns the averaged stats (digest left empty).
 
     ``stepper``/``rank`` (stages/distributed.py): this process's slice of every minibatch, in
-    micro-batches whose losses are their exact shares of the minibatch loss."""
+    micro-batches whose losses are their exact shares of the minibatch loss. Each micro-batch
+    runs a forward and a backward per chunk of rows (``rows_per_chunk``), so only one chunk's
+    logits and activations are alive at a time: the loss is a sum of per-row terms over
+    denominators computed once over the minibatch, so the gradient is the same (up to float
+    summation order). ``chunk_backward`` False: one backward per micro-batch (the old path, kept
+    for bench/update_memory.py)."""
     started = time.perf_counter()
     stepper = stepper or TorchStepper(policy.model, optimizer, rl.grad_clip)
     device = policy.device
@@ -140,6 +207,7 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
     rows = rows[torch.randperm(len(rows), generator=stage_generator(seed, Salt.MINIBATCH_ORDER))]
     config = estimator_config(rl)
     objective = get_estimator(rl.estimator).objective
+    chunk = rows_per_chunk(rl, config) if chunk_backward else None
     policy.model.train()
     stats, grad_norms, forwards = [], [], 0
     minibatches = [rows[i:i + rl.minibatch_size] for i in range(0, len(rows), rl.minibatch_size)]
@@ -156,29 +224,16 @@ def optimize(policy: Policy, optimizer: torch.optim.Optimizer, data: dict[str, t
             total = _denominator(mb_weights, rl.normalization) if objective == "grpo" else objective_denominator(rl, data, mb)
             for part in local_part(torch.arange(len(mb)), rank):
                 # an empty part still runs one row with zero weight: every rank joins the collectives
-                sub = mb[part] if len(part) else mb[:1]
-                inp = estimator_input(data, sub, device)
-                weights = (mb_weights[part] if len(part) else torch.zeros_like(mb_weights[:1])).to(device)
-                views = build_views(rl.estimator, inp, seeds[j - 1], j, rl.num_iterations, mask_id, config)
-                if rl.loss_tokens == "coverage":
-                    views = score_visible(views)
-                lp = view_logprobs(policy.logits, views, inp, chunk_rows=rl.logprob_chunk_rows)  # (V, B, N)
-                forwards += views.inputs.shape[0] * len(part)
-                if objective != "grpo":
-                    loss_sum, s = objective_loss(rl, config, views, lp, inp, weights, data, sub, j,
-                                                 wd1_weights[part] if len(part) else torch.zeros(1))
-                    stepper.backward(loss_sum / total)
-                else:
-                    ref = data["ref_logprobs"][j - 1][sub].to(device) if "ref_logprobs" in data else None
-                    loss, s = grpo_loss(
-                        (views.coef * lp).sum(dim=0), data["old_logprobs"][j - 1][sub].to(device),
-                        data["advantages"][sub].to(device), weights, ref_logprobs=ref, beta=rl.beta, epsilon=rl.epsilon,
-                        normalization="token" if rl.normalization == "group" else rl.normalization,
-                        ratio_level=rl.ratio_level, sequence_weights=views.elbo_weight,
-                    )
-                    stepper.backward(loss * (_denominator(weights, rl.normalization) / total))
+                pieces = list(torch.split(part, chunk)) if chunk and len(part) else [part]
+                shares = []
+                for c, piece in enumerate(pieces):
+                    s, weight, views = _chunk_backward(policy, stepper, rl, config, data, mb, mb_weights, piece, total,
+                                                       wd1_weights, seeds[j - 1], j, mask_id, objective, device,
+                                                       last=c == len(pieces) - 1)
+                    forwards += views * len(piece)
+                    shares.append((s, weight))
                 if len(part):
-                    stats.append(s)
+                    stats.append(merge_stats(shares))
             grad_norms.append(stepper.step())
     bar.close()
     policy.model.eval()
