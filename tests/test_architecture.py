@@ -47,6 +47,7 @@ LAYERS = {
     "rewards": {"core"},
     "specs": set(),
     "plan": {"specs"},
+    "preflight": {"specs", "models", "store", "tasks"},
     "modalities": {"core", "artifacts", "models", "tasks"},
     "stages": {"core", "artifacts", "models", "tasks", "rewards", "store", "specs", "plan", "modalities"},
     "runners": {"artifacts", "store", "specs", "plan", "stages"},

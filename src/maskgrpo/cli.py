@@ -1,7 +1,7 @@
 """The ``maskgrpo`` command line.
 
     maskgrpo run PIPELINE.yaml [--store URI] [--run-id ID] [--set key=value ...] [--resume] [--runner plain|prefect] [--log-format text|json]
-    maskgrpo validate PIPELINE.yaml [--set key=value ...]
+    maskgrpo validate PIPELINE.yaml [--set key=value ...] [--store URI] [--offline]   document + sources and datasets exist
     maskgrpo config PIPELINE.yaml [--set key=value ...]    the resolved document, defaults included
     maskgrpo list tasks|rewards|estimators|samplers       registered names, one-line descriptions, params
     maskgrpo show RUN_URI                       e.g. file://./runs/toy-text-20261129-101500
@@ -55,8 +55,23 @@ def _load(args: argparse.Namespace):
     return load_run_spec(args.pipeline, args.set)
 
 
+def _preflight(args: argparse.Namespace, run) -> int:
+    """Every model source and dataset of ``run`` exists (maskgrpo/preflight.py): 0, or 2 after one
+    line per problem. ``--offline`` skips it."""
+    if getattr(args, "offline", False):
+        return 0
+    from maskgrpo.preflight import check_sources
+
+    problems = check_sources(run, args.store)
+    for line in problems:
+        _fail(line)
+    return 2 if problems else 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     run = _load(args)
+    if code := _preflight(args, run):
+        return code
     print(f"{args.pipeline}: valid ({run.name}: task {run.task.name}, {run.rl.rounds} rounds, estimator {run.rl.estimator})")
     return 0
 
@@ -74,6 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = _load(args)  # the document and --run-id, before any store or orchestrator is touched
     if args.resume and not args.run_id:
         return _fail("--resume needs the --run-id of the run to resume", 2)
+    if code := _preflight(args, run):  # sources and datasets, before any store is written or runner started
+        return code
     from maskgrpo.runners.local.plain import Interrupted, default_run_id, stop_on_signals
     from maskgrpo.runners.local.output import Output
     from maskgrpo.store import open_store
@@ -462,6 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--run-id", help="run id in the store (default: the pipeline name)")
         p.add_argument("--store", help="s3:// store URI (default: cluster.store)")
 
+    def offline(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--offline", action="store_true",
+                       help="skip the pre-flight check that every model source and dataset (file, s3://, registry:) exists")
+
     p = sub.add_parser("run", help="run a pipeline on this machine (in this process, or --runner prefect; local or s3 store)")
     doc(p)
     p.add_argument("--store", default=DEFAULT_STORE, help=f"store URI, file:// or s3:// (default {DEFAULT_STORE})")
@@ -472,10 +493,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "task (a server at PREFECT_API_URL, else Prefect's ephemeral server, slow to start)")
     p.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="text: a line per stage (live bars on a terminal); json: one JSON object per event")
+    offline(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("validate", help="check a pipeline document; print each error with its field path")
+    p = sub.add_parser("validate", help="check a pipeline document and that its model sources and datasets exist; "
+                       "print each error with its field path")
     doc(p)
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"store whose registry registry: sources name (default {DEFAULT_STORE})")
+    offline(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("config", help="print the resolved document: every field, defaults included (YAML)")
