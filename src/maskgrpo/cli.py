@@ -4,6 +4,7 @@
     maskgrpo validate PIPELINE.yaml [--set key=value ...] [--store URI] [--offline]   document + sources and datasets exist
     maskgrpo config PIPELINE.yaml [--set key=value ...]    the resolved document, defaults included
     maskgrpo list tasks|rewards|estimators|samplers       registered names, one-line descriptions, params
+    maskgrpo plan PIPELINE.yaml [--dump DIR] [--store URI] [--run-id ID]   the stage calls; their spec JSON files
     maskgrpo show RUN_URI                       e.g. file://./runs/toy-text-20261129-101500
     maskgrpo compile PIPELINE.yaml -o PACKAGE.yaml [--image IMAGE] [--run-id ID] [--store URI]
     maskgrpo submit PIPELINE.yaml --host URL [--experiment NAME] [--namespace NS] ...
@@ -66,6 +67,32 @@ def _preflight(args: argparse.Namespace, run) -> int:
     for line in problems:
         _fail(line)
     return 2 if problems else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """The stage calls of a document in order; ``--dump DIR``: each call's spec as DIR/NN-<name>.json,
+    runnable as ``python -m maskgrpo.stages.<kind> --spec @DIR/NN-<name>.json``."""
+    from maskgrpo.plan import build_plan
+    from maskgrpo.store import open_store
+
+    run = _load(args)
+    store_uri = open_store(args.store).uri  # normalised; nothing is contacted
+    calls = build_plan(run, args.run_id or run.name, store_uri)
+    out = Path(args.dump) if args.dump else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    width = len(str(len(calls) - 1))
+    for i, call in enumerate(calls):
+        after = f"  after {', '.join(call.after)}" if call.after else ""
+        line = f"{i:0{width}d}  {call.name:<16} {call.kind:<9} -> {call.ref}{after}"
+        if out is not None:
+            path = out / f"{i:0{width}d}-{call.name}.json"
+            path.write_text(call.spec.model_dump_json(indent=2) + "\n")
+            line += f"\n      python -m maskgrpo.stages.{call.kind} --spec @{path}"
+        print(line)
+    print(f"{len(calls)} stage calls of {run.name}, run id {args.run_id or run.name}, store {store_uri}"
+          + (f"; specs in {out}/" if out is not None else ""))
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -503,6 +530,14 @@ def build_parser() -> argparse.ArgumentParser:
     offline(p)
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("plan", help="list the stage calls in order; --dump DIR writes each one's spec JSON "
+                       "(python -m maskgrpo.stages.KIND --spec @FILE runs one)")
+    doc(p)
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"store URI the specs name (default {DEFAULT_STORE})")
+    p.add_argument("--run-id", help="run id the specs name (default: the pipeline name)")
+    p.add_argument("--dump", metavar="DIR", help="write each stage call's spec as DIR/NN-<name>.json")
+    p.set_defaults(func=cmd_plan)
+
     p = sub.add_parser("config", help="print the resolved document: every field, defaults included (YAML)")
     doc(p)
     p.set_defaults(func=cmd_config)
@@ -631,6 +666,15 @@ EXIT_CODES = """exit status:
 every error is one line; --debug shows the traceback"""
 
 
+def _flag_wording(args: argparse.Namespace, message: str) -> str:
+    """On the commands with ``--trust-remote-code`` (merge, export, models export), errors from the
+    model loaders name that flag, not the pipeline field ``model.trust_remote_code``."""
+    if not hasattr(args, "trust_remote_code"):
+        return message
+    return (message.replace("set model.trust_remote_code to the", "pass --trust-remote-code with the")
+                   .replace("model.trust_remote_code", "--trust-remote-code"))
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -671,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # invalid documents and arguments: nothing was written
         if args.debug:
             raise
-        return _fail(str(err), 2)
+        return _fail(_flag_wording(args, str(err)), 2)
     except (StoreError, FileNotFoundError, RuntimeError) as err:
         if args.debug:
             raise
