@@ -1,6 +1,6 @@
 """The ``maskgrpo`` command line.
 
-    maskgrpo run PIPELINE.yaml [--store URI] [--run-id ID] [--set key=value ...] [--resume] [--runner plain|prefect] [--log-format text|json]
+    maskgrpo run PIPELINE.yaml [--store URI] [--run-id ID] [--set key=value ...] [--resume] [--runner plain|prefect] [--log-format text|json] [--threads N]
     maskgrpo validate PIPELINE.yaml [--set key=value ...] [--store URI] [--offline]   document + sources and datasets exist
     maskgrpo config PIPELINE.yaml [--set key=value ...]    the resolved document, defaults included
     maskgrpo list tasks|rewards|estimators|samplers       registered names, one-line descriptions, params
@@ -118,6 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail("--resume needs the --run-id of the run to resume", 2)
     if code := _preflight(args, run):  # sources and datasets, before any store is written or runner started
         return code
+    from maskgrpo.threads import apply_threads
+
+    threads = apply_threads(args.threads)  # torch's intra-op threads, for every stage of this run
     from maskgrpo.runners.local.plain import Interrupted, default_run_id, stop_on_signals
     from maskgrpo.runners.local.output import Output
     from maskgrpo.store import open_store
@@ -128,8 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.resume and run_id in store.list_runs():
         return _fail(f"run {run_id!r} already exists in {store.uri}; pass --resume to continue it, or another --run-id", 2)
     out = Output(args.log_format)
-    out.event("run", f"maskgrpo {__version__}: running {run.name} as {run_id} in {store.uri}",
-              pipeline=run.name, run_id=run_id, store=store.uri, runner=args.runner, version=__version__)
+    out.event("run", f"maskgrpo {__version__}: running {run.name} as {run_id} in {store.uri} ({threads} torch threads)",
+              pipeline=run.name, run_id=run_id, store=store.uri, runner=args.runner, version=__version__, threads=threads)
     with stop_on_signals():
         try:
             if args.runner == "prefect":
@@ -351,6 +354,9 @@ def export_version(store, reg, ref: str, out_dir: Path, base: str | None, trust_
 
 def cmd_retrain_ticks(args: argparse.Namespace) -> int:
     from maskgrpo.runners.local.flow import configure_prefect
+    from maskgrpo.threads import apply_threads
+
+    apply_threads()  # the default rule of threads.py, as `maskgrpo run` without --threads
 
     configure_prefect()
     from maskgrpo.runners.local.schedule import format_ticks, simulate_ticks
@@ -520,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "task (a server at PREFECT_API_URL, else Prefect's ephemeral server, slow to start)")
     p.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="text: a line per stage (live bars on a terminal); json: one JSON object per event")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch intra-op threads in every stage (default: $OMP_NUM_THREADS if set, else the cores "
+                        "this process may use, at most 8; 1 is fastest on a machine busy with other work)")
     offline(p)
     p.set_defaults(func=cmd_run)
 

@@ -51,6 +51,9 @@ def stage_main(kind: str, spec_cls: type[BaseModel], run: Callable[[Any, Store],
     except ValidationError as err:
         print(format_validation_error(err, "--spec"), file=sys.stderr)
         return 2
+    from maskgrpo.threads import apply_threads
+
+    log.info("%s: %d torch threads", kind, apply_threads())  # $MASKGRPO_THREADS, $OMP_NUM_THREADS or the cores (threads.py)
     start = time.perf_counter()
     from maskgrpo.stages.retrain import resolved_spec  # a retraining tick's pinned champion and data
 
