@@ -131,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.resume and run_id in store.list_runs():
         return _fail(f"run {run_id!r} already exists in {store.uri}; pass --resume to continue it, or another --run-id", 2)
     out = Output(args.log_format)
-    out.event("run", f"maskgrpo {__version__}: running {run.name} as {run_id} in {store.uri} ({threads} torch threads)",
+    out.event("run", f"maskgrpo {__version__}: running {run.name} as {run_id} in {store.uri} ({threads} torch thread{'s' * (threads != 1)})",
               pipeline=run.name, run_id=run_id, store=store.uri, runner=args.runner, version=__version__, threads=threads)
     with stop_on_signals():
         try:
