@@ -86,3 +86,17 @@ def test_s3_dataset_object_missing_and_present(s3_env):
         f"task.params.eval_path: dataset object not found: {prefix}/data/eval.jsonl"]
     assert check_model_source("model.source", f"{prefix}/models/llada") == [
         f"model.source: '{prefix}/models/llada': no imported checkpoint (maskgrpo import) there"]
+
+
+def test_a_generated_task_too_small_for_the_sizes_is_refused(capsys):
+    """countdown-lite with numbers 1-6 and targets up to 20 holds 2009 problems: 1813 train, 196 eval."""
+    doc = ["--set", "task.name=countdown-lite", "--set", "task.params={max_number: 6, max_target: 20}"]
+    assert main(["validate", str(PIPELINE), *doc, "--set", "task.train_size=1500", "--set", "task.eval_size=150"]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(PIPELINE), *doc, "--set", "task.train_size=1900"]) == 2
+    assert errors(capsys) == [
+        "maskgrpo: error: task.train_size: 1900 asked, but the train split of CountdownLiteTask(max_number=6, "
+        "max_target=20) holds 1813 problems",
+        "maskgrpo: error: task.eval_size: 200 asked, but the eval split of CountdownLiteTask(max_number=6, "
+        "max_target=20) holds 196 problems",
+    ]

@@ -12,6 +12,9 @@ the field and the URI, and the command exits 2. Checked:
 2. Dataset files of file tasks: ``task.params.path`` / ``task.params.eval_path`` (local files or
    store objects), and the packaged default file of a task that has one when ``path`` is not given.
 
+3. A generated task's splits hold ``task.train_size`` / ``task.eval_size`` problems (enumerated
+   spaces only, e.g. countdown-lite with small numbers: otherwise the first evaluation fails after SFT).
+
 Only existence is checked (a HEAD or a listing, nothing downloaded): a file that exists but does not
 parse still fails at the first stage, naming its file and line. Not checked: ``retrain.data`` (a
 tick's data may land after the document is written) and URLs inside reward params.
@@ -103,6 +106,23 @@ def _task_datasets(run: "RunSpec") -> list[tuple[str, str | Path]]:
     return out
 
 
+def check_split_sizes(run: "RunSpec") -> list[str]:
+    """Problems with the sizes asked of an enumerated generated task's splits (file tasks: skipped,
+    counting their rows means reading the data)."""
+    from maskgrpo.tasks import get_task
+    from maskgrpo.tasks.base import GeneratedTask
+
+    task = get_task(run.task.name, **run.task.params)
+    if not isinstance(task, GeneratedTask) or not task._enumerable():
+        return []
+    out = []
+    for field, split, asked in (("task.train_size", "train", run.task.train_size), ("task.eval_size", "eval", run.task.eval_size)):
+        have = task.split_size(split)
+        if asked > have:
+            out.append(f"{field}: {asked} asked, but the {split} split of {task!r} holds {have} problems")
+    return out
+
+
 def check_sources(run: "RunSpec", store_uri: str | None = None) -> list[str]:
     """One line per missing model source or dataset of ``run`` (module docstring); [] = all there."""
     initial = run.retrain.initial_source if run.retrain is not None else None
@@ -113,4 +133,6 @@ def check_sources(run: "RunSpec", store_uri: str | None = None) -> list[str]:
         problems += check_model_source("image.decoder.source", run.image.decoder.source, store_uri)
     for field, path in _task_datasets(run):
         problems += check_dataset(field, path)
+    if run.retrain is None:
+        problems += check_split_sizes(run)
     return problems
