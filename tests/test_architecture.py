@@ -48,8 +48,10 @@ LAYERS = {
     "rewards": {"core"},
     "specs": set(),
     "plan": {"specs"},
+    "preflight": {"specs", "models", "store", "tasks"},
+    "threads": set(),
     "modalities": {"core", "artifacts", "models", "tasks"},
-    "stages": {"core", "artifacts", "models", "tasks", "rewards", "store", "specs", "plan", "modalities"},
+    "stages": {"core", "artifacts", "models", "tasks", "rewards", "store", "specs", "plan", "modalities", "threads"},
     "runners": {"artifacts", "store", "specs", "plan", "stages"},
 }
 # Lateral edges, allowed here and only here, each with its reason.
@@ -299,3 +301,16 @@ def test_every_cited_document_exists():
                     missing.append(f"{path.relative_to(root)}: cites docs/{match.group(1)} §{number}, no such section")
     assert missing == [], "\n".join(missing)
     assert (root / "docs" / "algorithm.md").is_file() and (root / "docs" / "design.md").is_file()
+
+
+def test_pyproject_license_is_an_spdx_string_with_its_files():
+    """PEP 639: `license = "<SPDX>"` plus `license-files` (a `{text = ...}` table makes setuptools
+    print a deprecation box on every install); every licence file named exists."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
+    files = [p for pattern in project["license-files"] for p in root.glob(pattern)]
+    assert root / "LICENSE" in files and len(files) == len(project["license-files"])
+    assert "Apache License" in (root / "LICENSE").read_text()

@@ -155,3 +155,51 @@ def test_a_closed_pipe_is_not_an_error(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdout", ClosedPipe())
     assert main(["list", "tasks"]) == 0  # `maskgrpo list tasks | head -1`
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_plan_dump_writes_runnable_specs_and_a_rerun_says_it_skipped(tmp_path, capsys):
+    """`plan --dump` writes one spec per stage call; the SFT one runs as `python -m
+    maskgrpo.stages.sft --spec @file` (a real subprocess); run again, it skips in one line."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    assert main(["plan", str(PIPELINE), "--set", "rl.rounds=1", "--set", "sft.steps=2", "--store", str(store),
+                 "--run-id", "r1", "--dump", str(tmp_path / "specs")]) == 0
+    out = capsys.readouterr().out
+    files = sorted(p.name for p in (tmp_path / "specs").iterdir())
+    assert files == ["0-sft.json", "1-evaluate_0.json", "2-rollout_1.json", "3-score_1.json", "4-update_1.json",
+                     "5-evaluate_1.json"]
+    assert f"python -m maskgrpo.stages.sft --spec @{tmp_path / 'specs' / '0-sft.json'}" in out
+    spec = json.loads((tmp_path / "specs" / "0-sft.json").read_text())
+    assert spec["run_id"] == "r1" and spec["store"] == f"file://{store}" and spec["sft"]["steps"] == 2
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    cmd = [sys.executable, "-m", "maskgrpo.stages.sft", "--spec", f"@{tmp_path / 'specs' / '0-sft.json'}"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "skipped" not in first.stderr
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    skipped = [line for line in again.stderr.splitlines() if "skipped" in line]
+    assert skipped == [f"sft round 0 of run r1: skipped, its output in file://{store} is already committed with this "
+                       "spec's hash (nothing recomputed; change the spec or the run id to recompute)"]
+
+
+def test_merge_without_pins_names_the_flag_not_the_yaml_field(tmp_path, capsys):
+    import json
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"model_type": "llada_moe"}))  # remote code only
+    (base / "modeling_x.py").write_text("raise SystemExit('never run')\n")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
+    assert main(["merge", str(adapter), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "pass --trust-remote-code with the {file: sha256} pins" in err and "model.trust_remote_code" not in err, err
+    assert main(["merge", str(adapter), str(tmp_path / "out"), "--trust-remote-code", '{"other.py": "' + "0" * 64 + '"}']) == 2
+    err = capsys.readouterr().err
+    assert "modeling_x.py: code file not pinned in --trust-remote-code" in err, err

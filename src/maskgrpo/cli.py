@@ -1,9 +1,10 @@
 """The ``maskgrpo`` command line.
 
-    maskgrpo run PIPELINE.yaml [--store URI] [--run-id ID] [--set key=value ...] [--resume] [--runner plain|prefect] [--log-format text|json]
-    maskgrpo validate PIPELINE.yaml [--set key=value ...]
+    maskgrpo run PIPELINE.yaml [--store URI] [--run-id ID] [--set key=value ...] [--resume] [--runner plain|prefect] [--log-format text|json] [--threads N]
+    maskgrpo validate PIPELINE.yaml [--set key=value ...] [--store URI] [--offline]   document + sources and datasets exist
     maskgrpo config PIPELINE.yaml [--set key=value ...]    the resolved document, defaults included
     maskgrpo list tasks|rewards|estimators|samplers       registered names, one-line descriptions, params
+    maskgrpo plan PIPELINE.yaml [--dump DIR] [--store URI] [--run-id ID]   the stage calls; their spec JSON files
     maskgrpo show RUN_URI                       e.g. file://./runs/toy-text-20261129-101500
     maskgrpo compile PIPELINE.yaml -o PACKAGE.yaml [--image IMAGE] [--run-id ID] [--store URI]
     maskgrpo submit PIPELINE.yaml --host URL [--experiment NAME] [--namespace NS] ...
@@ -55,8 +56,49 @@ def _load(args: argparse.Namespace):
     return load_run_spec(args.pipeline, args.set)
 
 
+def _preflight(args: argparse.Namespace, run) -> int:
+    """Every model source and dataset of ``run`` exists (maskgrpo/preflight.py): 0, or 2 after one
+    line per problem. ``--offline`` skips it."""
+    if getattr(args, "offline", False):
+        return 0
+    from maskgrpo.preflight import check_sources
+
+    problems = check_sources(run, args.store)
+    for line in problems:
+        _fail(line)
+    return 2 if problems else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """The stage calls of a document in order; ``--dump DIR``: each call's spec as DIR/NN-<name>.json,
+    runnable as ``python -m maskgrpo.stages.<kind> --spec @DIR/NN-<name>.json``."""
+    from maskgrpo.plan import build_plan
+    from maskgrpo.store import open_store
+
+    run = _load(args)
+    store_uri = open_store(args.store).uri  # normalised; nothing is contacted
+    calls = build_plan(run, args.run_id or run.name, store_uri)
+    out = Path(args.dump) if args.dump else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    width = len(str(len(calls) - 1))
+    for i, call in enumerate(calls):
+        after = f"  after {', '.join(call.after)}" if call.after else ""
+        line = f"{i:0{width}d}  {call.name:<16} {call.kind:<9} -> {call.ref}{after}"
+        if out is not None:
+            path = out / f"{i:0{width}d}-{call.name}.json"
+            path.write_text(call.spec.model_dump_json(indent=2) + "\n")
+            line += f"\n      python -m maskgrpo.stages.{call.kind} --spec @{path}"
+        print(line)
+    print(f"{len(calls)} stage calls of {run.name}, run id {args.run_id or run.name}, store {store_uri}"
+          + (f"; specs in {out}/" if out is not None else ""))
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     run = _load(args)
+    if code := _preflight(args, run):
+        return code
     print(f"{args.pipeline}: valid ({run.name}: task {run.task.name}, {run.rl.rounds} rounds, estimator {run.rl.estimator})")
     return 0
 
@@ -74,6 +116,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = _load(args)  # the document and --run-id, before any store or orchestrator is touched
     if args.resume and not args.run_id:
         return _fail("--resume needs the --run-id of the run to resume", 2)
+    if code := _preflight(args, run):  # sources and datasets, before any store is written or runner started
+        return code
+    from maskgrpo.threads import apply_threads
+
+    threads = apply_threads(args.threads)  # torch's intra-op threads, for every stage of this run
     from maskgrpo.runners.local.plain import Interrupted, default_run_id, stop_on_signals
     from maskgrpo.runners.local.output import Output
     from maskgrpo.store import open_store
@@ -84,8 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.resume and run_id in store.list_runs():
         return _fail(f"run {run_id!r} already exists in {store.uri}; pass --resume to continue it, or another --run-id", 2)
     out = Output(args.log_format)
-    out.event("run", f"maskgrpo {__version__}: running {run.name} as {run_id} in {store.uri}",
-              pipeline=run.name, run_id=run_id, store=store.uri, runner=args.runner, version=__version__)
+    out.event("run", f"maskgrpo {__version__}: running {run.name} as {run_id} in {store.uri} ({threads} torch thread{'s' * (threads != 1)})",
+              pipeline=run.name, run_id=run_id, store=store.uri, runner=args.runner, version=__version__, threads=threads)
     with stop_on_signals():
         try:
             if args.runner == "prefect":
@@ -307,6 +354,9 @@ def export_version(store, reg, ref: str, out_dir: Path, base: str | None, trust_
 
 def cmd_retrain_ticks(args: argparse.Namespace) -> int:
     from maskgrpo.runners.local.flow import configure_prefect
+    from maskgrpo.threads import apply_threads
+
+    apply_threads()  # the default rule of threads.py, as `maskgrpo run` without --threads
 
     configure_prefect()
     from maskgrpo.runners.local.schedule import format_ticks, simulate_ticks
@@ -465,6 +515,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--run-id", help="run id in the store (default: the pipeline name)")
         p.add_argument("--store", help="s3:// store URI (default: cluster.store)")
 
+    def offline(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--offline", action="store_true",
+                       help="skip the pre-flight check that every model source and dataset (file, s3://, registry:) exists")
+
     p = sub.add_parser("run", help="run a pipeline on this machine (in this process, or --runner prefect; local or s3 store)",
                        epilog="Tracking: TensorBoard event files beside the run (the tracking extra); with "
                               "MLFLOW_TRACKING_URI=http(s)://... also an MLflow run (MLFLOW_EXPERIMENT_NAME).")
@@ -477,11 +531,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "task (a server at PREFECT_API_URL, else Prefect's ephemeral server, slow to start)")
     p.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="text: a line per stage (live bars on a terminal); json: one JSON object per event")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch intra-op threads in every stage (default: $OMP_NUM_THREADS if set, else the cores "
+                        "this process may use, at most 8; 1 is fastest on a machine busy with other work)")
+    offline(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("validate", help="check a pipeline document; print each error with its field path")
+    p = sub.add_parser("validate", help="check a pipeline document and that its model sources and datasets exist; "
+                       "print each error with its field path")
     doc(p)
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"store whose registry registry: sources name (default {DEFAULT_STORE})")
+    offline(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plan", help="list the stage calls in order; --dump DIR writes each one's spec JSON "
+                       "(python -m maskgrpo.stages.KIND --spec @FILE runs one)")
+    doc(p)
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"store URI the specs name (default {DEFAULT_STORE})")
+    p.add_argument("--run-id", help="run id the specs name (default: the pipeline name)")
+    p.add_argument("--dump", metavar="DIR", help="write each stage call's spec as DIR/NN-<name>.json")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("config", help="print the resolved document: every field, defaults included (YAML)")
     doc(p)
@@ -611,6 +680,15 @@ EXIT_CODES = """exit status:
 every error is one line; --debug shows the traceback"""
 
 
+def _flag_wording(args: argparse.Namespace, message: str) -> str:
+    """On the commands with ``--trust-remote-code`` (merge, export, models export), errors from the
+    model loaders name that flag, not the pipeline field ``model.trust_remote_code``."""
+    if not hasattr(args, "trust_remote_code"):
+        return message
+    return (message.replace("set model.trust_remote_code to the", "pass --trust-remote-code with the")
+                   .replace("model.trust_remote_code", "--trust-remote-code"))
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -651,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # invalid documents and arguments: nothing was written
         if args.debug:
             raise
-        return _fail(str(err), 2)
+        return _fail(_flag_wording(args, str(err)), 2)
     except (StoreError, FileNotFoundError, RuntimeError) as err:
         if args.debug:
             raise

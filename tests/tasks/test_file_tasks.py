@@ -117,3 +117,24 @@ def test_real_sudoku_file():
         puzzle = e.columns["puzzle"]
         assert e.prompt.endswith(f"Puzzle: {puzzle}") and puzzle.count("0") == 8
         assert count_sudoku_solutions(puzzle) >= 1
+
+
+def test_default_benchmark_files_ship_inside_the_package():
+    """countdown, sudoku and geneval default to files inside the installed package (package data),
+    not a folder beside the clone; pyproject's package-data globs include each of them."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    import maskgrpo
+
+    package = Path(maskgrpo.__file__).resolve().parent
+    globs = tomllib.loads((package.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["maskgrpo"]
+    for name in ("countdown", "sudoku", "geneval"):
+        task = get_task(name)
+        path = Path(task.path).resolve()
+        assert path.is_file() and path.is_relative_to(package), (name, path)
+        assert any(fnmatch.fnmatch(path.relative_to(package).as_posix(), g) for g in globs), (name, globs)
+        assert task.split_size("eval") > 0
+    readme = (BENCHMARKS_DIR / "README.md").read_text()
+    assert all(f"`{p.name}`" in readme for p in BENCHMARKS_DIR.iterdir() if p.suffix in (".jsonl", ".csv"))

@@ -51,12 +51,19 @@ def stage_main(kind: str, spec_cls: type[BaseModel], run: Callable[[Any, Store],
     except ValidationError as err:
         print(format_validation_error(err, "--spec"), file=sys.stderr)
         return 2
+    from maskgrpo.threads import apply_threads
+
+    log.info("%s: %d torch threads", kind, apply_threads())  # $MASKGRPO_THREADS, $OMP_NUM_THREADS or the cores (threads.py)
     start = time.perf_counter()
     from maskgrpo.stages.retrain import resolved_spec  # a retraining tick's pinned champion and data
 
     store = open_store(spec.store)
     result = run(resolved_spec(spec, store), store)
     payload = result.model_dump(mode="json")
+    if payload.get("skipped"):  # the output is already committed with this spec: say so, once
+        print(f"{kind} round {spec.round} of run {spec.run_id}: skipped, its output in {spec.store} is already "
+              "committed with this spec's hash (nothing recomputed; change the spec or the run id to recompute)",
+              file=sys.stderr)
     log.info("%s round %d done in %.1fs", kind, spec.round, time.perf_counter() - start)
     rows = "\n".join(f"| {k} | {v} |" for k, v in payload.items())
     summary = f"# {kind} (run {spec.run_id}, round {spec.round})\n\n| field | value |\n|---|---|\n{rows}\n"

@@ -17,7 +17,8 @@ Implements:
    (d1's ``countdown_cd3_test.jsonl``: ``input`` "a,b,c", ``output`` target; the reference answer
    is an expression found by exhaustive search) and ``sudoku``
    (d1's ``sudoku_4x4_test.csv``: ``Puzzle``, ``Solution``). Column names are parameters.
-   Countdown and Sudoku default to the benchmark files in ``<repo>/../shared/data/benchmarks``.
+   Countdown and Sudoku default to the benchmark files shipped in the package (``tasks/data/``,
+   ``BENCHMARKS_DIR``; sources and licences in its README.md).
 
 Prompts follow d1's style (a plain instruction asking for ``<reasoning>`` then ``<answer>``
 tags; GSM8K and MATH ask for ``\\boxed{}`` inside the answer, as the MaskGRPO reference's LLaDA
@@ -55,8 +56,8 @@ __all__ = [
     "PromptAnswerFileTask",
 ]
 
-# src/maskgrpo/tasks/files.py -> parents[3] is the repository; shared/ sits beside it.
-BENCHMARKS_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "benchmarks"
+# The default benchmark files ship inside the package (package data; sources and licences in its README).
+BENCHMARKS_DIR = Path(__file__).resolve().parent / "data"
 
 GSM8K_INSTRUCTION = (
     "Solve the math word problem step by step. Put your working between <reasoning> and "

@@ -12,7 +12,7 @@ Implements:
    "" (GenEval has no reference image).
 3. Splits as ``FileTask``'s: ``eval_path`` is the eval split (rows of ``path`` with the same prompt
    are dropped from train), else a stable hash of the prompt holds out ``eval_permille``/1000.
-   ``path`` defaults to the benchmark file in ``<repo>/../shared/data/benchmarks``.
+   ``path`` defaults to the benchmark file shipped in the package (``tasks/data/``, MIT; see its README).
 
 Deviations: the default reward is ``http`` (GenEval's scorer is an object detector; serve it with
 ``maskgrpo serve-reward`` or any server of the same JSON protocol and name it, with ``params.url``,
