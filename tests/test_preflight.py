@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from shared_data import SUDOKU, needs
+
 from maskgrpo.cli import main
 from maskgrpo.preflight import check_dataset, check_model_source, check_sources
 from maskgrpo.specs import RunSpec
@@ -46,8 +48,9 @@ def test_offline_skips_the_check(tmp_path, capsys):
     assert main(["validate", str(PIPELINE), "--offline", "--set", f"model.source={tmp_path / 'no-model'}"]) == 0
 
 
-def test_packaged_default_dataset_passes():
-    run = RunSpec.model_validate({"name": "x", "task": {"name": "sudoku"}})
+@needs(SUDOKU)
+def test_a_present_dataset_file_passes():
+    run = RunSpec.model_validate({"name": "x", "task": {"name": "sudoku", "params": {"path": str(SUDOKU)}}})
     assert check_sources(run) == []
 
 

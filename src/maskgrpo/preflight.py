@@ -10,7 +10,7 @@ the field and the URI, and the command exits 2. Checked:
    must resolve in the run's store (``@champion`` of a registry with no champion yet is fine with
    a retrain section: the first tick starts from ``retrain.initial_source``, which is checked).
 2. Dataset files of file tasks: ``task.params.path`` / ``task.params.eval_path`` (local files or
-   store objects), and the packaged default file of a task that has one when ``path`` is not given.
+   store objects); every file task needs ``path`` (the task itself refuses it missing, at validate time).
 
 3. A generated task's splits hold ``task.train_size`` / ``task.eval_size`` problems (enumerated
    spaces only, e.g. countdown-lite with small numbers: otherwise the first evaluation fails after SFT).
@@ -91,18 +91,12 @@ def check_dataset(field: str, path: str | Path) -> list[str]:
 
 
 def _task_datasets(run: "RunSpec") -> list[tuple[str, str | Path]]:
-    """(field, path) of every dataset the task reads: its path params, else its packaged default."""
-    from maskgrpo.tasks import _REGISTRY  # the class, not an instance: nothing is loaded yet
-    from maskgrpo.tasks.files import BENCHMARKS_DIR
-
+    """(field, path) of every dataset the task reads (its path params; a missing required path is
+    the task's own validate-time error)."""
     out: list[tuple[str, str | Path]] = [(f"task.params.{k}", run.task.params[k]) for k in DATASET_PARAMS
                                          if isinstance(run.task.params.get(k), (str, Path))]
     if run.retrain is not None and run.retrain.data:
         out = [(f, p) for f, p in out if f != "task.params.path"]  # the tick's snapshot becomes the path
-    elif "path" not in run.task.params:
-        default = getattr(_REGISTRY.load(run.task.name), "default_file", None)
-        if isinstance(default, str):
-            out.insert(0, ("task.params.path (the task's default file)", BENCHMARKS_DIR / default))
     return out
 
 
@@ -112,7 +106,10 @@ def check_split_sizes(run: "RunSpec") -> list[str]:
     from maskgrpo.tasks import get_task
     from maskgrpo.tasks.base import GeneratedTask
 
-    task = get_task(run.task.name, **run.task.params)
+    try:
+        task = get_task(run.task.name, **run.task.params)
+    except ValueError as err:  # a value the task refuses, e.g. a file task without its path
+        return [f"task.params: {err}"]
     if not isinstance(task, GeneratedTask) or not task._enumerable():
         return []
     out = []

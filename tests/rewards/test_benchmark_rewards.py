@@ -7,11 +7,9 @@ import pytest
 from maskgrpo.rewards import get_reward
 from maskgrpo.rewards.toy import countdown_reward, evaluate_expression, sudoku_reward
 from maskgrpo.tasks import collate_columns, get_task
-from maskgrpo.tasks.files import BENCHMARKS_DIR, read_csv, read_jsonl
+from maskgrpo.tasks.files import read_csv, read_jsonl
 from maskgrpo.tasks.toy import solve_countdown
-
-COUNTDOWN = BENCHMARKS_DIR / "countdown_cd3_test.jsonl"
-SUDOKU = BENCHMARKS_DIR / "sudoku_4x4_test.csv"
+from shared_data import COUNTDOWN, SUDOKU
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +78,8 @@ def test_countdown_right_and_wrong_answers_on_real_rows(countdown_rows):
 
 
 def test_file_task_columns_feed_their_rewards(countdown_rows, sudoku_rows):
-    for name in ("countdown", "sudoku"):
-        task = get_task(name, eval_permille=1000)
+    for name, path in (("countdown", COUNTDOWN), ("sudoku", SUDOKU)):
+        task = get_task(name, path=str(path), eval_permille=1000)
         exs = task.examples("eval", 64, seed=0)
         comps = [f"<reasoning>r</reasoning><answer>{e.answer}</answer>" for e in exs]
         scores = get_reward(task.reward)([e.prompt for e in exs], comps, **collate_columns(exs))

@@ -57,7 +57,8 @@ def test_long_enough_samplers_and_a_parameter_the_task_refuses(capsys):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_pipeline_still_validates(path, capsys):
-    assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+    # the document alone (--offline: cluster documents name s3:// data; tests/test_preflight.py checks sources)
+    assert main(["validate", str(path), "--offline"]) == 0, capsys.readouterr().err
 
 
 MMADA = str(ROOT / "pipelines" / "mmada-t2i.yaml")
@@ -91,8 +92,8 @@ def test_inconsistent_image_ids_are_refused_with_the_field_path(capsys, setting,
 
 
 def test_image_ids_are_read_only_by_the_mmada_layout(capsys):
-    assert main(["validate", MMADA, "--set", "model.special_tokens.t2i_id=5"]) == 0  # a consistent id is used (test_image.py)
-    assert main(["validate", MMADA, "--set", "model.special_tokens.image_codebook_size=4096",
+    assert main(["validate", MMADA, "--offline", "--set", "model.special_tokens.t2i_id=5"]) == 0  # a consistent id is used (test_image.py)
+    assert main(["validate", MMADA, "--offline", "--set", "model.special_tokens.image_codebook_size=4096",
                  "--set", "image.codebook_size=4096"]) == 0
     capsys.readouterr()
     toy_image = str(ROOT / "pipelines" / "toy-image.yaml")

@@ -4,14 +4,14 @@ import json
 
 import pytest
 
+from shared_data import COUNTDOWN, SUDOKU, needs
+
 from maskgrpo.tasks import get_task
-from maskgrpo.tasks.files import BENCHMARKS_DIR, read_csv, read_jsonl, read_parquet, read_records
+from maskgrpo.tasks.files import read_csv, read_jsonl, read_parquet, read_records
 from maskgrpo.tasks.toy import count_sudoku_solutions
 
-COUNTDOWN = BENCHMARKS_DIR / "countdown_cd3_test.jsonl"
-SUDOKU = BENCHMARKS_DIR / "sudoku_4x4_test.csv"
-needs_countdown = pytest.mark.skipif(not COUNTDOWN.is_file(), reason=f"benchmark file absent: {COUNTDOWN}")
-needs_sudoku = pytest.mark.skipif(not SUDOKU.is_file(), reason=f"benchmark file absent: {SUDOKU}")
+needs_countdown = needs(COUNTDOWN)
+needs_sudoku = needs(SUDOKU)
 
 GSM_ROWS = [
     {"question": f"Tom has {i} apples and buys {i + 1} more. How many apples does he have?",
@@ -99,7 +99,7 @@ def test_math500_answer_from_boxed_solution(tmp_path):
 
 @needs_countdown
 def test_real_countdown_file():
-    task = get_task("countdown", eval_permille=1000)
+    task = get_task("countdown", path=str(COUNTDOWN), eval_permille=1000)
     exs = task.split_examples("eval")
     assert len(exs) == 256 and task.split_size("train") == 0
     first = exs[0]  # {"input": "30,100,93", "output": "23"}
@@ -110,7 +110,7 @@ def test_real_countdown_file():
 
 @needs_sudoku
 def test_real_sudoku_file():
-    task = get_task("sudoku", eval_permille=1000)
+    task = get_task("sudoku", path=str(SUDOKU), eval_permille=1000)
     exs = task.split_examples("eval")
     assert len(exs) == 500
     for e in exs:
@@ -119,22 +119,22 @@ def test_real_sudoku_file():
         assert count_sudoku_solutions(puzzle) >= 1
 
 
-def test_default_benchmark_files_ship_inside_the_package():
-    """countdown, sudoku and geneval default to files inside the installed package (package data),
-    not a folder beside the clone; pyproject's package-data globs include each of them."""
-    import fnmatch
-    import tomllib
+@pytest.mark.parametrize("name,source", [("countdown", "countdown_cd3_test.jsonl"), ("sudoku", "sudoku_4x4_test.csv"),
+                                         ("geneval", "evaluation_metadata.jsonl"), ("gsm8k", "parameter path")])
+def test_a_file_task_without_path_is_refused_naming_its_source(name, source):
+    """No dataset ships with the package and no default points outside it (../shared is beside the
+    clone, not in an install): a file task without ``path`` is refused, saying what file it needs."""
+    with pytest.raises(ValueError, match=rf"task '{name}': parameter path \(the dataset file\) is required: .*") as err:
+        get_task(name)
+    assert source in str(err.value) and "shared" not in str(err.value)
+
+
+def test_validate_refuses_a_file_task_without_path_at_task_params(capsys):
     from pathlib import Path
 
-    import maskgrpo
+    from maskgrpo.cli import main
 
-    package = Path(maskgrpo.__file__).resolve().parent
-    globs = tomllib.loads((package.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["maskgrpo"]
-    for name in ("countdown", "sudoku", "geneval"):
-        task = get_task(name)
-        path = Path(task.path).resolve()
-        assert path.is_file() and path.is_relative_to(package), (name, path)
-        assert any(fnmatch.fnmatch(path.relative_to(package).as_posix(), g) for g in globs), (name, globs)
-        assert task.split_size("eval") > 0
-    readme = (BENCHMARKS_DIR / "README.md").read_text()
-    assert all(f"`{p.name}`" in readme for p in BENCHMARKS_DIR.iterdir() if p.suffix in (".jsonl", ".csv"))
+    doc = Path(__file__).resolve().parents[2] / "pipelines" / "toy-text.yaml"
+    assert main(["validate", str(doc), "--set", "task.name=sudoku", "--set", "task.params={}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "task.params" in err[0] and "sudoku_4x4_test.csv" in err[0], err

@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from maskgrpo.tasks import get_task, list_tasks
-from maskgrpo.tasks.files import BENCHMARKS_DIR, local_copy
+from shared_data import GENEVAL, needs
 
-GENEVAL = BENCHMARKS_DIR / "geneval_evaluation_metadata.jsonl"
-needs_geneval = pytest.mark.skipif(not GENEVAL.is_file(), reason=f"benchmark file absent: {GENEVAL}")
+from maskgrpo.tasks import get_task, list_tasks
+from maskgrpo.tasks.files import local_copy
+
+needs_geneval = needs(GENEVAL)
 
 ROWS = [
     {"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"},
@@ -43,8 +44,8 @@ def test_every_row_of_the_real_benchmark_parses():
 
 
 @needs_geneval
-def test_default_path_is_the_benchmark_and_the_default_reward_is_http():
-    task = get_task("geneval")
+def test_the_benchmark_file_loads_and_the_default_reward_is_http():
+    task = get_task("geneval", path=str(GENEVAL))
     assert task.path == GENEVAL and task.reward == "http"
     assert task.split_size("train") + task.split_size("eval") == 553
     # the same seed draws the same examples; different seeds, other orders

@@ -17,8 +17,8 @@ Implements:
    (d1's ``countdown_cd3_test.jsonl``: ``input`` "a,b,c", ``output`` target; the reference answer
    is an expression found by exhaustive search) and ``sudoku``
    (d1's ``sudoku_4x4_test.csv``: ``Puzzle``, ``Solution``). Column names are parameters.
-   Countdown and Sudoku default to the benchmark files shipped in the package (``tasks/data/``,
-   ``BENCHMARKS_DIR``; sources and licences in its README.md).
+   Every file task needs ``path``: no dataset ships with the package, and no default points
+   outside it; ``source`` names where each benchmark file comes from, for the error message.
 
 Prompts follow d1's style (a plain instruction asking for ``<reasoning>`` then ``<answer>``
 tags; GSM8K and MATH ask for ``\\boxed{}`` inside the answer, as the MaskGRPO reference's LLaDA
@@ -41,7 +41,6 @@ from maskgrpo.tasks.base import Example, Split, check_split, split_of
 from maskgrpo.tasks.toy import solve_countdown
 
 __all__ = [
-    "BENCHMARKS_DIR",
     "read_jsonl",
     "read_csv",
     "read_parquet",
@@ -55,9 +54,6 @@ __all__ = [
     "SudokuFileTask",
     "PromptAnswerFileTask",
 ]
-
-# The default benchmark files ship inside the package (package data; sources and licences in its README).
-BENCHMARKS_DIR = Path(__file__).resolve().parent / "data"
 
 GSM8K_INSTRUCTION = (
     "Solve the math word problem step by step. Put your working between <reasoning> and "
@@ -185,14 +181,12 @@ class FileTask:
 
     name: str
     reward: str
-    default_file: str | None = None
+    source: str = "a .jsonl, .csv or .parquet file, local or a store URI"  # what path names (for the error)
 
     def __init__(self, path: str | Path | None = None, eval_path: str | Path | None = None,
                  eval_permille: int = 100, completion_length: int = 256, instruction: str | None = None) -> None:
         if path is None:
-            if self.default_file is None:
-                raise ValueError(f"task {self.name!r}: parameter path (the dataset file) is required")
-            path = BENCHMARKS_DIR / self.default_file
+            raise ValueError(f"task {self.name!r}: parameter path (the dataset file) is required: {self.source}")
         if isinstance(eval_permille, bool) or not isinstance(eval_permille, int) or not 0 <= eval_permille <= 1000:
             raise ValueError(f"task {self.name!r}: eval_permille must be an integer in [0, 1000], got {eval_permille!r}")
         if isinstance(completion_length, bool) or not isinstance(completion_length, int) or completion_length < 1:
@@ -317,7 +311,7 @@ class CountdownFileTask(FileTask):
 
     name = "countdown"
     reward = "countdown_tagged"
-    default_file = "countdown_cd3_test.jsonl"
+    source = "d1's countdown_cd3_test.jsonl (github.com/dllm-reasoning/d1, Apache-2.0) or rows of the same columns"
 
     def __init__(self, path: str | Path | None = None, eval_path: str | Path | None = None,
                  eval_permille: int = 100, completion_length: int = 256, instruction: str | None = None,
@@ -341,7 +335,7 @@ class SudokuFileTask(FileTask):
 
     name = "sudoku"
     reward = "sudoku_tagged"
-    default_file = "sudoku_4x4_test.csv"
+    source = "d1's sudoku_4x4_test.csv (github.com/dllm-reasoning/d1, Apache-2.0) or rows of the same columns"
 
     def __init__(self, path: str | Path | None = None, eval_path: str | Path | None = None,
                  eval_permille: int = 100, completion_length: int = 256, instruction: str | None = None,

@@ -12,7 +12,8 @@ Implements:
    "" (GenEval has no reference image).
 3. Splits as ``FileTask``'s: ``eval_path`` is the eval split (rows of ``path`` with the same prompt
    are dropped from train), else a stable hash of the prompt holds out ``eval_permille``/1000.
-   ``path`` defaults to the benchmark file shipped in the package (``tasks/data/``, MIT; see its README).
+   ``path`` is required: GenEval's ``evaluation_metadata.jsonl`` (djghosh13/geneval, MIT) or rows
+   of its schema; no copy ships with the package.
 
 Deviations: the default reward is ``http`` (GenEval's scorer is an object detector; serve it with
 ``maskgrpo serve-reward`` or any server of the same JSON protocol and name it, with ``params.url``,
@@ -20,8 +21,7 @@ in ``reward.functions``); without ``params.url`` scoring fails with that message
 image means no SFT targets: with this task, ``sft.enabled`` must be false (or the SFT stage fails
 on the empty answers).
 
-    >>> from maskgrpo.tasks.files import BENCHMARKS_DIR
-    >>> task = GenEvalFileTask(eval_permille=1000)   # the benchmark file, all of it held out
+    >>> task = GenEvalFileTask("evaluation_metadata.jsonl", eval_permille=1000)  # all of it held out
     >>> ex = task.examples("eval", 1, seed=0)[0] if task.path.is_file() else None
     >>> ex is None or (ex.answer == "" and ex.columns["metadata"]["prompt"] == ex.prompt)
     True
@@ -44,7 +44,7 @@ class GenEvalFileTask(FileTask):
 
     name = "geneval"
     reward = "http"
-    default_file = "geneval_evaluation_metadata.jsonl"
+    source = "GenEval's evaluation_metadata.jsonl (github.com/djghosh13/geneval, MIT) or rows of its schema"
 
     def __init__(self, path: str | Path | None = None, eval_path: str | Path | None = None,
                  eval_permille: int = 100, grid_size: int = 32) -> None:
