@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,8 +40,8 @@ SHARD = 256 << 20
 
 def cpu_s(server_pid: int | None = None) -> float:
     """CPU seconds of this process (all threads), plus the server's when given."""
-    t = os.times()
-    total = t.user + t.system
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    total = r.ru_utime + r.ru_stime
     if server_pid:
         import psutil
 

@@ -26,8 +26,15 @@ def _bytes(n: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
+@pytest.fixture(params=["threaded", "inline"])
+def copy_mode(request, monkeypatch):
+    """Both paths of copy_file_hashing: kernel copy beside a hash thread, or one after the other."""
+    monkeypatch.setattr(backend_mod, "_THREAD_MIN", 0 if request.param == "threaded" else 1 << 40)
+    return request.param
+
+
 @pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, 3 * CHUNK + 5])
-def test_copy_file_hashing_equals_hashlib_and_copies_exactly(tmp_path, size):
+def test_copy_file_hashing_equals_hashlib_and_copies_exactly(tmp_path, size, copy_mode):
     data = _bytes(size, size)
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.write_bytes(data)
@@ -36,7 +43,8 @@ def test_copy_file_hashing_equals_hashlib_and_copies_exactly(tmp_path, size):
     assert hash_file(src) == (size, hashlib.sha256(data).hexdigest())
 
 
-def test_copy_file_hashing_falls_back_when_the_kernel_copy_is_refused(tmp_path, monkeypatch):
+def test_copy_file_hashing_falls_back_when_the_kernel_copy_is_refused(tmp_path, monkeypatch,
+                                                                      copy_mode):
     data = _bytes(2 * CHUNK + 7, 1)
     src = tmp_path / "src"
     src.write_bytes(data)
@@ -62,7 +70,7 @@ def test_copy_file_hashing_refuses_a_file_over_max_bytes_unread(tmp_path, monkey
     assert calls == [] and not (tmp_path / "dst").exists()
 
 
-def test_copy_file_hashing_raises_when_copy_and_hash_disagree(tmp_path, monkeypatch):
+def test_copy_file_hashing_raises_when_copy_and_hash_disagree(tmp_path, monkeypatch, copy_mode):
     """A file that changes length between the kernel copy and the hash is refused, not recorded."""
     src = tmp_path / "src"
     src.write_bytes(b"y" * 5000)
@@ -80,7 +88,7 @@ def _folder(tmp_path, sizes: dict[str, int]):
     return folder
 
 
-def test_put_dir_digests_equal_hashlib_and_get_dir_returns_the_bytes(store, tmp_path):
+def test_put_dir_digests_equal_hashlib_and_get_dir_returns_the_bytes(store, tmp_path, copy_mode):
     sizes = {"config.json": 17, "model-1.safetensors": 3 * CHUNK + 11, "sub/empty.bin": 0}
     folder = _folder(tmp_path, sizes)
     with store.begin("r1", "update", 1, "h") as att:

@@ -18,6 +18,7 @@ from maskgrpo.core.registry import LazyRegistry
 from .errors import StoreError, TooLargeError
 
 CHUNK = 1 << 20  # hashing block: larger blocks fall out of the CPU cache between read and hash
+_THREAD_MIN = 8 << 20  # copy_file_hashing overlaps copy and hash in two threads from this size
 
 
 class Backend(Protocol):
@@ -131,6 +132,11 @@ def copy_file_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
         limit = (1 << 62) if max_bytes is None else max_bytes + 1
         with open(dst, "wb") as fout:
             copied: list = []
+            if size < _THREAD_MIN:  # small: a second thread costs more than it overlaps
+                copied.append(_kernel_copy(fin.fileno(), fout.fileno(), limit))
+                fin.seek(0)
+                hashed, sha = _hash_stream(fin, limit)
+                return _checked(copied[0], hashed, sha, max_bytes, what or str(src))
 
             def copy():
                 try:
@@ -145,15 +151,20 @@ def copy_file_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
             worker.join()
         if isinstance(copied[0], BaseException):
             raise copied[0]
-        if max_bytes is not None and max(hashed, copied[0]) > max_bytes:
-            raise TooLargeError(f"{what or src} has more than {max_bytes} bytes: refused")
-        if copied[0] != hashed:
-            raise StoreError(f"{what or src} changed while it was copied ({copied[0]} bytes "
-                             f"copied, {hashed} hashed)")
-        return hashed, sha
+        return _checked(copied[0], hashed, sha, max_bytes, what or str(src))
     finally:
         if fin is not src:
             fin.close()
+
+
+def _checked(copied: int, hashed: int, sha: str, max_bytes: int | None,
+             what: str) -> tuple[int, str]:
+    if max_bytes is not None and max(hashed, copied) > max_bytes:
+        raise TooLargeError(f"{what} has more than {max_bytes} bytes: refused")
+    if copied != hashed:
+        raise StoreError(f"{what} changed while it was copied ({copied} bytes copied, {hashed} "
+                         "hashed)")
+    return hashed, sha
 
 
 def copy_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
