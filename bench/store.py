@@ -168,6 +168,7 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", type=int, default=[50, 500, 2000], help="MB")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--big-repeats", type=int, default=1, help="repeats of sizes >= 1000 MB")
+    ap.add_argument("--part-mb", type=int, help="S3 part size of the store (default: s3.PART_SIZE)")
     ap.add_argument("--before", metavar="REF", help="also time the store of this git ref")
     ap.add_argument("--work", help="scratch folder (default: a temp folder, removed)")
     ap.add_argument("--out", type=Path, default=RESULTS / "store.json")
@@ -180,12 +181,17 @@ def main() -> None:
         return child_main(args)
 
     sys.path.insert(0, str(ROOT / "src"))
+    if args.part_mb:
+        from maskgrpo.store import s3 as s3_mod
+
+        s3_mod.PART_SIZE = args.part_mb << 20
     from maskgrpo.store.testing import TEST_BUCKET, create_bucket, s3_client, seaweedfs_server
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-store-"))
     result = {"environment": {"cpu_count": os.cpu_count(), "load_average_start": os.getloadavg(),
                               "python": sys.version.split()[0]},
-              "repeats": args.repeats, "before_ref": args.before, "cases": []}
+              "repeats": args.repeats, "before_ref": args.before, "part_mb": args.part_mb,
+              "cases": []}
     before_src = before_code(args.before, work / "before") if args.before else None
     try:
         for backend in args.backends:
