@@ -13,6 +13,10 @@ times raw and store back to back (same load); the median of the repeats is repor
 seconds and in CPU seconds of this process (its threads included; for s3:// also the SeaweedFS
 server's CPU).  ``ratio`` = raw time / store time (1.0: as fast as the raw copy).
 
+For file:// the sha256 of the same files alone is timed too: every byte is hashed on save and on
+load, so ``bound_ratio_cpu`` = raw CPU / (raw CPU + 2 x sha256 CPU) is the best CPU ratio any
+implementation that keeps the manifest's sha256 can reach.
+
 ``--before REF`` extracts ``src/`` of that git ref (``git archive``, no worktree) and times its
 store in a child process on the same folders and server.  The 2000 MB case is skipped when the
 disk has less than 4x its size free.  Writes bench/results/store.json.
@@ -169,6 +173,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--big-repeats", type=int, default=1, help="repeats of sizes >= 1000 MB")
     ap.add_argument("--part-mb", type=int, help="S3 part size of the store (default: s3.PART_SIZE)")
+    ap.add_argument("--range-mb", type=int, help="S3 ranged-GET size (default: s3.RANGE_SIZE)")
     ap.add_argument("--before", metavar="REF", help="also time the store of this git ref")
     ap.add_argument("--work", help="scratch folder (default: a temp folder, removed)")
     ap.add_argument("--out", type=Path, default=RESULTS / "store.json")
@@ -185,12 +190,16 @@ def main() -> None:
         from maskgrpo.store import s3 as s3_mod
 
         s3_mod.PART_SIZE = args.part_mb << 20
+    if args.range_mb:
+        from maskgrpo.store import s3 as s3_mod
+
+        s3_mod.RANGE_SIZE = args.range_mb << 20
     from maskgrpo.store.testing import TEST_BUCKET, create_bucket, s3_client, seaweedfs_server
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-store-"))
     result = {"environment": {"cpu_count": os.cpu_count(), "load_average_start": os.getloadavg(),
                               "python": sys.version.split()[0]},
-              "repeats": args.repeats, "before_ref": args.before, "part_mb": args.part_mb,
+              "repeats": args.repeats, "before_ref": args.before, "part_mb": args.part_mb, "range_mb": args.range_mb,
               "cases": []}
     before_src = before_code(args.before, work / "before") if args.before else None
     try:
@@ -230,6 +239,16 @@ def main() -> None:
                     case = {"backend": backend, "size_mb": size, "repeats": repeats,
                             "load_average": os.getloadavg(), "raw": raw, "store": st,
                             "ratio": ratios(raw, st)}
+                    if backend == "file":  # the floor: every byte is sha256'd on save and load
+                        from maskgrpo.store.backend import hash_file
+
+                        files = sorted(p for p in folder.iterdir() if p.is_file())
+                        hw, hc = zip(*(timed(lambda: [hash_file(p) for p in files])
+                                       for _ in range(repeats)))
+                        case["sha256_only"] = {"wall": statistics.median(hw),
+                                               "cpu": statistics.median(hc)}
+                        case["bound_ratio_cpu"] = raw["total_cpu"] / (
+                            raw["total_cpu"] + 2 * case["sha256_only"]["cpu"])
                     if before_src is not None:
                         env = {**os.environ, "PYTHONPATH": str(before_src)}
                         got = subprocess.run(

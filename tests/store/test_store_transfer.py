@@ -123,7 +123,7 @@ def _object_key(store, c, name: str) -> str:
 @pytest.mark.s3
 @pytest.mark.parametrize("size", [2 * PART + 12345, 2 * PART])
 def test_s3_multipart_round_trip_reassembles_exactly(s3_store, s3_env, tmp_path, monkeypatch, size):
-    s3_store._b.part_size = PART
+    s3_store._b.part_size = s3_store._b.range_size = PART
     folder = _folder(tmp_path, {"big.bin": size, "small.json": 100})
     data = (folder / "big.bin").read_bytes()
     calls = _count_calls(s3_store._b, monkeypatch)
@@ -147,7 +147,7 @@ def test_s3_multipart_round_trip_reassembles_exactly(s3_store, s3_env, tmp_path,
 
 @pytest.mark.s3
 def test_s3_a_corrupted_part_is_detected_and_leaves_no_file(s3_store, s3_env, tmp_path):
-    s3_store._b.part_size = PART
+    s3_store._b.part_size = s3_store._b.range_size = PART
     folder = _folder(tmp_path, {"big.bin": 2 * PART + 99})
     with s3_store.begin("r1", "update", 1, "h") as att:
         att.put_dir("policy", folder)
@@ -165,7 +165,7 @@ def test_s3_a_corrupted_part_is_detected_and_leaves_no_file(s3_store, s3_env, tm
 
 @pytest.mark.s3
 def test_s3_a_failed_part_aborts_the_multipart_upload(s3_store, s3_env, tmp_path, monkeypatch):
-    s3_store._b.part_size = PART
+    s3_store._b.part_size = s3_store._b.range_size = PART
     folder = _folder(tmp_path, {"big.bin": 3 * PART})
     real = s3_store._b.fs._call_s3
 
@@ -187,7 +187,7 @@ def test_s3_a_failed_part_aborts_the_multipart_upload(s3_store, s3_env, tmp_path
 
 @pytest.mark.s3
 def test_s3_an_object_over_max_bytes_is_refused_before_any_get(s3_store, tmp_path, monkeypatch):
-    s3_store._b.part_size = PART
+    s3_store._b.part_size = s3_store._b.range_size = PART
     s3_store._b.put("x/big.bin", _bytes(PART + 1, 3))
     calls = _count_calls(s3_store._b, monkeypatch)
     with pytest.raises(TooLargeError, match="has more than 1000 bytes"):

@@ -44,6 +44,10 @@ _CONCURRENCY = 8
 #: boto3, measured better than 16 MiB on a 50 MB checkpoint: bench/store.py); files up to this
 #: size go in one request.  An S3Backend's ``part_size`` overrides it (tests).
 PART_SIZE = 8 << 20
+#: Bytes per ranged GET of a download; objects up to this size come in one streamed GET.  Larger
+#: than the upload part: on a loaded 2-core loopback, 8 MiB ranges cost ~20% more CPU than 32 MiB
+#: ones (bench/store.py).  An S3Backend's ``range_size`` overrides it (tests).
+RANGE_SIZE = 32 << 20
 
 
 def s3_options_from_env(environ: dict | None = None) -> dict:
@@ -88,7 +92,7 @@ class S3Backend:
         self.endpoint = options.get("endpoint_url") or "AWS S3"
         self.uri = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         self._options = options
-        self.part_size = PART_SIZE
+        self.part_size, self.range_size = PART_SIZE, RANGE_SIZE
         self.fs = self._make_fs(connect_timeout=5, read_timeout=60, attempts=3)
 
     def __repr__(self) -> str:  # never show the options: they hold secrets
@@ -208,8 +212,9 @@ class S3Backend:
     def get_file(self, key: str, local_path: Path,
                  max_bytes: int | None = None) -> tuple[int, str] | None:
         """Download to ``local_path``; (size, sha256) of the bytes written, hashed as they arrive.
-        Objects larger than ``part_size`` come as concurrent ranged GETs of one version (each
-        ``If-Match`` the ETag of the first HEAD), written in place and hashed in order."""
+        Objects larger than ``range_size`` come as concurrent ranged GETs of one version (each
+        ``If-Match`` the ETag of the first HEAD), streamed to their place in the file in 1 MiB
+        chunks; each range is hashed from the file, in order, as soon as all before it landed."""
         with self._errors(key, "download"):
             try:
                 return sync(self.fs.loop, self._download, key, str(local_path), max_bytes)
@@ -226,21 +231,15 @@ class S3Backend:
             raise TooLargeError(f"{self.url(key)} has more than {max_bytes} bytes: refused")
         loop = asyncio.get_running_loop()
         h = hashlib.sha256()
-        part = self.part_size
-        fd = os.open(local_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        part = self.range_size
+        fd = os.open(local_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+
+        def write(chunk: bytes, offset: int) -> None:
+            view, done = memoryview(chunk), 0
+            while done < len(chunk):
+                done += os.pwrite(fd, view[done:], offset + done)
+
         try:
-            async def fetch(start: int, end: int) -> bytes:  # end exclusive
-                resp = await self.fs._call_s3("get_object", Bucket=bucket, Key=k, IfMatch=etag,
-                                              Range=f"bytes={start}-{end - 1}")
-                async with resp["Body"] as body:
-                    return await body.read()
-
-            def consume(data: bytes, offset: int) -> None:
-                h.update(data)
-                view, done = memoryview(data), 0
-                while done < len(data):
-                    done += os.pwrite(fd, view[done:], offset + done)
-
             if size <= part:  # one GET, streamed: the size is checked while it arrives
                 resp = await self.fs._call_s3("get_object", Bucket=bucket, Key=k, IfMatch=etag)
                 got = 0
@@ -250,17 +249,46 @@ class S3Backend:
                         if max_bytes is not None and got > max_bytes:
                             raise TooLargeError(
                                 f"{self.url(key)} has more than {max_bytes} bytes: refused")
-                        await loop.run_in_executor(None, consume, chunk, got - len(chunk))
+                        h.update(chunk)
+                        write(chunk, got - len(chunk))
                 return got, h.hexdigest()
+
+            async def fetch(start: int, end: int) -> int:  # end exclusive; bytes written
+                resp = await self.fs._call_s3("get_object", Bucket=bucket, Key=k, IfMatch=etag,
+                                              Range=f"bytes={start}-{end - 1}")
+                pos = start
+                async with resp["Body"] as body:
+                    while chunk := await body.read(CHUNK):  # 1 MiB: stays in the CPU cache
+                        if pos + len(chunk) > end:
+                            raise StoreError(f"{self.url(key)}: the range {start}-{end - 1} "
+                                             "returned more bytes than asked")
+                        write(chunk, pos)
+                        pos += len(chunk)
+                return pos - start
+
+            buf = bytearray(CHUNK)
+
+            def hash_range(start: int, n: int) -> None:  # the written range, in order
+                view, off = memoryview(buf), start
+                while off < start + n:
+                    got = os.preadv(fd, [view[:min(CHUNK, start + n - off)]], off)
+                    if not got:
+                        break
+                    h.update(view[:got])
+                    off += got
+
             window: deque = deque()
             got = 0
 
             async def drain_one() -> None:
                 nonlocal got
-                offset, task = window.popleft()
-                data = await task
-                await loop.run_in_executor(None, consume, data, offset)
-                got += len(data)
+                start, task = window.popleft()
+                n = await task
+                if start != got:  # a short range: the object changed or the server lied
+                    raise StoreError(f"{self.url(key)}: range at {start} arrived after only "
+                                     f"{got} bytes")
+                await loop.run_in_executor(None, hash_range, start, n)
+                got += n
 
             try:
                 for start in range(0, size, part):
