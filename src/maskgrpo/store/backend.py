@@ -146,9 +146,11 @@ def copy_file_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
 
             worker = threading.Thread(target=copy, name="store-copy", daemon=True)
             worker.start()
-            fin.seek(0)
-            hashed, sha = _hash_stream(fin, limit)
-            worker.join()
+            try:
+                fin.seek(0)
+                hashed, sha = _hash_stream(fin, limit)
+            finally:  # never close the files under a running copy (a signal may land here)
+                worker.join()
         if isinstance(copied[0], BaseException):
             raise copied[0]
         return _checked(copied[0], hashed, sha, max_bytes, what or str(src))
