@@ -169,26 +169,6 @@ def _checked(copied: int, hashed: int, sha: str, max_bytes: int | None,
     return hashed, sha
 
 
-def copy_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
-                 what: str = "") -> tuple[int, str]:
-    """Copy ``src`` (a path or a binary file object) to ``dst`` (created or truncated) and hash it
-    in the same pass; TooLargeError naming ``what`` as soon as more than ``max_bytes`` arrive."""
-    h, size = hashlib.sha256(), 0
-    fin = open(src, "rb") if isinstance(src, (str, os.PathLike)) else src
-    try:
-        with open(dst, "wb") as fout:
-            while chunk := fin.read(CHUNK):
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:
-                    raise TooLargeError(f"{what or src} has more than {max_bytes} bytes: refused")
-                h.update(chunk)
-                fout.write(chunk)
-    finally:
-        if fin is not src:
-            fin.close()
-    return size, h.hexdigest()
-
-
 def read_capped(f, max_bytes: int | None, what: str) -> bytes:
     """All of binary file ``f``, or TooLargeError after reading at most ``max_bytes + 1`` bytes."""
     data = f.read() if max_bytes is None else f.read(max_bytes + 1)
