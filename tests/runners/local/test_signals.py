@@ -136,3 +136,21 @@ def test_prefect_runner_logs_json_and_leaves_no_process_behind(tmp_path):
     assert events[-1]["event"] == "summary" and events[-1]["summary"]["run_id"] == "p"
     assert events[-2]["result"]["accuracy"] == events[-1]["summary"]["final"]["accuracy"]
     assert session_processes(proc.pid) == []
+
+
+def test_a_signal_in_a_stage_start_hook_still_names_the_stage(tmp_path):
+    # Interrupted raised by the handler while on_start prints the stage's start line (before the
+    # stage body runs) carries the stage's name, like one raised inside the stage.
+    from maskgrpo.plan import build_plan
+    from maskgrpo.runners.local.plain import Interrupted, execute
+    from maskgrpo.specs import load_run_spec
+
+    calls = build_plan(load_run_spec(PIPELINE, SETS), run_id="t", store=f"file://{tmp_path}")
+
+    def on_start(call):
+        if call.name == "sft":
+            raise Interrupted(signal.SIGTERM)
+
+    with pytest.raises(Interrupted) as stop:
+        execute(calls, open_store(f"file://{tmp_path}"), on_start=on_start)
+    assert stop.value.stage == "sft" and stop.value.exit_code == 143

@@ -85,24 +85,25 @@ def execute(calls: list[StageCall], store: Store, retries: int = 1, on_done: OnD
     """Run ``calls`` in order in this process, each up to ``1 + retries`` times; results by name."""
     results: dict[str, Any] = {}
     for call in calls:
-        if on_start is not None:
-            on_start(call)
-        start = time.perf_counter()
-        for attempt in range(retries + 1):
-            try:
-                results[call.name] = run_stage(call.kind, call.spec, store)
-                break
-            except Interrupted as stop:
-                stop.stage = call.name
-                raise
-            except Exception as err:  # noqa: BLE001  (a stage failure: retried, then raised)
-                if attempt == retries:
-                    raise
-                if on_retry is not None:
-                    on_retry(call, err)
-                time.sleep(1.0)
-        if on_done is not None:
-            on_done(call, results[call.name], time.perf_counter() - start)
+        try:  # a signal anywhere in the call, its start and done hooks included, names the stage
+            if on_start is not None:
+                on_start(call)
+            start = time.perf_counter()
+            for attempt in range(retries + 1):
+                try:
+                    results[call.name] = run_stage(call.kind, call.spec, store)
+                    break
+                except Exception as err:  # noqa: BLE001  (a stage failure: retried, then raised)
+                    if attempt == retries:
+                        raise
+                    if on_retry is not None:
+                        on_retry(call, err)
+                    time.sleep(1.0)
+            if on_done is not None:
+                on_done(call, results[call.name], time.perf_counter() - start)
+        except Interrupted as stop:
+            stop.stage = stop.stage or call.name
+            raise
     return results
 
 
