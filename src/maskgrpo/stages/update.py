@@ -312,8 +312,10 @@ def _commit_distributed(spec: UpdateSpec, store: Store, policy: Policy, result: 
                         digest: str, start: float, state: tuple[dict[str, torch.Tensor], dict]) -> UpdateResult:
     """Rank 0 writes the (gathered) weights and the assembled AdamW state; the others wait."""
     with distributed.gathered(policy.model, spec.model):
-        wall = distributed.all_reduce([time.perf_counter() - start], rank, op="max")[0]  # same on every rank
-        result = result.model_copy(update={"wall_seconds": wall, "weight_digest": weight_digest(policy.model)})
+        # timings: the slowest rank's, so every rank reports the same metrics (KFP outputs)
+        wall, optimize = distributed.all_reduce([time.perf_counter() - start, result.optimize_seconds], rank, op="max")
+        result = result.model_copy(update={"wall_seconds": wall, "optimize_seconds": optimize,
+                                           "weight_digest": weight_digest(policy.model)})
         if rank.is_main:
             with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:
                 save_policy(attempt, policy)
