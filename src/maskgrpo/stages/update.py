@@ -294,7 +294,7 @@ def run(spec: UpdateSpec, store: Store) -> UpdateResult:
     if deepspeed:
         state = stepper.export_optimizer(keep=rank.is_main)  # collective: every rank
         distributed.unwrap(policy)
-        return _commit_distributed(spec, store, policy, result, rank, digest, start, state)
+        return _commit_distributed(spec, store, policy, result, rank, digest, start, state, loaded)
     result = result.model_copy(update={"weight_digest": weight_digest(policy.model)})
     with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:
         writing = time.perf_counter()
@@ -309,12 +309,15 @@ def run(spec: UpdateSpec, store: Store) -> UpdateResult:
 
 
 def _commit_distributed(spec: UpdateSpec, store: Store, policy: Policy, result: UpdateResult, rank: Rank,
-                        digest: str, start: float, state: tuple[dict[str, torch.Tensor], dict]) -> UpdateResult:
-    """Rank 0 writes the (gathered) weights and the assembled AdamW state; the others wait."""
+                        digest: str, start: float, state: tuple[dict[str, torch.Tensor], dict],
+                        loaded: float) -> UpdateResult:
+    """Rank 0 writes the (gathered) weights and the assembled AdamW state; the others wait.
+    ``store_seconds``: the loads only (``loaded``; the gathered write is inside the wall)."""
     with distributed.gathered(policy.model, spec.model):
         # timings: the slowest rank's, so every rank reports the same metrics (KFP outputs)
-        wall, optimize = distributed.all_reduce([time.perf_counter() - start, result.optimize_seconds], rank, op="max")
-        result = result.model_copy(update={"wall_seconds": wall, "optimize_seconds": optimize,
+        wall, optimize, loads = distributed.all_reduce([time.perf_counter() - start, result.optimize_seconds, loaded],
+                                                       rank, op="max")
+        result = result.model_copy(update={"wall_seconds": wall, "optimize_seconds": optimize, "store_seconds": loads,
                                            "weight_digest": weight_digest(policy.model)})
         if rank.is_main:
             with store.begin(spec.run_id, STAGE, spec.round, digest) as attempt:

@@ -36,8 +36,17 @@ def _metrics(store: Store, run_id: str, call: StageCall) -> dict[str, Any]:
     return store.open(run_id, call.output, call.round).get_json(METRICS)
 
 
-def time_breakdown(store: Store, run_id: str, calls: list[StageCall], wall_seconds: float) -> dict[str, Any]:
-    """Where the run's time went, from what the stages record in metrics.json.
+METRIC_KINDS = ("sft", "rollout", "score", "update", "evaluate")  # the stage kinds that commit metrics.json
+
+
+def stage_metrics(store: Store, run_id: str, calls: list[StageCall]) -> dict[str, dict[str, Any]]:
+    """Each stage's committed metrics.json by call name, read once for the whole summary."""
+    return {c.name: _metrics(store, run_id, c) for c in calls if c.kind in METRIC_KINDS}
+
+
+def time_breakdown(metrics: dict[str, dict[str, Any]], calls: list[StageCall], wall_seconds: float) -> dict[str, Any]:
+    """Where the run's time went, from what the stages record in metrics.json (``metrics``:
+    ``stage_metrics``).
 
     ``parts``: rollout generation, old (+ reference) log-probs, update optimisation, store I/O of
     rollout and update (policy loads, tensor writes), the other stage kinds' whole wall time (sft,
@@ -48,9 +57,9 @@ def time_breakdown(store: Store, run_id: str, calls: list[StageCall], wall_secon
     parts = {"rollout (generation)": 0.0, "old log-probs": 0.0, "update (optimizer)": 0.0, "store I/O": 0.0}
     other = 0.0
     for call in calls:
-        if call.kind not in ("sft", "rollout", "score", "update", "evaluate"):
+        if call.kind not in METRIC_KINDS:
             continue
-        m = _metrics(store, run_id, call)
+        m = metrics[call.name]
         wall = float(m.get("wall_seconds", 0.0))
         per_kind[call.kind] = per_kind.get(call.kind, 0.0) + wall
         if call.kind == "rollout":
@@ -74,17 +83,18 @@ def time_breakdown(store: Store, run_id: str, calls: list[StageCall], wall_secon
 def build_summary(run: RunSpec, store: Store, run_id: str, calls: list[StageCall], wall_seconds: float,
                   processes: int = 1) -> dict[str, Any]:
     """``wall_seconds``: every process's time on the run (``processes`` of them)."""
-    evaluations = [(c.round, _metrics(store, run_id, c)) for c in calls if c.kind == "evaluate"]
-    updates = {c.round: _metrics(store, run_id, c) for c in calls if c.kind == "update"}
+    metrics = stage_metrics(store, run_id, calls)
+    evaluations = [(c.round, metrics[c.name]) for c in calls if c.kind == "evaluate"]
+    updates = {c.round: metrics[c.name] for c in calls if c.kind == "update"}
     lengths: dict[int, list[float]] = {}
     for c in calls:
         if c.kind == "rollout":
-            lengths.setdefault(c.round, []).append(_metrics(store, run_id, c)["completion_length_mean"])
+            lengths.setdefault(c.round, []).append(metrics[c.name]["completion_length_mean"])
     rounds = []
     for call in calls:
         if call.kind != "score":
             continue
-        score, update = _metrics(store, run_id, call), updates[call.round]
+        score, update = metrics[call.name], updates[call.round]
         rounds.append({
             "round": call.round, "reward_mean": score["reward_mean"], "reward_std": score["reward_std"],
             "zero_std_ratio": score["zero_std_ratio"], "rollout_accuracy": score["accuracy"], "kl": update["kl"],
@@ -93,7 +103,7 @@ def build_summary(run: RunSpec, store: Store, run_id: str, calls: list[StageCall
             "completion_length": fmean(lengths[call.round]),
         })
     pick = lambda m: {"accuracy": m["accuracy"], "reward_mean": m["reward_mean"]}  # noqa: E731
-    final = updates[max(updates)]["weight_digest"] if updates else _metrics(store, run_id, calls[0])["weight_digest"]
+    final = updates[max(updates)]["weight_digest"] if updates else metrics[calls[0].name]["weight_digest"]
     return {
         "run_id": run_id,
         "pipeline": run.name,
@@ -106,7 +116,7 @@ def build_summary(run: RunSpec, store: Store, run_id: str, calls: list[StageCall
         "final_weight_digest": final,
         "wall_seconds": wall_seconds,
         "processes": processes,
-        "time": time_breakdown(store, run_id, calls, wall_seconds),
+        "time": time_breakdown(metrics, calls, wall_seconds),
         **retrain_summary(store, run_id, calls),
     }
 
