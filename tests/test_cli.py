@@ -126,6 +126,8 @@ def test_list_names_descriptions_and_params(capsys):
     assert main(["list", "tasks"]) == 0
     out = capsys.readouterr().out
     assert "sort " in out and "params: length=8, digits=10" in out and "countdown-lite" in out
+    lines = {line.split()[0]: line.split()[1] for line in out.splitlines() if not line.startswith(" ")}
+    assert lines["sort"] == "[text]" and lines["toy-geneval"] == "[image]" and lines["geneval"] == "[image]"
     assert main(["list", "rewards"]) == 0
     out = capsys.readouterr().out
     assert "sort_exact" in out and "params: answer_tag=None" in out and "params: url, timeout=30.0" in out

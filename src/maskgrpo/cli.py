@@ -460,7 +460,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             except ImportError as err:  # an optional dependency of that one entry
                 rows.append((name, "", f"(cannot import: {err})"))
                 continue
-            rows.append((name, _signature(obj, keyword_only=args.what == "rewards"), _first_line(obj)))
+            modality = getattr(obj, "modality", None) if args.what == "tasks" else None
+            rows.append((name, _signature(obj, keyword_only=args.what == "rewards"),
+                         (f"[{modality}] " if isinstance(modality, str) else "") + _first_line(obj)))
     elif args.what == "estimators":
         import re
 

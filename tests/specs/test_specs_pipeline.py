@@ -104,3 +104,25 @@ def test_image_ids_are_read_only_by_the_mmada_layout(capsys):
     assert main(["validate", TOY_TEXT, "--set", "model.special_tokens.soi_id=5"]) == 2
     assert capsys.readouterr().err.strip() == (f"maskgrpo: error: {TOY_TEXT}: model.special_tokens.soi_id: read only with "
                                                "image.layout 'mmada' (a text run has no image layout)")
+
+
+def test_a_task_of_the_other_modality_is_refused(capsys):
+    # tasks declare the modality their prompts ask for (tasks/base.py): an image task in a text
+    # document (and a text task in an image one) would build the wrong sequences at the first stage
+    code, lines = _validate(capsys, "--set", "task.name=toy-geneval", "--set", "task.params={}")
+    assert (code, lines) == (2, [f"{TOY_TEXT}: task.name: task 'toy-geneval' makes image prompts (modality 'image'); "
+                                 "this document's modality is 'text'"])
+    image_doc = str(ROOT / "pipelines" / "toy-image.yaml")
+    assert main(["validate", image_doc]) == 0
+    capsys.readouterr()
+    assert main(["validate", image_doc, "--set", "task.name=sort", "--set", "task.params={}"]) == 2
+    assert capsys.readouterr().err.strip() == (f"maskgrpo: error: {image_doc}: task.name: task 'sort' makes text prompts "
+                                               "(modality 'text'); this document's modality is 'image'")
+
+
+def test_every_builtin_task_declares_its_modality():
+    from maskgrpo.tasks import list_tasks, task_modality
+
+    modalities = {name: task_modality(name) for name in list_tasks()}
+    assert {n for n, m in modalities.items() if m == "image"} == {"toy-geneval", "geneval"}
+    assert all(m == "text" for n, m in modalities.items() if n not in {"toy-geneval", "geneval"})

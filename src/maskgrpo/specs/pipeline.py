@@ -87,6 +87,12 @@ class RunSpec(_Spec):
             raise ValueError("model.source 'builtin:tiny' is untrained: enable sft or give a checkpoint")
         if (self.modality == "image") != (self.image is not None):
             raise ValueError("modality 'image' needs an image section (and only it may have one)")
+        from maskgrpo.tasks import task_modality  # lazy, as the task name and params checks
+
+        wants = task_modality(self.task.name)
+        if wants is not None and wants != self.modality:
+            raise _field_errors("RunSpec", (("task", "name"), f"task {self.task.name!r} makes {wants} prompts "
+                                f"(modality {wants!r}); this document's modality is {self.modality!r}", self.task.name))
         for name, sampler in (("rl.sampler", self.rl.sampler), ("evaluate.sampler", self.evaluate.sampler)):
             if sampler.kind != self.modality:
                 raise ValueError(f"{name}: a {sampler.kind} sampler in a {self.modality} run (kind must be {self.modality!r})")

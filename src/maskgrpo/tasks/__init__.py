@@ -25,6 +25,7 @@ __all__ = [
     "get_task",
     "list_tasks",
     "split_of",
+    "task_modality",
 ]
 
 ENTRY_POINT_GROUP = "maskgrpo.tasks"
@@ -77,6 +78,13 @@ def answer_tokens(name: str, params: dict[str, Any]) -> int | None:
     if getattr(_REGISTRY.load(name), "answer_tokens", None) is None:
         return None
     return get_task(name, **params).answer_tokens
+
+
+def task_modality(name: str) -> str | None:
+    """The modality task ``name``'s prompts ask for ("text" or "image"), read off its class without
+    building it; None for a plugin that does not declare one (nothing is checked then)."""
+    modality = getattr(_REGISTRY.load(name), "modality", None)
+    return modality if isinstance(modality, str) else None
 
 
 def get_task(name: str, **params: Any) -> Task:

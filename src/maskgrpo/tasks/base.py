@@ -48,6 +48,7 @@ class Task(Protocol):
     name: str
     reward: str
     completion_length: int
+    modality: str  # "text" or "image": the kind of output its prompts ask for (RunSpec checks it)
 
     def examples(self, split: Split, n: int, seed: int) -> list[Example]: ...
 
@@ -99,6 +100,7 @@ class GeneratedTask:
     reward: str
     completion_length: int
     answer_tokens: int | None = None  # None: not declared (nothing is checked)
+    modality: str = "text"  # image tasks say "image"; `maskgrpo validate` refuses a mismatched run
     eval_permille: int = 100  # 10% of the problem space is held out for evaluation
     enumerate_limit: int = 200_000  # spaces up to this size are enumerated exactly
     max_draws_per_example: int = 200

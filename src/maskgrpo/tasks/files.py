@@ -182,6 +182,7 @@ class FileTask:
     name: str
     reward: str
     source: str = "a .jsonl, .csv or .parquet file, local or a store URI"  # what path names (for the error)
+    modality: str = "text"  # GenEvalFileTask: "image"
 
     def __init__(self, path: str | Path | None = None, eval_path: str | Path | None = None,
                  eval_permille: int = 100, completion_length: int = 256, instruction: str | None = None) -> None:

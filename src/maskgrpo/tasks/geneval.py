@@ -396,6 +396,7 @@ class ToyGenEvalTask(GeneratedTask):
     """
 
     name = "toy-geneval"
+    modality = "image"
     reward = "geneval_strict"
 
     def __init__(self, grid_size: int = 8, tags: list[str] | tuple[str, ...] = TAGS, placement: str = "random") -> None:

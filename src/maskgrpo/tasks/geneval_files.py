@@ -43,6 +43,7 @@ class GenEvalFileTask(FileTask):
     """GenEval metadata rows (see the module docstring)."""
 
     name = "geneval"
+    modality = "image"
     reward = "http"
     source = "GenEval's evaluation_metadata.jsonl (github.com/djghosh13/geneval, MIT) or rows of its schema"
 
