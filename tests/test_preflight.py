@@ -49,9 +49,62 @@ def test_offline_skips_the_check(tmp_path, capsys):
 
 
 @needs(SUDOKU)
-def test_a_present_dataset_file_passes():
-    run = RunSpec.model_validate({"name": "x", "task": {"name": "sudoku", "params": {"path": str(SUDOKU)}}})
+def test_a_present_dataset_file_passes(tmp_path):
+    # d1's 500-row sudoku file: 445 train / 55 eval rows; a model folder with its own tokenizer
+    run = RunSpec.model_validate({"name": "x", "model": {"source": str(tmp_path)}, "task": {
+        "name": "sudoku", "params": {"path": str(SUDOKU)}, "train_size": 445, "eval_size": 55}})
     assert check_sources(run) == []
+
+
+@needs(SUDOKU)
+def test_a_small_local_file_is_read_for_sizes_and_the_tiny_tokenizer():
+    """The default sizes (2000 / 200) and builtin:tiny on d1's sudoku file: each of the three would
+    stop the run at its first stage (SFT), after the store and orchestrator are up."""
+    run = RunSpec.model_validate({"name": "x", "task": {"name": "sudoku", "params": {"path": str(SUDOKU)}}})
+    problems = check_sources(run)
+    assert [line.split(":")[0] for line in problems] == ["task.train_size", "task.eval_size", "task.params.path"]
+    assert problems[0].endswith("holds 445 examples") and problems[1].endswith("holds 55 examples")
+    assert "has characters '\\nFPST' that builtin:tiny's character tokenizer lacks" in problems[2]
+
+
+def _rows(path: Path, rows: list[str]) -> Path:
+    path.write_text("".join(r + "\n" for r in rows))
+    return path
+
+
+def test_a_users_prompt_answer_file_is_checked_before_running(tmp_path, capsys):
+    doc = ["--set", "task.name=prompt-answer", "--set", "task.train_size=3", "--set", "task.eval_size=1"]
+    good = [f'{{"prompt": "sort:{d}=", "answer": "{"".join(sorted(d))}"}}' for d in ("321", "213", "132")]
+    data = _rows(tmp_path / "mine.jsonl", good)
+    evals = _rows(tmp_path / "eval.jsonl", ['{"prompt": "sort:312=", "answer": "123"}'])
+    ok = [*doc, "--set", f"task.params={{path: {data}, eval_path: {evals}}}"]
+    assert main(["validate", str(PIPELINE), *ok]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(PIPELINE), *ok, "--set", "task.train_size=4"]) == 2
+    assert errors(capsys)[0].startswith("maskgrpo: error: task.train_size: 4 asked, but the train split of ")
+    _rows(data, [*good, '{"prompt": "Sort: 9", "answer": "9"}'])  # an upper-case letter and a new row
+    assert main(["validate", str(PIPELINE), *ok]) == 2
+    assert errors(capsys) == ["maskgrpo: error: task.params.path: prompt 'Sort: 9' has characters 'S' that builtin:tiny's "
+                              "character tokenizer lacks (it knows '0123456789abcdefghijklmnopqrstuvwxyz+-*/=()<>,.:;|? '): "
+                              "rewrite the data or use a model with its own tokenizer"]
+    _rows(data, [*good, '{"prompt": "sort:987654321=", "answer": "123456789"}'])  # 10 tokens: the samplers make 8
+    assert main(["validate", str(PIPELINE), *ok]) == 2
+    assert errors(capsys) == [f"maskgrpo: error: {f}.gen_length: 8 is shorter than the longest answer in the data "
+                              "(10 tokens with its EOS: '123456789')" for f in ("rl.sampler", "evaluate.sampler")]
+    _rows(data, [*good, '{"prompt": "sort:1="}'])  # a row without its answer: named by file and row
+    assert main(["validate", str(PIPELINE), *ok]) == 2
+    assert errors(capsys) == [f"maskgrpo: error: task.params.path: {data}: row 4: column 'answer' is missing "
+                              "(columns: ['prompt'])"]
+
+
+def test_a_file_over_the_read_limit_is_only_checked_to_exist(tmp_path, monkeypatch):
+    import maskgrpo.preflight as preflight
+
+    data = _rows(tmp_path / "mine.jsonl", ['{"prompt": "Sort: 9", "answer": "9"}'])
+    run = RunSpec.model_validate({"name": "x", "task": {"name": "prompt-answer", "params": {"path": str(data)}}})
+    assert len(check_sources(run)) == 3  # sizes (1 row) and the upper-case letter
+    monkeypatch.setattr(preflight, "READ_LIMIT", data.stat().st_size - 1)
+    assert check_sources(run) == []  # read at the first stage instead
 
 
 def test_store_uri_model_source_missing_and_present(tmp_path):

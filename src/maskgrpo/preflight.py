@@ -14,24 +14,32 @@ the field and the URI, and the command exits 2. Checked:
 
 3. A generated task's splits hold ``task.train_size`` / ``task.eval_size`` problems (enumerated
    spaces only, e.g. countdown-lite with small numbers: otherwise the first evaluation fails after SFT).
+4. A file task whose dataset files are all local and together at most ``READ_LIMIT`` bytes is read
+   and parsed now: a row that does not parse names its file and row, the splits must hold
+   ``task.train_size`` / ``task.eval_size`` examples, and with ``model.source: builtin:tiny`` (the
+   character tokenizer, one token per character) every prompt and answer must use its characters
+   and every answer plus its EOS must fit each text sampler's ``gen_length``.
 
-Only existence is checked (a HEAD or a listing, nothing downloaded): a file that exists but does not
-parse still fails at the first stage, naming its file and line. Not checked: ``retrain.data`` (a
-tick's data may land after the document is written) and URLs inside reward params.
+Store objects and larger files are only checked to exist (a HEAD or a listing, nothing
+downloaded): one that does not parse still fails at the first stage, naming its file and line. Not
+checked: ``retrain.data`` (a tick's data may land after the document is written) and URLs inside
+reward params.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from maskgrpo.specs import RunSpec
+    from maskgrpo.tasks.files import FileTask
 
 __all__ = ["check_sources", "check_model_source", "check_dataset"]
 
 BUILTIN = "builtin:tiny"
 DATASET_PARAMS = ("path", "eval_path")
+READ_LIMIT = 64 << 20  # local dataset files up to this many bytes in all are parsed by the check
 
 
 def _store_error(err: Exception) -> str:
@@ -101,23 +109,69 @@ def _task_datasets(run: "RunSpec") -> list[tuple[str, str | Path]]:
 
 
 def check_split_sizes(run: "RunSpec") -> list[str]:
-    """Problems with the sizes asked of an enumerated generated task's splits (file tasks: skipped,
-    counting their rows means reading the data)."""
+    """Problems with the sizes asked of an enumerated generated task's splits, and of a file task
+    whose data is small and local (``check_local_file_task``)."""
     from maskgrpo.tasks import get_task
     from maskgrpo.tasks.base import GeneratedTask
+    from maskgrpo.tasks.files import FileTask
 
     try:
         task = get_task(run.task.name, **run.task.params)
     except ValueError as err:  # a value the task refuses, e.g. a file task without its path
         return [f"task.params: {err}"]
+    if isinstance(task, FileTask):
+        return check_local_file_task(run, task)
     if not isinstance(task, GeneratedTask) or not task._enumerable():
         return []
+    return _split_shortfalls(run, task, "problems")
+
+
+def _split_shortfalls(run: "RunSpec", task: Any, what: str) -> list[str]:
     out = []
     for field, split, asked in (("task.train_size", "train", run.task.train_size), ("task.eval_size", "eval", run.task.eval_size)):
         have = task.split_size(split)
         if asked > have:
-            out.append(f"{field}: {asked} asked, but the {split} split of {task!r} holds {have} problems")
+            out.append(f"{field}: {asked} asked, but the {split} split of {task!r} holds {have} {what}")
     return out
+
+
+def check_local_file_task(run: "RunSpec", task: "FileTask") -> list[str]:
+    """Item 4 of the module docstring; [] when a dataset is a store URI or the files are too large
+    to read now (they are read at the first stage)."""
+    from maskgrpo.tasks import CharTokenizer
+    from maskgrpo.tasks.files import is_uri
+
+    paths = [p for p in (task.path, task.eval_path) if p is not None]
+    if any(is_uri(p) for p in paths) or not all(Path(p).is_file() for p in paths) \
+            or sum(Path(p).stat().st_size for p in paths) > READ_LIMIT:
+        return []
+    try:
+        out = _split_shortfalls(run, task, "examples")
+    except (ValueError, OSError) as err:  # a row that does not parse: the task names file and row
+        return [f"task.params.path: {str(err).splitlines()[0]}"]
+    if run.model.source != BUILTIN or run.modality != "text":
+        return out
+    tokenizer = CharTokenizer()
+    examples = task.split_examples("train") + task.split_examples("eval")
+    known = set(tokenizer.chars)
+    for ex in examples:
+        for part, text in (("prompt", ex.prompt), ("answer", ex.answer)):
+            bad = sorted(set(text) - known)
+            if bad:
+                return out + [f"task.params.path: {part} {_clip(text)!r} has characters {''.join(bad)!r} that "
+                              f"builtin:tiny's character tokenizer lacks (it knows {tokenizer.chars!r}): "
+                              "rewrite the data or use a model with its own tokenizer"]
+    longest = max(examples, key=lambda ex: len(ex.answer), default=None)
+    if longest is not None:
+        for field, sampler in (("rl.sampler", run.rl.sampler), ("evaluate.sampler", run.evaluate.sampler)):
+            if sampler.gen_length < len(longest.answer) + 1:
+                out.append(f"{field}.gen_length: {sampler.gen_length} is shorter than the longest answer in the "
+                           f"data ({len(longest.answer) + 1} tokens with its EOS: {_clip(longest.answer)!r})")
+    return out
+
+
+def _clip(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def check_sources(run: "RunSpec", store_uri: str | None = None) -> list[str]:
