@@ -682,13 +682,12 @@ EXIT_CODES = """exit status:
 every error is one line; --debug shows the traceback"""
 
 
-def _flag_wording(args: argparse.Namespace, message: str) -> str:
-    """On the commands with ``--trust-remote-code`` (merge, export, models export), errors from the
-    model loaders name that flag, not the pipeline field ``model.trust_remote_code``."""
-    if not hasattr(args, "trust_remote_code"):
-        return message
-    return (message.replace("set model.trust_remote_code to the", "pass --trust-remote-code with the")
-                   .replace("model.trust_remote_code", "--trust-remote-code"))
+def _flag_wording(args: argparse.Namespace, err: Exception) -> str:
+    """On the commands with ``--trust-remote-code`` (merge, export, models export), a refusal of the
+    model loaders names that flag, not the pipeline field (models/remote_code.py)."""
+    from maskgrpo.models.remote_code import RemoteCodeError
+
+    return err.for_flag() if hasattr(args, "trust_remote_code") and isinstance(err, RemoteCodeError) else str(err)
 
 
 def _port(text: str) -> int:
@@ -731,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # invalid documents and arguments: nothing was written
         if args.debug:
             raise
-        return _fail(_flag_wording(args, str(err)), 2)
+        return _fail(_flag_wording(args, err), 2)
     except (StoreError, FileNotFoundError, RuntimeError) as err:
         if args.debug:
             raise

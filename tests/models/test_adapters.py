@@ -129,8 +129,12 @@ def test_remote_code_checkpoint_needs_pinned_trust_remote_code(remote_checkpoint
     assert adapter_for(remote_checkpoint) == "remote"
     with pytest.raises(ValueError, match="trust_remote_code"):
         load_model(remote_checkpoint)
-    with pytest.raises(CodePinError, match=r"must pin the code files"):
+    with pytest.raises(CodePinError, match=r"must pin the code files") as refused:
         load_model(remote_checkpoint, trust_remote_code=True)
+    # the document field by default; the merge/export commands ask for the flag's wording
+    assert str(refused.value).endswith(": model.trust_remote_code must pin the code files as {file: sha256} "
+                                       "(printed by `maskgrpo import`); true alone would run any code")
+    assert refused.value.for_flag() == str(refused.value).replace("model.trust_remote_code", "--trust-remote-code")
     with pytest.raises(ValidationError, match=r"trust_remote_code: true would run any code"):
         ModelSpec(source=str(remote_checkpoint), trust_remote_code=True)
 

@@ -130,7 +130,7 @@ def load_tiny(path: Path, dtype: torch.dtype, trust_remote_code: bool, quantizat
 def load_bidirectional(path: Path, dtype: torch.dtype, trust_remote_code, quantization_config=None) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
-    from maskgrpo.models.remote_code import remote_code_allowed
+    from maskgrpo.models.remote_code import RemoteCodeError, remote_code_allowed
 
     backbone = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quantization_config,
                                                     trust_remote_code=remote_code_allowed(path, trust_remote_code))
@@ -163,11 +163,11 @@ def load_native(path: Path, dtype: torch.dtype, trust_remote_code, quantization_
 def load_remote_code(path: Path, dtype: torch.dtype, trust_remote_code, quantization_config=None) -> nn.Module:
     from transformers import AutoModel
 
-    from maskgrpo.models.remote_code import remote_code_allowed
+    from maskgrpo.models.remote_code import RemoteCodeError, remote_code_allowed
 
     if not trust_remote_code:
-        raise ValueError(f"{path}: the remote adapter runs the checkpoint's own modelling code; set "
-                         "model.trust_remote_code to the {file: sha256} pins `maskgrpo import` printed (read that code first)")
+        raise RemoteCodeError(f"{path}: the remote adapter runs the checkpoint's own modelling code; {{set}} "
+                              "the {file: sha256} pins `maskgrpo import` printed (read that code first)")
     if not remote_code_allowed(path, trust_remote_code):
         raise FileNotFoundError(f"{path}: the remote adapter needs the checkpoint's *.py files; the folder has none")
     backbone = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=True,
