@@ -155,6 +155,8 @@ def test_the_kfp_resolve_step_ends_cleanly_with_skip_while_the_lease_is_held(tic
         resolve.main(argv[:2])
     store.registry("toy-sort").release_lease("t1")
     assert resolve.main(argv) == 0 and out["skip"].read_text() == "false"
+    t3 = calls("t3")["resolve"].spec.model_dump_json()  # t2 holds the lease now; --flag=value is the same flag
+    assert resolve.main(["--spec", t3, f"--skip-path={out['skip']}"]) == 0 and out["skip"].read_text() == "true"
     assert store.open("t2", "resolve", 0).get_json("resolved.json")["champion"] is None
 
 

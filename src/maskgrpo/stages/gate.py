@@ -17,8 +17,6 @@ as its summary and ``true``/``false`` to ``--promote-path`` for the pipeline's `
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -98,18 +96,9 @@ def run(spec: GateSpec, store: Store) -> GateResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from maskgrpo.stages.main import read_spec_arg, stage_main
+    from maskgrpo.stages.main import read_spec_arg, split_flags, stage_main
 
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--promote-path")
-    parser.add_argument("--summary-path")
-    parser.add_argument("--spec")
-    parser.add_argument("--run-id", default="")
-    known, _ = parser.parse_known_args(argv)
-    rest = list(sys.argv[1:] if argv is None else argv)
-    if known.promote_path:  # drop the gate's own argument before the shared main parses the rest
-        i = rest.index("--promote-path")
-        rest = rest[:i] + rest[i + 2:]
+    known, rest = split_flags(argv, ("--promote-path",), ("--summary-path", "--spec", "--run-id"))
     code = stage_main(STAGE, GateSpec, run, rest)
     if code == 0 and (known.promote_path or known.summary_path):
         raw = read_spec_arg(known.spec)

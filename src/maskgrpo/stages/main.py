@@ -29,6 +29,22 @@ def read_spec_arg(value: str) -> dict[str, Any]:
         raise SystemExit(f"--spec is not valid JSON: {err}") from None
 
 
+def split_flags(argv: list[str] | None, own: tuple[str, ...], shared: tuple[str, ...] = ()) -> tuple[argparse.Namespace, list[str]]:
+    """A stage's own output flags (e.g. resolve's ``--skip-path``) taken out of ``argv`` in either
+    spelling (``--f V``, ``--f=V``), plus the values of ``shared`` flags that stay for
+    ``stage_main`` (e.g. ``--summary-path``): (values, the arguments ``stage_main`` parses)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    mine = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in own:
+        mine.add_argument(flag)
+    values, rest = mine.parse_known_args(argv)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in shared:
+        common.add_argument(flag, default="" if flag == "--run-id" else None)
+    vars(values).update(vars(common.parse_known_args(rest)[0]))
+    return values, rest
+
+
 def stage_main(kind: str, spec_cls: type[BaseModel], run: Callable[[Any, Store], BaseModel], argv: list[str] | None = None) -> int:
     """Parse ``--spec``, validate, open the store, run, write the KFP UI outputs (stages/outputs.py)."""
     parser = argparse.ArgumentParser(prog=f"python -m maskgrpo.stages.{kind}", description=f"Run the {kind} stage.")

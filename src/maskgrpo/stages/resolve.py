@@ -148,20 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     """The stage main; ``--skip-path P`` (the KFP component): a held lease is a clean exit 0 with
     ``true`` in P (``false`` after a normal resolve), the holder named in the summary, so the
     pipeline's ``dsl.If`` skips the rest of the tick and the run ends as skipped, not failed."""
-    import argparse
     import sys
 
-    from maskgrpo.stages.main import stage_main
+    from maskgrpo.stages.main import split_flags, stage_main
     from maskgrpo.stages.outputs import write_kfp_outputs
 
-    parser = argparse.ArgumentParser(add_help=False)
-    for flag in ("--skip-path", "--summary-path", "--metrics-path", "--executor-input"):
-        parser.add_argument(flag)
-    known, _ = parser.parse_known_args(argv)
-    rest = list(sys.argv[1:] if argv is None else argv)
-    if known.skip_path:  # drop the resolve's own argument before the shared main parses the rest
-        i = rest.index("--skip-path")
-        rest = rest[:i] + rest[i + 2:]
+    known, rest = split_flags(argv, ("--skip-path",), ("--summary-path", "--metrics-path", "--executor-input"))
     try:
         code = stage_main(STAGE, ResolveSpec, run, rest)
     except LeaseHeld as err:
