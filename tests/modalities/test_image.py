@@ -75,6 +75,28 @@ def test_report_grid_decodes_mmada_codes_through_the_configured_decoder(tmp_path
     for r in range(2):  # the prompt text is drawn at the left of its row
         label = sheet.crop((0, r * 100 + 2, 240, r * 100 + 98))
         assert min(sum(p) for p in label.getdata()) < 200
+    # evaluate scores every row (reward_inputs), then draws the first ones: one decoder load and
+    # one decode per distinct code text in all, not a second pass for the report
+    import maskgrpo.models.vq as vq
+
+    calls = {"load": 0, "rows": 0}
+    real_load, real_decode = vq.load_decoder, vq.decode_images
+
+    def load(*a, **k):
+        calls["load"] += 1
+        return real_load(*a, **k)
+
+    def decode(decoder, codes, *a, **k):
+        calls["rows"] += codes.shape[0]
+        return real_decode(decoder, codes, *a, **k)
+
+    fresh = get_modality(image)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vq, "load_decoder", load)
+        mp.setattr(vq, "decode_images", decode)
+        images = fresh.reward_inputs([r["completion"] for r in rows] + [rows[0]["completion"]])
+        assert fresh.report_files(rows, num_samples=2) == files
+    assert calls == {"load": 1, "rows": 3} and images[0] is images[3]
     # without a decoder the same codes draw nothing (not a toy grid), as before
     assert get_modality(ImageSpec(layout="mmada", grid_size=2, codebook_size=8192)).report_files(rows, 2) == {}
 

@@ -115,6 +115,8 @@ class ImageModality:
         self.image = image
         self.special_tokens = special_tokens
         self.eval_repeats = self.image.eval_images_per_prompt
+        self._decoder: Any = None  # image.decoder, loaded on first use
+        self._decoded: dict[str, Any] = {}  # code text -> image, of the last reward_inputs call
 
     def layout(self, tokenizer: Any) -> ImageLayout:
         return image_layout(self.image, tokenizer, self.special_tokens)
@@ -183,20 +185,32 @@ class ImageModality:
         return [codes_to_text(row, layout.codebook_size) for row in layout.codes_of(input_ids.cpu()).tolist()]
 
     def reward_inputs(self, completions: list[str]) -> list:
-        """Code text decoded to RGB PIL images through ``image.decoder`` (models/vq.py), or as is."""
-        spec = self.image.decoder
-        if spec is None or not completions:
+        """Code text decoded to RGB PIL images through ``image.decoder`` (models/vq.py), or as is.
+        Each distinct code text is decoded once; the last call's images are kept for
+        ``report_files`` (evaluate scores every row, then shows the first ones: no second decode)."""
+        if self.image.decoder is None or not completions:
             return completions
-        from maskgrpo.models.loading import local_source, parse_store_source
-        from maskgrpo.models.vq import decode_images, load_decoder
+        wanted = list(dict.fromkeys(completions))
+        missing = [c for c in wanted if c not in self._decoded]
+        decoded = dict(zip(missing, self._decode(missing))) if missing else {}
+        self._decoded = {c: self._decoded[c] if c in self._decoded else decoded[c] for c in wanted}
+        return [self._decoded[c] for c in completions]
 
-        if parse_store_source(spec.source) is None and not Path(spec.source).is_dir():
-            raise FileNotFoundError(f"image.decoder.source {spec.source!r} is neither a store URI nor a folder")
-        device = spec.device if spec.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        decoder = load_decoder(spec.class_path, str(local_source(spec.source)), device)
+    def _decode(self, completions: list[str]) -> list:
+        spec = self.image.decoder
+        if self._decoder is None:
+            from maskgrpo.models.loading import local_source, parse_store_source
+            from maskgrpo.models.vq import load_decoder
+
+            if parse_store_source(spec.source) is None and not Path(spec.source).is_dir():
+                raise FileNotFoundError(f"image.decoder.source {spec.source!r} is neither a store URI nor a folder")
+            device = spec.device if spec.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+            self._decoder = load_decoder(spec.class_path, str(local_source(spec.source)), device)
+        from maskgrpo.models.vq import decode_images
+
         slots = self.image.grid_size * self.image.grid_size
         codes = torch.tensor([text_to_codes(c, slots, self.image.codebook_size) for c in completions], dtype=torch.long)
-        return decode_images(decoder, codes, spec.batch_size, codebook_size=self.image.codebook_size)
+        return decode_images(self._decoder, codes, spec.batch_size, codebook_size=self.image.codebook_size)
 
     def report_files(self, rows: list[dict], num_samples: int) -> dict[str, bytes]:
         """The first ``num_samples`` prompts' images as a labelled PNG grid: a row per prompt with
