@@ -135,9 +135,12 @@ def base_source(source: str) -> str:
 
     from maskgrpo.models.lora import ADAPTER_CONFIG
 
-    if source == "builtin:tiny" or not (local_source(source) / ADAPTER_CONFIG).exists():
+    if source == "builtin:tiny":
         return source
-    base = json.loads((local_source(source) / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    config = local_source(source) / ADAPTER_CONFIG
+    if not config.exists():
+        return source
+    base = json.loads(config.read_text()).get("base_model_name_or_path")
     if not base or base == source:
         raise ValueError(f"model.source {source!r}: LoRA adapters whose {ADAPTER_CONFIG} records no base model "
                          "(base_model_name_or_path)")
