@@ -25,6 +25,7 @@ adapters on top; so "adapters disabled" is the SFT policy, not the pre-SFT base.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -39,9 +40,11 @@ MERGED_DIR = "merged"  # merged/<k>/: adapters already folded into the base, in 
 
 
 def is_lora(model: nn.Module) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
+    """Whether ``model`` carries LoRA adapters (a peft ``PeftModel``). Without peft imported no
+    model can be one, so this never imports it: the runtime install (no 'train' extra) runs the
+    tiny model's stages, which ask."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
 
 
 def linear_targets(model: nn.Module) -> list[str]:
