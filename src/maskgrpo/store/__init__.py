@@ -6,7 +6,8 @@ compare-and-swap (attempt.py documents the rule for concurrent commits); readers
 digest per file: xxh3_128 for new commits by default, sha256 by option (``MASKGRPO_STORE_DIGEST``)
 and for outputs committed before.  xxh3_128 detects corruption, not a deliberate collision; the
 trust boundary (whoever can write the store can rewrite manifests and pointers) is unchanged,
-and manifests, pointers and registry pins stay sha256 (digest.py states it in full).  Deviations: file:// uses the os module rather than fsspec (local.py says why);
+and manifests, pointers and registry pins stay sha256 (digest.py states it in full).
+Deviations: file:// uses the os module rather than fsspec (local.py says why);
 ``gc`` also removes attempts superseded by a later spec, and spares attempts younger than
 ``min_age_s``.
 
