@@ -13,9 +13,12 @@ times raw and store back to back (same load); the median of the repeats is repor
 seconds and in CPU seconds of this process (its threads included; for s3:// also the SeaweedFS
 server's CPU).  ``ratio`` = raw time / store time (1.0: as fast as the raw copy).
 
-For file:// the sha256 of the same files alone is timed too: every byte is hashed on save and on
-load, so ``bound_ratio_cpu`` = raw CPU / (raw CPU + 2 x sha256 CPU) is the best CPU ratio any
-implementation that keeps the manifest's sha256 can reach.
+The store is timed once per per-file digest of ``--digests`` (default both: xxh3_128, the
+default of new commits, and sha256, the option; store/digest.py), each in the same repeat as the
+raw copy, so ``store``, ``ratio``, ``digest_only`` and ``bound_ratio_cpu`` are keyed by digest.
+For file:// each digest of the same files alone is timed too: every byte is hashed on save and
+on load, so ``bound_ratio_cpu`` = raw CPU / (raw CPU + 2 x digest CPU) is the best CPU ratio any
+implementation that keeps that digest can reach.
 
 ``--before REF`` extracts ``src/`` of that git ref (``git archive``, no worktree) and times its
 store in a child process on the same folders and server.  The 2000 MB case is skipped when the
@@ -77,16 +80,21 @@ def make_checkpoint(folder: Path, size_mb: int) -> list[Path]:
 
 
 def timed(fn, server_pid=None) -> tuple[float, float]:
+    """(wall s, CPU s) of ``fn()``, started with no dirty pages (``os.sync`` first, untimed): the
+    writeback of an earlier round's bytes must not be charged to this one."""
+    os.sync()
     w0, c0 = time.perf_counter(), cpu_s(server_pid)
     fn()
     return time.perf_counter() - w0, cpu_s(server_pid) - c0
 
 
-def store_round(uri: str, folder: Path, work: Path, rnd: int, server_pid=None) -> dict:
-    """One save + load through the store (the code importable as ``maskgrpo``)."""
+def store_round(uri: str, folder: Path, work: Path, rnd: int, server_pid=None,
+                digest: str | None = None) -> dict:
+    """One save + load through the store (the code importable as ``maskgrpo``); ``digest``: the
+    per-file digest of the commit (None: the store's default, and the only way older code runs)."""
     from maskgrpo.store import open_store
 
-    store = open_store(uri)
+    store = open_store(uri) if digest is None else open_store(uri, digest=digest)
     out = work / f"load-{rnd}"
 
     def save():
@@ -171,6 +179,8 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["file", "s3"], choices=["file", "s3"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[50, 500, 2000], help="MB")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--digests", nargs="+", default=["xxh3_128", "sha256"],
+                    choices=["xxh3_128", "sha256"], help="per-file digests of the store to time")
     ap.add_argument("--big-repeats", type=int, default=1, help="repeats of sizes >= 1000 MB")
     ap.add_argument("--part-mb", type=int, help="S3 part size of the store (default: s3.PART_SIZE)")
     ap.add_argument("--range-mb", type=int, help="S3 ranged-GET size (default: s3.RANGE_SIZE)")
@@ -199,7 +209,7 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-store-"))
     result = {"environment": {"cpu_count": os.cpu_count(), "load_average_start": os.getloadavg(),
                               "python": sys.version.split()[0]},
-              "repeats": args.repeats, "before_ref": args.before, "part_mb": args.part_mb, "range_mb": args.range_mb,
+              "repeats": args.repeats, "digests": args.digests, "before_ref": args.before, "part_mb": args.part_mb, "range_mb": args.range_mb,
               "cases": []}
     before_src = before_code(args.before, work / "before") if args.before else None
     try:
@@ -230,25 +240,31 @@ def main() -> None:
                            else f"s3://{TEST_BUCKET}/b-{uuid.uuid4().hex[:8]}")
                     prefix = f"raw-{uuid.uuid4().hex[:8]}"
                     repeats = args.big_repeats if size >= 1000 else args.repeats
-                    raw_rows, store_rows = [], []
+                    raw_rows, store_rows = [], {d: [] for d in args.digests}
                     for i in range(repeats):
                         raw_rows.append(raw_round(backend, folder, work, i,
                                                   (client, TEST_BUCKET, prefix), server_pid))
-                        store_rows.append(store_round(uri, folder, work, i, server_pid))
-                    raw, st = summarize(raw_rows), summarize(store_rows)
+                        for j, d in enumerate(args.digests):
+                            store_rows[d].append(store_round(uri, folder, work,
+                                                             i * len(args.digests) + j,
+                                                             server_pid, digest=d))
+                    raw = summarize(raw_rows)
+                    st = {d: summarize(rows) for d, rows in store_rows.items()}
                     case = {"backend": backend, "size_mb": size, "repeats": repeats,
                             "load_average": os.getloadavg(), "raw": raw, "store": st,
-                            "ratio": ratios(raw, st)}
-                    if backend == "file":  # the floor: every byte is sha256'd on save and load
+                            "ratio": {d: ratios(raw, st[d]) for d in st}}
+                    if backend == "file":  # the floor: every byte is hashed on save and load
                         from maskgrpo.store.backend import hash_file
 
                         files = sorted(p for p in folder.iterdir() if p.is_file())
-                        hw, hc = zip(*(timed(lambda: [hash_file(p) for p in files])
-                                       for _ in range(repeats)))
-                        case["sha256_only"] = {"wall": statistics.median(hw),
-                                               "cpu": statistics.median(hc)}
-                        case["bound_ratio_cpu"] = raw["total_cpu"] / (
-                            raw["total_cpu"] + 2 * case["sha256_only"]["cpu"])
+                        case["digest_only"], case["bound_ratio_cpu"] = {}, {}
+                        for d in args.digests:
+                            hw, hc = zip(*(timed(lambda: [hash_file(p, d) for p in files])
+                                           for _ in range(repeats)))
+                            case["digest_only"][d] = {"wall": statistics.median(hw),
+                                                      "cpu": statistics.median(hc)}
+                            case["bound_ratio_cpu"][d] = raw["total_cpu"] / (
+                                raw["total_cpu"] + 2 * case["digest_only"][d]["cpu"])
                     if before_src is not None:
                         env = {**os.environ, "PYTHONPATH": str(before_src)}
                         got = subprocess.run(
@@ -261,8 +277,8 @@ def main() -> None:
                         case["before_ratio"] = ratios(raw, old)
                     result["cases"].append(case)
                     print(json.dumps({k: case[k] for k in ("backend", "size_mb")}
-                                     | {"ratio_total_wall": case["ratio"]["total_wall"],
-                                        "ratio_total_cpu": case["ratio"]["total_cpu"]}
+                                     | {f"ratio_total_{kind}_{d}": case["ratio"][d][f"total_{kind}"]
+                                        for d in args.digests for kind in ("wall", "cpu")}
                                      | ({"before_ratio_total_wall":
                                          case["before_ratio"]["total_wall"]}
                                         if "before_ratio" in case else {})), flush=True)

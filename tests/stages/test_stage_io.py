@@ -79,6 +79,6 @@ def test_corrupted_rollout_names_the_file(tiny_run, tmp_path):
     with pytest.raises(CorruptOutputError) as info:
         get_stage("update")(tiny_run.spec_in("update_1", store), store)
     assert f"file://{root}/{RUN_ID}/rollout/1/{committed.attempt_id}/{ROLLOUT_FILE}" in str(info.value)
-    assert "sha256" in str(info.value)
+    assert "fails its xxh3_128 check" in str(info.value)  # the default per-file digest
     assert committed_stages(store, RUN_ID) == before
     assert files_under(root) == files  # failed before writing anything

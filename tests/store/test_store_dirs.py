@@ -82,7 +82,7 @@ def test_get_dir_refuses_a_corrupt_file_and_leaves_no_partial_copy(store, tmp_pa
     c = store.open("r1", "update", 1)
     key = f"{attempt_prefix('r1', 'update', 1, c.attempt_id)}/policy/config.json"
     store._b.put(key, b'{"hidden_size": 7}')                   # same size, other bytes
-    with pytest.raises(CorruptOutputError, match="sha256") as e:
+    with pytest.raises(CorruptOutputError, match=store.digest) as e:
         c.get_dir("policy", tmp_path / "local")
     assert c.url("policy/config.json") in str(e.value)
     assert not (tmp_path / "local" / "config.json").exists()

@@ -12,6 +12,7 @@ import os
 import random
 
 import pytest
+import xxhash
 
 from maskgrpo.store import backend as backend_mod
 from maskgrpo.store.backend import CHUNK, copy_file_hashing, hash_file
@@ -20,6 +21,11 @@ from maskgrpo.store.layout import attempt_prefix
 from maskgrpo.store.testing import TEST_BUCKET, s3_client
 
 PART = 5 << 20  # S3's smallest part
+
+
+def _reference(digest: str, data: bytes) -> str:
+    """The digest computed by its own library in one call (not through store/digest.py)."""
+    return xxhash.xxh3_128_hexdigest(data) if digest == "xxh3_128" else hashlib.sha256(data).hexdigest()
 
 
 def _bytes(n: int, seed: int) -> bytes:
@@ -88,16 +94,18 @@ def _folder(tmp_path, sizes: dict[str, int]):
     return folder
 
 
-def test_put_dir_digests_equal_hashlib_and_get_dir_returns_the_bytes(store, tmp_path, copy_mode):
+@pytest.mark.parametrize("digest", ["xxh3_128", "sha256"])
+def test_put_dir_digests_equal_hashlib_and_get_dir_returns_the_bytes(store, tmp_path, copy_mode,
+                                                                     digest):
     sizes = {"config.json": 17, "model-1.safetensors": 3 * CHUNK + 11, "sub/empty.bin": 0}
     folder = _folder(tmp_path, sizes)
+    store.digest = digest  # what open_store(uri, digest=...) sets
     with store.begin("r1", "update", 1, "h") as att:
         att.put_dir("policy", folder)
     c = store.open("r1", "update", 1)
     for name in sizes:
         data = (folder / name).read_bytes()
-        assert c.manifest["files"][f"policy/{name}"] == {
-            "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        assert c.manifest["files"][f"policy/{name}"] == {"size": len(data), digest: _reference(digest, data)}
     out = c.get_dir("policy", tmp_path / "out")
     for name in sizes:
         assert (out / name).read_bytes() == (folder / name).read_bytes()
@@ -130,7 +138,7 @@ def test_s3_multipart_round_trip_reassembles_exactly(s3_store, s3_env, tmp_path,
     with s3_store.begin("r1", "update", 1, "h") as att:
         att.put_dir("policy", folder)
     c = s3_store.open("r1", "update", 1)
-    assert c.manifest["files"]["policy/big.bin"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert c.manifest["files"]["policy/big.bin"]["xxh3_128"] == _reference("xxh3_128", data)
     parts = -(-size // PART)
     assert [m for m, _ in calls].count("upload_part") == parts
     head = s3_client(s3_env["MASKGRPO_S3_ENDPOINT_URL"], s3_env).head_object(

@@ -5,7 +5,7 @@
    run id ``<name>``, stage ``model``, no round) or ``<store-root>/<run_id>/<stage>/<round>`` (a
    run's own stage output, e.g. ``s3://bucket/runs/run1/update/3``). Anything else is a local folder.
 2. ``fetch_with_progress``: the verified copy of a committed folder into the local cache
-   (``Committed.get_dir`` checks every file's size and sha256 and skips files already cached),
+   (``Committed.get_dir`` checks every file's size and digest and skips files already cached),
    with a byte progress bar fed by watching the cache folder grow.
 3. ``HFTokenizer``: a transformers tokenizer behind the small interface the stages use (the toy
    ``CharTokenizer``'s): ``encode_batch_left_padded``, ``encode_completion``, ``decode``,

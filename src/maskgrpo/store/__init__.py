@@ -3,7 +3,11 @@
 Implements docs/design.md, "The store": keys from one pure function (layout.py); each attempt writes
 under its own prefix; ``_MANIFEST.json`` last and create-only; a pointer advanced by
 compare-and-swap (attempt.py documents the rule for concurrent commits); readers verify size and
-sha256 per file.  Deviations: file:// uses the os module rather than fsspec (local.py says why);
+digest per file: xxh3_128 for new commits by default, sha256 by option (``MASKGRPO_STORE_DIGEST``)
+and for outputs committed before.  xxh3_128 detects corruption, not a deliberate collision; the
+trust boundary (whoever can write the store can rewrite manifests and pointers) is unchanged,
+and manifests, pointers and registry pins stay sha256 (digest.py states it in full).
+Deviations: file:// uses the os module rather than fsspec (local.py says why);
 ``gc`` also removes attempts superseded by a later spec, and spares attempts younger than
 ``min_age_s``.
 

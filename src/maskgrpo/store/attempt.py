@@ -3,7 +3,8 @@
 1. Files go under the attempt's own prefix ``<run>/<stage>/<round>/<attempt_id>/``; nothing
    there is ever overwritten (putting a name twice is an error).
 2. ``commit()`` lists the prefix to check every recorded file landed with its size, then writes
-   ``_MANIFEST.json`` last and create-only (sizes, sha256s, spec hash, package version, meta).
+   ``_MANIFEST.json`` last and create-only (sizes, per-file digests of the store's algorithm,
+   store/digest.py; spec hash, package version, meta).
 3. It advances ``_POINTER.json`` by compare-and-swap.  The rule when the pointer already names
    another attempt (a concurrent or earlier commit):
    * same spec hash -> this attempt LOSES cleanly: the pointer is left alone, ``commit()``
@@ -29,11 +30,12 @@ from typing import TYPE_CHECKING
 from maskgrpo import __version__
 
 from . import codecs
+from . import digest as digests
 from .backend import Backend
 from .committed import Committed, load_committed
 from .errors import CorruptOutputError, StoreError
 from .layout import MANIFEST_NAME, attempt_prefix, check_name, pointer_key
-from .manifest import build_manifest, build_pointer, dumps, sha256_hex, utc_now
+from .manifest import build_manifest, build_pointer, dumps, utc_now
 
 if TYPE_CHECKING:
     import torch
@@ -43,11 +45,13 @@ _CAS_TRIES = 50
 
 class Attempt:
     """Write files, then ``commit()``.  As a context manager: a clean exit commits (if not done
-    already, the result is in ``.committed``); an exception commits nothing."""
+    already, the result is in ``.committed``); an exception commits nothing.  ``digest`` names
+    the per-file digest of its files (store/digest.py)."""
 
     def __init__(self, backend: Backend, run_id: str, stage: str, round: int | None,
-                 spec_hash: str, meta: dict, attempt_id: str):
+                 spec_hash: str, meta: dict, attempt_id: str, digest: str = digests.DEFAULT):
         self._backend = backend
+        self.digest = digests.check(digest)
         self.run_id, self.stage, self.round = run_id, stage, round
         self.spec_hash, self.meta, self.attempt_id = spec_hash, meta, attempt_id
         self._prefix = attempt_prefix(run_id, stage, round, attempt_id)
@@ -92,11 +96,11 @@ class Attempt:
             if folder:
                 self._dirs.append(folder)
             for name in names:
-                self._files[name] = {"size": -1, "sha256": ""}
+                self._files[name] = {"size": -1}
 
-    def _record(self, name: str, size: int, sha: str) -> None:
+    def _record(self, name: str, size: int, hexdigest: str) -> None:
         with self._lock:
-            self._files[name] = {"size": size, "sha256": sha}
+            self._files[name] = digests.entry(size, self.digest, hexdigest)
 
     def put_bytes(self, name: str, data: bytes) -> None:
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -104,7 +108,7 @@ class Attempt:
         data = bytes(data)
         self._claim([name])
         self._backend.put(f"{self._prefix}/{name}", data)
-        self._record(name, len(data), sha256_hex(data))
+        self._record(name, len(data), digests.hexdigest(self.digest, data))
 
     def put_json(self, name: str, obj) -> None:
         self.put_bytes(name, codecs.encode_json(obj))
@@ -130,9 +134,10 @@ class Attempt:
                 if not fn.startswith("."):
                     items.append((fn if rel == "." else f"{rel}/{fn}", Path(dirpath) / fn))
         self._claim([f"{name}/{rel}" for rel, _ in items], folder=name)
-        results = self._backend.put_files([(f"{self._prefix}/{name}/{rel}", p) for rel, p in items])
-        for (rel, _), (size, sha) in zip(items, results):
-            self._record(f"{name}/{rel}", size, sha)
+        results = self._backend.put_files([(f"{self._prefix}/{name}/{rel}", p) for rel, p in items],
+                                          digest=self.digest)
+        for (rel, _), (size, hexdigest) in zip(items, results):
+            self._record(f"{name}/{rel}", size, hexdigest)
 
     # -- commit --------------------------------------------------------------------------------
     def _verify_uploaded(self) -> None:

@@ -3,11 +3,12 @@ that picks one by URI scheme (lazy import strings, so s3fs loads only for ``s3:/
 
 Keys are '/'-separated and relative to the store root.  Every backend must provide
 create-only writes and compare-and-swap on one key: that is all the commit protocol needs.
+File transfers (``put_files``, ``get_file``) return each file's (size, hex digest) of the
+algorithm named by ``digest`` (store/digest.py), computed from the bytes as they stream.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Protocol
 
 from maskgrpo.core.registry import LazyRegistry
 
+from . import digest as digests
 from .errors import StoreError, TooLargeError
 
 CHUNK = 1 << 20  # hashing block: larger blocks fall out of the CPU cache between read and hash
@@ -33,9 +35,10 @@ class Backend(Protocol):
     def put(self, key: str, data: bytes) -> None: ...                  # atomic overwrite
     def put_create(self, key: str, data: bytes) -> bool: ...           # False if it exists
     def put_cas(self, key: str, data: bytes, token: str | None) -> bool: ...  # None: create-only
-    def put_files(self, items: list[tuple[str, Path]]) -> list[tuple[int, str]]: ...
-    def get_file(self, key: str, local_path: Path,
-                 max_bytes: int | None = None) -> tuple[int, str] | None: ...
+    def put_files(self, items: list[tuple[str, Path]],
+                  digest: str = "sha256") -> list[tuple[int, str]]: ...   # (size, hex) each
+    def get_file(self, key: str, local_path: Path, max_bytes: int | None = None,
+                 digest: str = "sha256") -> tuple[int, str] | None: ...
     def find(self, prefix: str) -> dict[str, int]: ...                 # key -> size, recursive
     def delete_prefix(self, prefix: str) -> None: ...
 
@@ -60,16 +63,16 @@ def open_backend(uri: str) -> Backend:
     return LazyRegistry("store scheme", BACKENDS).load(scheme).from_uri(uri)  # core/registry.py: the one mechanism
 
 
-def hash_file(path: str | os.PathLike) -> tuple[int, str]:
-    """(size, sha256 hex) of a local file, read in 1 MiB chunks."""
+def hash_file(path: str | os.PathLike, digest: str = "sha256") -> tuple[int, str]:
+    """(size, hex digest) of a local file, read in 1 MiB chunks."""
     with open(path, "rb", buffering=0) as f:
-        return _hash_stream(f)
+        return _hash_stream(f, digest=digest)
 
 
-def _hash_stream(f, limit: int | None = None) -> tuple[int, str]:
-    """(bytes read, sha256 hex) of unbuffered binary file ``f`` from its position, reading at
+def _hash_stream(f, limit: int | None = None, digest: str = "sha256") -> tuple[int, str]:
+    """(bytes read, hex digest) of unbuffered binary file ``f`` from its position, reading at
     most ``limit`` bytes; one reused buffer, no copies."""
-    h, size = hashlib.sha256(), 0
+    h, size = digests.new(digest), 0
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     while limit is None or size < limit:
@@ -114,9 +117,9 @@ def _kernel_copy(src_fd: int, dst_fd: int, count: int) -> int:
 
 
 def copy_file_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
-                      what: str = "") -> tuple[int, str]:
+                      what: str = "", digest: str = "sha256") -> tuple[int, str]:
     """Copy local file ``src`` (a path, or a file object opened unbuffered on a regular file) to
-    ``dst`` (created or truncated) and return the (size, sha256) of the bytes copied.
+    ``dst`` (created or truncated) and return the (size, hex digest) of the bytes copied.
 
     The copy runs in the kernel in a second thread while this one hashes the same open file
     (one ``open``, so a rename over ``src`` midway cannot mix two files): about half the CPU of a
@@ -135,7 +138,7 @@ def copy_file_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
             if size < _THREAD_MIN:  # small: a second thread costs more than it overlaps
                 copied.append(_kernel_copy(fin.fileno(), fout.fileno(), limit))
                 fin.seek(0)
-                hashed, sha = _hash_stream(fin, limit)
+                hashed, sha = _hash_stream(fin, limit, digest)
                 return _checked(copied[0], hashed, sha, max_bytes, what or str(src))
 
             def copy():
@@ -148,7 +151,7 @@ def copy_file_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
             worker.start()
             try:
                 fin.seek(0)
-                hashed, sha = _hash_stream(fin, limit)
+                hashed, sha = _hash_stream(fin, limit, digest)
             finally:  # never close the files under a running copy (a signal may land here)
                 worker.join()
         if isinstance(copied[0], BaseException):

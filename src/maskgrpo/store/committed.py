@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import codecs
+from . import digest as digests
 from .backend import Backend
 from .dircache import sync_dir
 from .errors import CorruptOutputError, StoreError
@@ -21,7 +22,8 @@ class Committed:
     """The committed attempt of one stage output.
 
     ``uri`` is the attempt's folder; ``manifest`` the full validated manifest; ``meta`` and
-    ``spec_hash`` come from it.  Reads check size and sha256 lazily, per file.
+    ``spec_hash`` come from it.  Reads check size and digest lazily, per file, with the algorithm
+    its manifest entry names (sha256 for outputs committed before store/digest.py).
     """
 
     def __init__(self, backend: Backend, run_id: str, stage: str, round: int | None,
@@ -60,10 +62,11 @@ class Committed:
         if len(data) != entry["size"]:
             raise CorruptOutputError(
                 f"{self.url(name)} has {len(data)} bytes, its manifest says {entry['size']}")
-        sha = sha256_hex(data)
-        if sha != entry["sha256"]:
+        alg, want = digests.of_entry(entry)
+        got = digests.hexdigest(alg, data)
+        if got != want:
             raise CorruptOutputError(
-                f"{self.url(name)} fails its sha256 check: {sha} != manifest {entry['sha256']}")
+                f"{self.url(name)} fails its {alg} check: {got} != manifest {want}")
         return data
 
     def _decode(self, name: str, decode, what: str):
@@ -90,7 +93,7 @@ class Committed:
 
     def get_dir(self, name: str, local_dir: str | Path) -> Path:
         """Download (and verify) a folder put with ``put_dir`` into ``local_dir``; files already
-        there from an earlier ``get_dir`` with the same sha256 are not fetched again."""
+        there from an earlier ``get_dir`` with the same digest are not fetched again."""
         if name not in self.manifest["dirs"]:
             raise StoreError(f"{self.url(name)} is not a folder of the committed output "
                              f"{self.uri} (folders: {self.manifest['dirs']})")
@@ -98,8 +101,9 @@ class Committed:
         wanted = {k[len(head):]: v for k, v in self.manifest["files"].items() if k.startswith(head)}
         return sync_dir(
             wanted, Path(local_dir),
-            fetch=lambda rel, tmp: self._backend.get_file(f"{self._prefix}/{head}{rel}", tmp,
-                                                          max_bytes=wanted[rel]["size"]),
+            fetch=lambda rel, tmp: self._backend.get_file(
+                f"{self._prefix}/{head}{rel}", tmp, max_bytes=wanted[rel]["size"],
+                digest=digests.of_entry(wanted[rel])[0]),
             url=lambda rel: self.url(head + rel))
 
 

@@ -2,9 +2,12 @@
 already there.
 
 The local folder keeps a hidden index (``.maskgrpo-files.json``) of what this module wrote:
-relative path -> sha256, size and mtime.  A file whose index entry names the wanted sha256 and
-whose size and mtime are unchanged is trusted without re-reading it; anything else is fetched
-to a temp file beside it, verified (size + sha256) and renamed into place.  Files this module
+relative path -> digest (keyed by its algorithm, as in the manifest: ``{"xxh3_128": hex}``, or
+``{"sha256": hex}`` in indexes written before store/digest.py), size and mtime.  A file whose
+index entry holds the wanted digest under the wanted algorithm and whose size and mtime are
+unchanged is trusted without re-reading it (an entry of another algorithm never matches: the file
+is fetched again); anything else is fetched to a temp file beside it, verified (size + digest)
+and renamed into place.  Files this module
 wrote earlier that the new manifest lacks are removed (stale checkpoint shards); files it did
 not write are left alone. Every relative path, in the index and in the manifest, must be a
 valid store name (`layout.check_name`: no '..', no absolute path) that resolves inside the local
@@ -20,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+from . import digest as digests
 from .errors import CorruptOutputError, StoreError
 from .layout import check_name
 
@@ -47,7 +51,8 @@ def _load_index(local: Path) -> dict:
 
 
 def _fresh(target: Path, rec: dict | None, entry: dict) -> bool:
-    if not rec or rec.get("sha256") != entry["sha256"]:
+    alg, want = digests.of_entry(entry)
+    if not rec or rec.get(alg) != want:
         return False
     try:
         st = target.stat()
@@ -59,9 +64,10 @@ def _fresh(target: Path, rec: dict | None, entry: dict) -> bool:
 def sync_dir(wanted: dict[str, dict], local: Path,
              fetch: Callable[[str, Path], tuple[int, str] | None],
              url: Callable[[str], str], workers: int = 8) -> Path:
-    """Make ``local`` hold ``wanted`` (relative path -> {size, sha256}).
+    """Make ``local`` hold ``wanted`` (relative path -> manifest entry: size and one digest).
 
-    ``fetch(rel, tmp_path)`` downloads one file and returns (size, sha256) or None if missing;
+    ``fetch(rel, tmp_path)`` downloads one file and returns (size, hex digest of the entry's
+    algorithm) or None if missing;
     ``url(rel)`` names the stored file in errors.
     """
     local.mkdir(parents=True, exist_ok=True)
@@ -82,16 +88,17 @@ def sync_dir(wanted: dict[str, dict], local: Path,
             got = fetch(rel, tmp)
             if got is None:
                 raise CorruptOutputError(f"{url(rel)} is listed in its manifest but missing")
-            size, sha = got
-            if size != entry["size"] or sha != entry["sha256"]:
+            size, got_hex = got
+            alg, want = digests.of_entry(entry)
+            if size != entry["size"] or got_hex != want:
                 raise CorruptOutputError(
                     f"{url(rel)} does not match its manifest: size {size} (manifest "
-                    f"{entry['size']}), sha256 {sha[:12]}... (manifest {entry['sha256'][:12]}...)")
+                    f"{entry['size']}), {alg} {got_hex[:12]}... (manifest {want[:12]}...)")
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
         st = target.stat()
-        return rel, {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return rel, {alg: got_hex, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
     rels = sorted(wanted)
     if len(rels) > 1 and workers > 1:

@@ -12,7 +12,7 @@ class NotCommittedError(StoreError):
 
 
 class CorruptOutputError(StoreError):
-    """A committed output does not match its manifest (size, sha256, missing file, bad manifest)."""
+    """A committed output does not match its manifest (size, digest, missing file, bad manifest)."""
 
 
 class TooLargeError(CorruptOutputError):

@@ -100,8 +100,8 @@ class LocalBackend:
         data = self.get(key)
         return None if data is None else (data, sha256_hex(data))
 
-    def get_file(self, key: str, local_path: Path,
-                 max_bytes: int | None = None) -> tuple[int, str] | None:
+    def get_file(self, key: str, local_path: Path, max_bytes: int | None = None,
+                 digest: str = "sha256") -> tuple[int, str] | None:
         try:
             src = self._open_read(key, buffered=False)
         except FileNotFoundError:
@@ -111,7 +111,7 @@ class LocalBackend:
         with src:
             if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
                 raise StoreError(f"{self.url(key)} is not a regular file")
-            return copy_file_hashing(src, local_path, max_bytes, self.url(key))
+            return copy_file_hashing(src, local_path, max_bytes, self.url(key), digest)
 
     def find(self, prefix: str) -> dict[str, int]:
         base = self._path(prefix)
@@ -185,14 +185,15 @@ class LocalBackend:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def put_files(self, items: list[tuple[str, Path]]) -> list[tuple[int, str]]:
+    def put_files(self, items: list[tuple[str, Path]],
+                  digest: str = "sha256") -> list[tuple[int, str]]:
         """Kernel copies hashed on the fly (backend.copy_file_hashing), two files at a time."""
         def one(item: tuple[str, Path]) -> tuple[int, str]:
             key, local = item
             path = self._path(key)
             tmp = self._temp_for(path)
             try:
-                got = copy_file_hashing(local, tmp, what=str(local))
+                got = copy_file_hashing(local, tmp, what=str(local), digest=digest)
                 os.replace(tmp, path)
                 return got
             except OSError as e:

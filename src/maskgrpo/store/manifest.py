@@ -1,7 +1,8 @@
 """The two small JSON documents of the commit protocol, built and validated here (no I/O).
 
 * ``_MANIFEST.json`` (one per attempt, written last and create-only) lists every file's size and
-  sha256, the stage spec's hash, the package version, the caller's ``meta``, the folders put with
+  digest, keyed by its algorithm (``{"size": n, "xxh3_128": hex}``, or ``"sha256"``: the only
+  form before, still read and verified; store/digest.py), the stage spec's hash, the package version, the caller's ``meta``, the folders put with
   ``put_dir`` and the creation time.
 * ``_POINTER.json`` (one per stage output, advanced by compare-and-swap) names the committed
   attempt, repeats its spec hash and pins the manifest by its sha256, so a reader detects a
@@ -16,6 +17,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
+from . import digest as digests
 from .layout import check_attempt_id, check_name
 
 MANIFEST_FORMAT = "maskgrpo.manifest/1"
@@ -50,7 +52,7 @@ def build_manifest(*, run_id: str, stage: str, round: int | None, attempt_id: st
         "meta": meta,
         "created": created,
         "committed": utc_now(),
-        "files": {k: {"size": v["size"], "sha256": v["sha256"]} for k, v in sorted(files.items())},
+        "files": {k: digests.entry(v["size"], *digests.of_entry(v)) for k, v in sorted(files.items())},
         "dirs": sorted(dirs),
     }
 
@@ -126,9 +128,12 @@ def parse_manifest(data: bytes, *, run_id: str, stage: str, round: int | None,
         except ValueError as e:
             raise InvalidDocument(f"manifest lists a bad file name: {e}") from None
         size = _require(entry, "size", int, f"manifest entry {name!r}")
-        sha = _require(entry, "sha256", str, f"manifest entry {name!r}")
-        if size < 0 or not _SHA_RE.match(sha):
-            raise InvalidDocument(f"manifest entry {name!r} has a bad size or sha256")
+        if size < 0:
+            raise InvalidDocument(f"manifest entry {name!r} has a negative size")
+        try:
+            digests.of_entry(entry)
+        except ValueError as e:
+            raise InvalidDocument(f"manifest entry {name!r} {e}") from None
     dirs = _require(doc, "dirs", list, "manifest")
     if not all(isinstance(d, str) for d in dirs):
         raise InvalidDocument("manifest field 'dirs' must be a list of names")

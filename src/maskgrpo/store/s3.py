@@ -17,7 +17,6 @@ s3fs's listing cache is disabled: other writers change the bucket under us.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from collections import deque
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from botocore.exceptions import (
 )
 from fsspec.asyn import sync
 
+from . import digest as digests
 from .backend import CHUNK, read_capped
 from .errors import StoreError, StoreUnreachableError, TooLargeError
 
@@ -209,28 +209,30 @@ class S3Backend:
             got = sync(self.fs.loop, all_)
         return {k: None if g is None else g[0] for k, g in zip(keys, got)}
 
-    def get_file(self, key: str, local_path: Path,
-                 max_bytes: int | None = None) -> tuple[int, str] | None:
-        """Download to ``local_path``; (size, sha256) of the bytes written, hashed as they arrive.
+    def get_file(self, key: str, local_path: Path, max_bytes: int | None = None,
+                 digest: str = "sha256") -> tuple[int, str] | None:
+        """Download to ``local_path``; (size, hex ``digest``) of the bytes written, hashed as they
+        arrive.
         Objects larger than ``range_size`` come as concurrent ranged GETs of one version (each
         ``If-Match`` the ETag of the first HEAD), streamed to their place in the file in 1 MiB
         chunks; each range is hashed from the file, in order, as soon as all before it landed."""
         with self._errors(key, "download"):
             try:
-                return sync(self.fs.loop, self._download, key, str(local_path), max_bytes)
+                return sync(self.fs.loop, self._download, key, str(local_path), max_bytes,
+                            digest)
             except FileNotFoundError as e:
                 if _error_code(e) == "NoSuchBucket":
                     raise
                 return None
 
-    async def _download(self, key: str, local_path: str, max_bytes: int | None):
+    async def _download(self, key: str, local_path: str, max_bytes: int | None, digest: str):
         bucket, k = self._split(key)
         head = await self.fs._call_s3("head_object", Bucket=bucket, Key=k)
         size, etag = int(head["ContentLength"]), head["ETag"]
         if max_bytes is not None and size > max_bytes:  # refused unread
             raise TooLargeError(f"{self.url(key)} has more than {max_bytes} bytes: refused")
         loop = asyncio.get_running_loop()
-        h = hashlib.sha256()
+        h = digests.new(digest)
         part = self.range_size
         fd = os.open(local_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
 
@@ -341,21 +343,23 @@ class S3Backend:
             return self._conditional_put(key, data, IfNoneMatch="*")
         return self._conditional_put(key, data, IfMatch=token)
 
-    def put_files(self, items: list[tuple[str, Path]]) -> list[tuple[int, str]]:
-        """Upload local files, each hashed while it is read (one pass): a file up to
+    def put_files(self, items: list[tuple[str, Path]],
+                  digest: str = "sha256") -> list[tuple[int, str]]:
+        """Upload local files, each hashed (``digest``) while it is read (one pass): a file up to
         ``part_size`` in one PutObject, a larger one as a multipart upload whose parts are read
         in order, hashed and sent concurrently; at most ``_CONCURRENCY`` bodies in memory."""
         async def all_():
             slots = asyncio.Semaphore(_CONCURRENCY)
-            return await asyncio.gather(*(self._upload(k, p, slots) for k, p in items))
+            return await asyncio.gather(*(self._upload(k, p, slots, digest) for k, p in items))
 
         with self._errors(items[0][0] if items else "", "upload"):
             return list(sync(self.fs.loop, all_)) if items else []
 
-    async def _upload(self, key: str, local: Path, slots: asyncio.Semaphore) -> tuple[int, str]:
+    async def _upload(self, key: str, local: Path, slots: asyncio.Semaphore,
+                      digest: str) -> tuple[int, str]:
         bucket, k = self._split(key)
         loop = asyncio.get_running_loop()
-        h = hashlib.sha256()
+        h = digests.new(digest)
         part = self.part_size
         with open(local, "rb", buffering=0) as f:
             def read_part() -> bytes:

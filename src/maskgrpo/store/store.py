@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+from . import digest as digests
 from .attempt import Attempt
 from .backend import Backend, open_backend
 from .committed import Committed, load_committed
-from .errors import NotCommittedError
+from .errors import NotCommittedError, StoreError
 from .layout import (
     POINTER_NAME, attempt_created, check_run_id, new_attempt_id, parse_round, pointer_key,
     run_file_key, stage_prefix,
@@ -18,17 +19,28 @@ from .manifest import MAX_DOCUMENT, InvalidDocument, parse_pointer
 from .registry import Registry, list_models, pin
 
 
-def open_store(uri: str) -> "Store":
+def open_store(uri: str, digest: str | None = None) -> "Store":
     """``file:///abs``, ``file://./rel``, ``./rel`` or ``/abs`` -> local folder;
     ``s3://bucket/prefix`` -> S3 configured from the environment.  Nothing is contacted yet:
-    call ``check_reachable()`` to fail fast."""
-    return Store(open_backend(uri))
+    call ``check_reachable()`` to fail fast.  ``digest``: the per-file digest of new commits
+    (store/digest.py); None reads ``MASKGRPO_STORE_DIGEST``, default xxh3_128.  Reads verify each
+    file with the algorithm its manifest names, whatever this is."""
+    if digest is None:
+        try:
+            digest = digests.from_env()
+        except ValueError as e:
+            raise StoreError(str(e)) from None
+    return Store(open_backend(uri), digest)
 
 
 class Store:
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, digest: str = digests.DEFAULT):
         self._b = backend
         self.uri: str = backend.uri
+        try:
+            self.digest: str = digests.check(digest)
+        except ValueError as e:
+            raise StoreError(str(e)) from None
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
@@ -53,7 +65,8 @@ class Store:
             raise ValueError(f"meta must be a JSON-serialisable dict: {e}") from None
         if not isinstance(meta, dict):
             raise ValueError(f"meta must be a dict, got {type(meta).__name__}")
-        return Attempt(self._b, run_id, stage, round, spec_hash, meta, new_attempt_id())
+        return Attempt(self._b, run_id, stage, round, spec_hash, meta, new_attempt_id(),
+                       digest=self.digest)
 
     def committed(self, run_id: str, stage: str, round: int | None) -> Committed | None:
         """The committed output (manifest read and validated), or None if never committed."""
