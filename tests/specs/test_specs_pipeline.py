@@ -104,3 +104,22 @@ def test_image_ids_are_read_only_by_the_mmada_layout(capsys):
     assert main(["validate", TOY_TEXT, "--set", "model.special_tokens.soi_id=5"]) == 2
     assert capsys.readouterr().err.strip() == (f"maskgrpo: error: {TOY_TEXT}: model.special_tokens.soi_id: read only with "
                                                "image.layout 'mmada' (a text run has no image layout)")
+
+
+OTHER_TOYS = ["toy-countdown-lite", "toy-sudoku-4x4", "toy-add"]  # README "More than one toy"
+
+
+@pytest.mark.parametrize("stem", OTHER_TOYS)
+def test_the_other_toy_pipelines_plan_and_draw_their_splits(stem):
+    from maskgrpo.plan import build_plan
+    from maskgrpo.specs import load_run_spec
+    from maskgrpo.tasks import get_task
+
+    run = load_run_spec(ROOT / "pipelines" / f"{stem}.yaml")
+    names = [call.name for call in build_plan(run, "r", "file:///tmp/s", 1)]
+    assert names[:3] == ["sft", "evaluate_0", "rollout_1"] and names[-1] == f"evaluate_{run.rl.rounds}"
+    task = get_task(run.task.name, **run.task.params)
+    assert run.rl.sampler.gen_length >= task.answer_tokens and run.evaluate.sampler.gen_length >= task.answer_tokens
+    train = task.examples("train", run.task.train_size, seed=run.seed)
+    held_out = task.examples("eval", run.task.eval_size, seed=run.seed)
+    assert len(held_out) == run.task.eval_size and not {e.prompt for e in train} & {e.prompt for e in held_out}
