@@ -126,3 +126,22 @@ def test_every_builtin_task_declares_its_modality():
     modalities = {name: task_modality(name) for name in list_tasks()}
     assert {n for n, m in modalities.items() if m == "image"} == {"toy-geneval", "geneval"}
     assert all(m == "text" for n, m in modalities.items() if n not in {"toy-geneval", "geneval"})
+
+
+OTHER_TOYS = ["toy-countdown-lite", "toy-sudoku-4x4", "toy-add"]  # README "More than one toy"
+
+
+@pytest.mark.parametrize("stem", OTHER_TOYS)
+def test_the_other_toy_pipelines_plan_and_draw_their_splits(stem):
+    from maskgrpo.plan import build_plan
+    from maskgrpo.specs import load_run_spec
+    from maskgrpo.tasks import get_task
+
+    run = load_run_spec(ROOT / "pipelines" / f"{stem}.yaml")
+    names = [call.name for call in build_plan(run, "r", "file:///tmp/s", 1)]
+    assert names[:3] == ["sft", "evaluate_0", "rollout_1"] and names[-1] == f"evaluate_{run.rl.rounds}"
+    task = get_task(run.task.name, **run.task.params)
+    assert run.rl.sampler.gen_length >= task.answer_tokens and run.evaluate.sampler.gen_length >= task.answer_tokens
+    train = task.examples("train", run.task.train_size, seed=run.seed)
+    held_out = task.examples("eval", run.task.eval_size, seed=run.seed)
+    assert len(held_out) == run.task.eval_size and not {e.prompt for e in train} & {e.prompt for e in held_out}

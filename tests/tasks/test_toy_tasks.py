@@ -69,6 +69,29 @@ def test_add_references():
         assert int(ex.answer) == int(a) + int(b) and ex.answer == str(int(ex.answer))
 
 
+def test_add_padded_and_reversed_references():
+    default = get_task("add", n_digits=2)
+    assert default.params() == {"n_digits": 2}  # the flags stay out: split seeds and repr unchanged
+    assert get_task("add", n_digits=2, pad=False).examples("train", 20, seed=1) == default.examples("train", 20, seed=1)
+    padded = get_task("add", n_digits=2, pad=True)
+    rev = get_task("add", n_digits=2, pad=True, reverse=True)
+    assert rev.params() == {"n_digits": 2, "pad": True, "reverse": True}
+    assert padded._make(5, 37) == Example("05+37=", "042") and rev._make(5, 37) == Example("05+37=", "240")
+    assert rev._make(99, 99) == Example("99+99=", "891")
+    for ex in rev.examples("eval", 30, seed=1):
+        a, b = ex.prompt[:-1].split("+")
+        assert len(a) == len(b) == 2 and len(ex.answer) == 3
+        assert int(ex.answer[::-1]) == int(a) + int(b)
+    assert rev.answer_tokens == default.answer_tokens == 4 and rev.completion_length == 8
+
+
+def test_add_flags_validated():
+    with pytest.raises(ValueError, match="reverse needs pad: true"):
+        get_task("add", reverse=True)
+    with pytest.raises(ValueError, match="parameter pad must be true or false, got 1"):
+        get_task("add", pad=1)
+
+
 def test_countdown_lite_every_reference_is_valid():
     task = get_task("countdown-lite")
     problems = list(task.enumerate_problems())

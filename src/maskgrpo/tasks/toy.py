@@ -4,7 +4,8 @@ Implements, each with a short prompt (<= 24 characters) the ``CharTokenizer`` co
 1. ``sort``: ``"sort:53812907="`` -> ``"01235789"`` (params ``length`` = 8, ``digits`` = 10: the
    symbols 0..digits-1); reward ``sort_exact`` (``sort_dense`` is the dense variant).
 2. ``add``: ``"123+456="`` -> ``"579"`` (param ``n_digits`` = 3: operands uniform in
-   [0, 10**n_digits)); reward ``add``.
+   [0, 10**n_digits); ``pad`` = false: zero-padded fixed widths, ``reverse`` = false: the sum least
+   significant digit first); reward ``add``.
 3. ``countdown-lite``: ``"cd:3,5,7>22="`` -> ``"3*5+7"``: three numbers in 1..``max_number`` and
    a reachable integer target in 1..``max_target``; the answer is an expression using each number
    exactly once with + - * / and parentheses (the shortest one found, numbers in prompt order
@@ -82,13 +83,26 @@ class SortTask(GeneratedTask):
 
 
 class AddTask(GeneratedTask):
-    """``a+b=`` -> ``a+b`` in decimal, operands uniform in [0, 10**n_digits)."""
+    """``a+b=`` -> ``a+b`` in decimal, operands uniform in [0, 10**n_digits).
+
+    ``pad``: operands written with ``n_digits`` digits and the sum with ``n_digits + 1`` (leading
+    zeros: ``"05+37="`` -> ``"042"``), so every digit has a fixed place. ``reverse`` (needs
+    ``pad``): the sum's digits least significant first (``"05+37="`` -> ``"240"``), the order in
+    which the carries are computed. Both off by default (the original task).
+    """
 
     name = "add"
     reward = "add"
 
-    def __init__(self, n_digits: int = 3) -> None:
+    def __init__(self, n_digits: int = 3, pad: bool = False, reverse: bool = False) -> None:
         self.n_digits = _check_int(self.name, "n_digits", n_digits, 1, 9)
+        for flag, value in (("pad", pad), ("reverse", reverse)):
+            if not isinstance(value, bool):
+                raise ValueError(f"task {self.name!r}: parameter {flag} must be true or false, got {value!r}")
+        if reverse and not pad:
+            raise ValueError(f"task {self.name!r}: reverse needs pad: true (the add reward aligns digits "
+                             "from the right, which only fits a reversed sum of fixed width)")
+        self.pad, self.reverse = pad, reverse
         self.completion_length = _round_up8(self.answer_tokens)
 
     @property
@@ -96,13 +110,19 @@ class AddTask(GeneratedTask):
         return self.n_digits + 2  # the sum has <= n+1 digits, + EOS
 
     def params(self) -> dict[str, Any]:
-        return {"n_digits": self.n_digits}
+        # the flags only when set: the default task's repr and split seeds stay as they were
+        return {"n_digits": self.n_digits, **({"pad": True} if self.pad else {}),
+                **({"reverse": True} if self.reverse else {})}
 
     def space_size(self) -> int:
         return 10 ** (2 * self.n_digits)
 
     def _make(self, a: int, b: int) -> Example:
-        return Example(f"{a}+{b}=", str(a + b))
+        if not self.pad:
+            return Example(f"{a}+{b}=", str(a + b))
+        n = self.n_digits
+        total = f"{a + b:0{n + 1}d}"
+        return Example(f"{a:0{n}d}+{b:0{n}d}=", total[::-1] if self.reverse else total)
 
     def enumerate_problems(self) -> Iterator[Example]:
         top = 10**self.n_digits
