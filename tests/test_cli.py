@@ -33,6 +33,14 @@ def test_unreachable_s3_endpoint_fails_after_one_probe_naming_it(monkeypatch, ca
     assert list(tmp_path.iterdir()) == []  # no local fallback store appeared
 
 
+def test_python_dash_m_is_the_same_command():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "maskgrpo", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("maskgrpo "), done.stderr
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
