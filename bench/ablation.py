@@ -1,7 +1,7 @@
 """Estimator ablation at toy scale: not a test.
 
-Runs a pipeline (default bench/ablation-sort16.yaml: sort 16 digits, 24-token completions, tiny
-2 x 64 model) with each estimator/objective, maskgrpo (AR-like), d1, random (the paper's seeded
+Runs a pipeline (default bench/ablation-sort31.yaml: sort 31 digits, 32-token completions, tiny
+2 x 64 model; bench/ablation-sort16.yaml is the previous 24-token one) with each estimator/objective, maskgrpo (AR-like), d1, random (the paper's seeded
 masks), unigrpo, coupled, spg, wd1 and espo, at an equal rollout budget (same rounds, prompts and
 group size) and, per seed, the same SFT warm start and baseline:
 
@@ -18,6 +18,16 @@ group size) and, per seed, the same SFT warm start and baseline:
    the weight digest of its start, and the report refuses a cell whose digest differs from the
    seed's), and the cells are independent processes.
 
+With ``--tune-lrs A B C`` each estimator first gets its own ``rl.lr``: a tuning seed
+(``--tune-seed``, default 5, refused if it is one of ``--seeds``) has its own SFT start (the same
+rule) and runs every estimator at every rate (``--tune-rounds`` rounds, default the pipeline's);
+each run is scored by its greedy exact accuracy on ``--tune-prompts`` *training* prompts (the
+last ones of the train split: disjoint from the held-out eval split, base.split_of; the held-out
+prompts are never looked at) and ``choose_lrs`` keeps each estimator's best rate (ties: the
+smaller). The cells of the evaluated seeds then run at those rates (they wait for every tuning
+run); the report lists the tuning scores and the chosen rates. One tuning seed: the choice carries
+that seed's RL noise (stated in the report, not hidden).
+
 Every step writes its JSON under ``<dir>`` (default ``bench/results/ablation/<pipeline>-<config
 hash>/``) and is skipped when that file exists, so an interrupted run resumes where it stopped
 and ``--report`` turns whatever cells are finished into the table. ``--jobs N`` runs N worker
@@ -33,6 +43,7 @@ completion, rollout log-prob forwards per completion (0 for the ratio-free spg a
 and CPU seconds; and the evaluation set's size with the binomial standard error of an accuracy.
 
     .venv/bin/python bench/ablation.py --jobs 8 [--seeds 0 1 2 3 4] [--estimators maskgrpo d1 ...] [--set rl.rounds=4]
+    .venv/bin/python bench/ablation.py --jobs 2 --sft-check 50 --sft-max-steps 1500 --tune-lrs 1e-4 3e-5 1e-5   # bench/README.md's table
     .venv/bin/python bench/ablation.py --report [same --pipeline/--set]      # the table of the finished cells
     .venv/bin/python bench/ablation.py --pipeline pipelines/toy-text.yaml --sft-rule pipeline --estimators maskgrpo d1 unigrpo coupled
 
@@ -83,6 +94,13 @@ def sft_rule(args) -> list[str]:
         return ["sft_rule=pipeline"]
     return [f"sft_target={args.sft_target}", f"sft_check={args.sft_check}", f"sft_check_prompts={args.sft_check_prompts}",
             f"sft_max_steps={args.sft_max_steps}"]
+
+
+def tune_rule(args) -> list[str]:
+    if not args.tune_lrs:
+        return []
+    return [f"tune_lrs={[lr_key(lr) for lr in args.tune_lrs]}", f"tune_seed={args.tune_seed}",
+            f"tune_rounds={args.tune_rounds}", f"tune_prompts={args.tune_prompts}"]
 
 
 def config_tag(pipeline: Path, overrides: list[str]) -> str:
@@ -197,9 +215,10 @@ def prepare(args, seed: int, work: Path) -> dict:
     }
 
 
-def cell(args, seed: int, estimator: str, work: Path, prep: dict) -> dict:
-    """One estimator's RL from the seed's exported SFT checkpoint (every stage but the baseline evaluation)."""
-    overrides = [f"rl.estimator={estimator}", f"seed={seed}", *args.set,
+def cell(args, seed: int, estimator: str, work: Path, prep: dict, lr: float | None = None) -> dict:
+    """One estimator's RL from the seed's exported SFT checkpoint (every stage but the baseline
+    evaluation), at ``lr`` (its tuned rate) when given, else the pipeline's ``rl.lr``."""
+    overrides = [f"rl.estimator={estimator}", f"seed={seed}", *args.set, *([f"rl.lr={lr}"] if lr is not None else []),
                  f"model.source={prep['checkpoint']}", "sft.enabled=false"]
     load_start = os.getloadavg()[0]
     start, cpu = time.perf_counter(), time.process_time()
@@ -213,7 +232,7 @@ def cell(args, seed: int, estimator: str, work: Path, prep: dict) -> dict:
     scores = [r for name, r in results.items() if name.startswith("score_")]
     run = load_run_spec(args.pipeline, overrides)
     return {
-        "estimator": estimator, "seed": seed,
+        "estimator": estimator, "seed": seed, "lr": run.rl.lr,
         "start_weight_digest": results["sft"].weight_digest, "sft_weight_digest": prep["sft_weight_digest"],
         "baseline_accuracy": prep["baseline_accuracy"], "final_accuracy": final.accuracy,
         "gain": final.accuracy - prep["baseline_accuracy"],
@@ -228,6 +247,117 @@ def cell(args, seed: int, estimator: str, work: Path, prep: dict) -> dict:
         "final_correct": correct_per_prompt(work / "store", run_id, last, run.reward.accuracy_threshold),
         "load_average_1m": [load_start, os.getloadavg()[0]],
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# per-objective learning rate (--tune-lrs)
+
+
+def choose_lrs(scores: dict[str, dict[float, float | None]]) -> dict[str, float]:
+    """Each estimator's learning rate: the one with the highest tuning score (accuracy on the
+    tuning prompts after RL on the tuning seed); a tie goes to the smaller rate (the more stable
+    one); a missing or failed score (None, NaN) is never chosen. An estimator with no score
+    at all is left out (its cells wait, see ``steps_left``).
+
+    >>> choose_lrs({"a": {1e-4: 0.2, 1e-5: 0.5}, "b": {1e-4: 0.4, 3e-5: 0.4, 1e-5: None}})
+    {'a': 1e-05, 'b': 3e-05}
+    """
+    chosen = {}
+    for name, by_lr in scores.items():
+        valid = {lr: s for lr, s in by_lr.items() if s is not None and s == s}
+        if valid:
+            chosen[name] = max(valid, key=lambda lr: (valid[lr], -lr))
+    return chosen
+
+
+def lr_key(lr: float) -> str:
+    """``lr`` in step and run ids (no '.': 1e-4 -> '0p0001', 3e-5 -> '3e-05'); ``float(key.replace('p', '.'))`` reads it back."""
+    return f"{lr:g}".replace(".", "p")
+
+
+def tuning_examples(args, overrides: list[str]):
+    """The tuning prompts: the *last* ``--tune-prompts`` training prompts of the data seed (the
+    train split, disjoint from the held-out eval split by construction, base.split_of; the SFT saw
+    them, the RL rounds draw their prompts from the whole train split)."""
+    from maskgrpo.stages.data import load_examples
+
+    run = load_run_spec(args.pipeline, overrides)
+    calls = {c.name: c.spec for c in build_plan(run, "tune", "file:///unused", 1)}
+    return load_examples(calls["sft"].task, "train", calls["sft"].data_seed)[-args.tune_prompts:]
+
+
+def tune_overrides(args) -> list[str]:
+    return [f"seed={args.tune_seed}", *args.set, *([f"rl.rounds={args.tune_rounds}"] if args.tune_rounds else [])]
+
+
+def tune_prepare(args, work: Path) -> dict:
+    """The tuning seed's SFT start (the same rule as the evaluated seeds) and its greedy accuracy on
+    the tuning prompts; no held-out prompt is looked at."""
+    from maskgrpo.modalities import modality_for
+    from maskgrpo.stages.policy import load_policy_dir
+
+    overrides = tune_overrides(args)
+    start, cpu = time.perf_counter(), time.process_time()
+    folder = work / "sft" / f"tune-s{args.tune_seed}"
+    trained = sft_to_target(args, overrides, args.tune_seed, folder)
+    run = load_run_spec(args.pipeline, overrides)
+    spec = {c.name: c.spec for c in build_plan(run, "tune", "file:///unused", 1)}["evaluate_0"]
+    policy = load_policy_dir(folder, spec.model)
+    score = greedy_accuracy(policy, modality_for(spec), tuning_examples(args, overrides), spec,
+                            run.reward.accuracy_threshold, args.tune_seed)
+    return {"seed": args.tune_seed, **trained, "checkpoint": str(folder), "tune_baseline_accuracy": score,
+            "tune_prompts": args.tune_prompts, "wall_seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu}
+
+
+def tune_cell(args, estimator: str, lr: float, work: Path, prep: dict) -> dict:
+    """One estimator's RL at ``lr`` from the tuning seed's start (its RL stages, no held-out
+    evaluation), then the greedy accuracy of the final policy on the tuning prompts."""
+    from maskgrpo.modalities import modality_for
+    from maskgrpo.stages.policy import load_policy
+
+    overrides = [f"rl.estimator={estimator}", f"rl.lr={lr}", *tune_overrides(args),
+                 f"model.source={prep['checkpoint']}", "sft.enabled=false"]
+    start, cpu = time.perf_counter(), time.process_time()
+    run_id = f"tune-s{args.tune_seed}-{estimator}-lr{lr_key(lr)}"
+    run = load_run_spec(args.pipeline, overrides)
+    store = open_store((work / "store").resolve().as_uri())
+    calls = build_plan(run, run_id, store.uri, 1)
+    results = {c.name: get_stage(c.kind)(c.spec, store) for c in calls if not c.name.startswith("evaluate_")}
+    final = [c for c in calls if c.name.startswith("evaluate_")][-1].spec
+    policy = load_policy(store, run_id, final.policy, final.model)
+    score = greedy_accuracy(policy, modality_for(final), tuning_examples(args, overrides), final,
+                            run.reward.accuracy_threshold, args.tune_seed)
+    scores = [r for name, r in results.items() if name.startswith("score_")]
+    return {"estimator": estimator, "lr": lr, "seed": args.tune_seed, "rounds": run.rl.rounds,
+            "tune_accuracy": score, "tune_gain": score - prep["tune_baseline_accuracy"],
+            "rollout_reward_first": scores[0].reward_mean, "rollout_reward_last": scores[-1].reward_mean,
+            "wall_seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu}
+
+
+def tuning_scores(args, work: Path) -> dict[str, dict[float, float | None]] | None:
+    """{estimator: {lr: tuning accuracy}} once every tuning cell has finished or failed (a failed
+    one scores None); None while some are still to run; {} without --tune-lrs."""
+    if not args.tune_lrs:
+        return {}
+    failed = {p.stem for p in (work / "claims").glob("*/tune-*.failed")}
+    scores = {}
+    for e in args.estimators:
+        for lr in args.tune_lrs:
+            key = f"tune-{e}-lr{lr_key(lr)}"
+            path = work / "tune" / f"{key}.json"
+            if path.exists():
+                scores.setdefault(e, {})[lr] = json.loads(path.read_text())["tune_accuracy"]
+            elif key in failed:
+                scores.setdefault(e, {})[lr] = None
+            else:
+                return None
+    return scores
+
+
+def chosen_lrs(args, work: Path) -> dict[str, float] | None:
+    scores = tuning_scores(args, work)
+    return None if scores is None else choose_lrs(scores)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,13 +437,13 @@ def markdown(report: dict) -> str:
         "",
         "| estimator | " + " | ".join(f"seed {s}" for s in seeds) + " | final acc mean ± std | gain mean ± std "
         "| diff to maskgrpo (paired) | 95% CI (t) | 95% CI (bootstrap) | wins/losses | eval SE of diff "
-        "| update fwd / completion | rollout log-prob fwd / completion | RL wall s | RL CPU s |",
-        "|---|" + "---|" * len(seeds) + "---|---|---|---|---|---|---|---|---|---|---|",
+        "| update fwd / completion | rollout log-prob fwd / completion | RL wall s | RL CPU s | lr |",
+        "|---|" + "---|" * len(seeds) + "---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = {p["seed"]: p["baseline_accuracy"] for p in preps}
     lines.append("| baseline (SFT) | " + " | ".join(f"{base[s]:.3f}" for s in seeds)
                  + f" | {statistics.fmean(base.values()):.3f} ± {statistics.stdev(base.values()) if len(base) > 1 else 0:.3f}"
-                 + " | | | | | | | | | | |")
+                 + " | | | | | | | | | | | |")
     for name, e in by.items():
         per_seed = {r["seed"]: r["final_accuracy"] for r in report["runs"] if r["estimator"] == name}
         d = e["difference_to_maskgrpo"]
@@ -325,7 +455,7 @@ def markdown(report: dict) -> str:
             + f" | {e['final_accuracy_mean']:.3f} ± {e['final_accuracy_std']:.3f} | {e['gain_mean']:+.3f} ± {e['gain_std']:.3f}"
             + " | " + " | ".join(diff)
             + f" | {e['update_forwards_per_completion_mean']:g} | {e['logprob_forwards_per_completion_mean']:g}"
-            + f" | {e['rl_wall_seconds_mean']:.0f} | {e['rl_cpu_seconds_mean']:.0f} |")
+            + f" | {e['rl_wall_seconds_mean']:.0f} | {e['rl_cpu_seconds_mean']:.0f} | {e.get('lr_mean', float('nan')):g} |")
     lines += ["", "Mean reward (partial credit) on the same prompts:", "",
               "| estimator | final reward mean ± std | reward gain mean ± std | rollout reward first -> last round | zero-std groups |",
               "|---|---|---|---|---|"]
@@ -357,15 +487,47 @@ def build_report(args, work: Path) -> dict:
         "prepare": [{k: v for k, v in p.items() if k != "baseline_correct"} for p in preps],
         "runs": [{k: v for k, v in r.items() if k != "final_correct"} for r in rows],
         "by_estimator": aggregate(rows),
+        "tuning": tuning_report(args, work),
         "total": {"prepare_wall_seconds": sum(p["wall_seconds"] for p in preps),
                   "cells_wall_seconds": sum(r["rl_wall_seconds"] for r in rows),
                   "cpu_seconds": sum(p["cpu_seconds"] for p in preps) + sum(r["rl_cpu_seconds"] for r in rows)},
     }
 
 
+def tuning_report(args, work: Path) -> dict | None:
+    """The tuning runs (--tune-lrs): the tuning seed's start, every (estimator, lr) score and the
+    chosen rates (None until every tuning cell has finished)."""
+    if not args.tune_lrs:
+        return None
+    prep_path = work / "tune" / "prepare.json"
+    prep = json.loads(prep_path.read_text()) if prep_path.exists() else None
+    runs = [json.loads(p.read_text()) for p in sorted((work / "tune").glob("tune-*.json"))]
+    return {"seed": args.tune_seed, "lrs": args.tune_lrs, "prompts": args.tune_prompts,
+            "rounds": runs[0]["rounds"] if runs else args.tune_rounds, "prepare": prep, "runs": runs,
+            "chosen": chosen_lrs(args, work),
+            "cpu_seconds": (prep["cpu_seconds"] if prep else 0) + sum(r["cpu_seconds"] for r in runs)}
+
+
+def tuning_markdown(tuning: dict) -> str:
+    prep, lrs = tuning["prepare"], tuning["lrs"]
+    scores = {(r["estimator"], r["lr"]): r["tune_accuracy"] for r in tuning["runs"]}
+    chosen = tuning["chosen"] or {}
+    names = [e for e in ESTIMATORS if any(r["estimator"] == e for r in tuning["runs"])]
+    lines = [f"Learning rate per estimator: RL on tuning seed {tuning['seed']} ({tuning['rounds']} rounds), greedy exact "
+             f"accuracy on {tuning['prompts']} training prompts (disjoint from the held-out eval split); SFT start "
+             f"{prep['tune_baseline_accuracy']:.3f} on them ({prep['sft_steps']} SFT steps)." if prep else "", "",
+             "| estimator | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | chosen lr |",
+             "|---|" + "---|" * len(lrs) + "---|"]
+    for name in names:
+        cells = [f"{scores[name, lr]:.3f}" if (name, lr) in scores else "failed" for lr in lrs]
+        lines.append(f"| {name} | " + " | ".join(cells) + (f" | {chosen[name]:g} |" if name in chosen else " | – |"))
+    return "\n".join(lines) + "\n"
+
+
 def write_report(args, work: Path) -> None:
     report = build_report(args, work)
-    report["markdown"] = markdown(report) if report["runs"] else ""
+    report["markdown"] = (tuning_markdown(report["tuning"]) + "\n" if report["tuning"] and report["tuning"]["runs"] else "") \
+        + (markdown(report) if report["runs"] else "")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(report["markdown"])
@@ -374,20 +536,51 @@ def write_report(args, work: Path) -> None:
 
 
 def steps_left(args, work: Path) -> list[str]:
-    """Missing steps in priority order: the seeds' SFTs, then the cells seed by seed."""
+    """Missing steps in priority order: the tuning seed's SFT, the seeds' SFTs, the tuning cells
+    (``--tune-lrs``: estimator x lr), then the cells seed by seed."""
+    tune = []
+    if args.tune_lrs:
+        tune = [] if (work / "tune" / "prepare.json").exists() else ["tune-prepare"]
+        tune_cells = [f"tune-{e}-lr{lr_key(lr)}" for e in args.estimators for lr in args.tune_lrs
+                      if not (work / "tune" / f"tune-{e}-lr{lr_key(lr)}.json").exists()]
     preps = [f"prepare-s{s}" for s in args.seeds if not (work / "prepare" / f"s{s}.json").exists()]
     cells = [f"s{s}-{e}" for s in args.seeds for e in args.estimators if not (work / "cells" / f"s{s}-{e}.json").exists()]
-    return preps + cells
+    return tune + preps + (tune_cells if args.tune_lrs else []) + cells
+
+
+def ready(args, key: str, work: Path) -> bool:
+    """Whether ``key``'s inputs exist: a tuning cell needs the tuning SFT; a cell its seed's SFT and,
+    with --tune-lrs, every tuning score."""
+    if key.startswith("prepare-") or key == "tune-prepare":
+        return True
+    if key.startswith("tune-"):
+        return (work / "tune" / "prepare.json").exists()
+    seed = key[1:].split("-", 1)[0]
+    return (work / "prepare" / f"s{seed}.json").exists() and (not args.tune_lrs or chosen_lrs(args, work) is not None)
 
 
 def run_step(args, key: str, work: Path) -> None:
+    if key == "tune-prepare":
+        write_json(work / "tune" / "prepare.json", tune_prepare(args, work))
+        return
+    if key.startswith("tune-"):
+        estimator, lr = key.removeprefix("tune-").rsplit("-lr", 1)
+        prep = json.loads((work / "tune" / "prepare.json").read_text())
+        write_json(work / "tune" / f"{key}.json", tune_cell(args, estimator, float(lr.replace("p", ".")), work, prep))
+        return
     if key.startswith("prepare-s"):
         seed = int(key.removeprefix("prepare-s"))
         write_json(work / "prepare" / f"s{seed}.json", prepare(args, seed, work))
         return
     seed, estimator = key[1:].split("-", 1)
     prep = json.loads((work / "prepare" / f"s{seed}.json").read_text())
-    write_json(work / "cells" / f"{key}.json", cell(args, int(seed), estimator, work, prep))
+    lr = None
+    if args.tune_lrs:
+        lrs = chosen_lrs(args, work)
+        if estimator not in lrs:
+            raise RuntimeError(f"{estimator}: every tuning cell failed, no learning rate to run it at")
+        lr = lrs[estimator]
+    write_json(work / "cells" / f"{key}.json", cell(args, int(seed), estimator, work, prep, lr))
 
 
 def worker(args, work: Path, token: str) -> None:
@@ -398,10 +591,11 @@ def worker(args, work: Path, token: str) -> None:
     while True:
         left = steps_left(args, work)
         failed = {p.stem.removeprefix("prepare-s") for p in claims.glob("prepare-s*.failed")}
-        runnable = [k for k in left if not (claims / k).exists() and (k.startswith("prepare-") or (
-            (work / "prepare" / f"s{k[1:].split('-', 1)[0]}.json").exists()))]
+        tune_failed = (claims / "tune-prepare.failed").exists()
+        runnable = [k for k in left if not (claims / k).exists() and ready(args, k, work)]
         waiting = [k for k in left if not (claims / k).exists() and k not in runnable
-                   and k[1:].split("-", 1)[0] not in failed]
+                   and not (k.startswith("tune-") and tune_failed)
+                   and (k.startswith("tune-") or (k[1:].split("-", 1)[0] not in failed and not tune_failed))]
         if not runnable:
             if not waiting:
                 return
@@ -434,6 +628,9 @@ def drive(args, work: Path) -> None:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--pipeline", str(args.pipeline), "--dir", str(work),
                "--threads", "1", "--worker", token, "--sft-rule", args.sft_rule, "--sft-target", str(args.sft_target), "--sft-check",
                str(args.sft_check), "--sft-check-prompts", str(args.sft_check_prompts), "--sft-max-steps", str(args.sft_max_steps), "--seeds", *map(str, args.seeds), "--estimators", *args.estimators]
+        if args.tune_lrs:
+            cmd += ["--tune-lrs", *map(str, args.tune_lrs), "--tune-seed", str(args.tune_seed), "--tune-prompts",
+                    str(args.tune_prompts), *(["--tune-rounds", str(args.tune_rounds)] if args.tune_rounds else [])]
         for item in args.set:
             cmd += ["--set", item]
         log = (work / "logs" / f"{token}-worker{j}.log").open("w")
@@ -456,7 +653,7 @@ def write_json(path: Path, data: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pipeline", type=Path, default=ROOT / "bench" / "ablation-sort16.yaml")
+    parser.add_argument("--pipeline", type=Path, default=ROOT / "bench" / "ablation-sort31.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--estimators", nargs="+", default=ESTIMATORS)
     parser.add_argument("--set", action="append", default=[], help="extra overrides, e.g. rl.rounds=4")
@@ -471,10 +668,17 @@ def main() -> None:
     parser.add_argument("--sft-check", type=int, default=100, help="SFT steps between accuracy checks")
     parser.add_argument("--sft-check-prompts", type=int, default=128, help="training prompts of the check")
     parser.add_argument("--sft-max-steps", type=int, default=3000, help="stop SFT here whatever the accuracy")
+    parser.add_argument("--tune-lrs", type=float, nargs="+", help="pick each estimator's rl.lr among these on the "
+                        "tuning seed, scored on training prompts (choose_lrs), then run the seeds at it")
+    parser.add_argument("--tune-seed", type=int, default=5, help="the tuning seed's SFT and RL (not an evaluated seed)")
+    parser.add_argument("--tune-rounds", type=int, help="RL rounds of the tuning runs (default: the pipeline's)")
+    parser.add_argument("--tune-prompts", type=int, default=500, help="training prompts scoring a tuning run")
     parser.add_argument("--worker", metavar="TOKEN", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tune_lrs and args.tune_seed in args.seeds:
+        parser.error(f"--tune-seed {args.tune_seed} is one of the evaluated --seeds")
     args.pipeline = args.pipeline.resolve()
-    work = (args.dir or RESULTS / "ablation" / config_tag(args.pipeline, [*args.set, *sft_rule(args)])).resolve()
+    work = (args.dir or RESULTS / "ablation" / config_tag(args.pipeline, [*args.set, *sft_rule(args), *tune_rule(args)])).resolve()
     torch.set_num_threads(args.threads)
     if args.worker:
         worker(args, work, args.worker)

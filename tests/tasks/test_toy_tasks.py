@@ -153,5 +153,6 @@ def test_tasks_that_do_not_know_their_answers_declare_nothing():
     assert answer_tokens("sudoku-4x4", {}) == 17 and answer_tokens("sort", {"length": 6}) == 7
     assert answer_tokens("gsm8k", {}) is None  # a file task: unknown without reading the data (and not built)
     assert answer_tokens("toy-geneval", {}) is None  # image slots: sized by image.grid_size, not a text sampler
-    with pytest.raises(ValueError, match=r"parameter length must be an integer in \[1, 16\], got 20"):
-        answer_tokens("sort", {"length": 20})
+    assert answer_tokens("sort", {"length": 31}) == 32 and get_task("sort", length=31).completion_length == 32  # bench's sort31
+    with pytest.raises(ValueError, match=r"parameter length must be an integer in \[1, 40\], got 41"):
+        answer_tokens("sort", {"length": 41})

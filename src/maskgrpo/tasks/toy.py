@@ -1,8 +1,9 @@
 """Toy generators that show real learning on a CPU (docs/algorithm.md §9).
 
-Implements, each with a short prompt (<= 24 characters) the ``CharTokenizer`` covers:
-1. ``sort``: ``"sort:53812907="`` -> ``"01235789"`` (params ``length`` = 8, ``digits`` = 10: the
-   symbols 0..digits-1); reward ``sort_exact`` (``sort_dense`` is the dense variant).
+Implements, each with a short prompt (<= 24 characters at the defaults) the ``CharTokenizer`` covers:
+1. ``sort``: ``"sort:53812907="`` -> ``"01235789"`` (params ``length`` = 8, at most 40, ``digits`` = 10:
+   the symbols 0..digits-1); reward ``sort_exact`` (``sort_dense`` is the dense variant).
+   bench/ablation-sort31.yaml sorts 31 digits: 31 + EOS fill a 32-token completion.
 2. ``add``: ``"123+456="`` -> ``"579"`` (param ``n_digits`` = 3: operands uniform in
    [0, 10**n_digits); ``pad`` = false: zero-padded fixed widths, ``reverse`` = false: the sum least
    significant digit first); reward ``add``.
@@ -56,7 +57,7 @@ class SortTask(GeneratedTask):
     reward = "sort_exact"
 
     def __init__(self, length: int = 8, digits: int = 10) -> None:
-        self.length = _check_int(self.name, "length", length, 1, 16)
+        self.length = _check_int(self.name, "length", length, 1, 40)
         self.digits = _check_int(self.name, "digits", digits, 2, 10)
         self.completion_length = _round_up8(self.answer_tokens)
 
