@@ -126,18 +126,13 @@ def correct_per_prompt(store_dir: Path, run_id: str, round_: int, threshold: flo
     return [int(r["reward"] >= threshold) for r in rows]
 
 
-def greedy_accuracy(policy, modality, examples, evaluate_spec, threshold: float, seed: int) -> float:
-    """Exact accuracy of the evaluation sampler (greedy) on ``examples``, scored like the evaluate stage."""
-    from maskgrpo.stages.scoring import score_rows
-    from maskgrpo.stages.seeds import Salt, stage_generator
+def greedy_accuracy(policy, modality, examples, evaluate_spec, seed: int) -> float:
+    """Exact accuracy of the evaluation sampler (greedy) on ``examples``, scored like the evaluate
+    stage (the SFT stage's stopping check: stages/scoring.py)."""
+    from maskgrpo.stages.scoring import greedy_accuracy as accuracy
 
-    policy.model.eval()
-    generated = modality.generate(policy.logits, policy.tokenizer, [e.prompt for e in examples], evaluate_spec.evaluate.sampler,
-                                  stage_generator(seed, Salt.EVALUATION), device=policy.device, progress=False)
-    completions = modality.decode(policy.tokenizer, generated.input_ids, generated.prompt_length)
-    rows = [{"prompt": e.prompt, "answer": e.answer, "columns": e.columns, "completion": c} for e, c in zip(examples, completions)]
-    _, totals = score_rows(rows, evaluate_spec.reward, evaluate_spec.task, modality)
-    return sum(t >= threshold for t in totals) / len(totals)
+    return accuracy(policy, modality, examples, evaluate_spec.evaluate.sampler, evaluate_spec.reward,
+                    evaluate_spec.task, seed)
 
 
 def sft_to_target(args, overrides: list[str], seed: int, folder: Path) -> dict:
@@ -178,7 +173,7 @@ def sft_to_target(args, overrides: list[str], seed: int, folder: Path) -> dict:
             loss.backward()
             optimizer.step()
         steps += args.sft_check
-        accuracy = greedy_accuracy(policy, modality, check, evaluate_spec, run.reward.accuracy_threshold, spec.seed)
+        accuracy = greedy_accuracy(policy, modality, check, evaluate_spec, spec.seed)
         history.append({"steps": steps, "loss": loss.item(), "train_accuracy": accuracy})
         print(f"sft s{seed}: {history[-1]}", flush=True)
         if accuracy >= args.sft_target:
@@ -303,8 +298,7 @@ def tune_prepare(args, work: Path) -> dict:
     run = load_run_spec(args.pipeline, overrides)
     spec = {c.name: c.spec for c in build_plan(run, "tune", "file:///unused", 1)}["evaluate_0"]
     policy = load_policy_dir(folder, spec.model)
-    score = greedy_accuracy(policy, modality_for(spec), tuning_examples(args, overrides), spec,
-                            run.reward.accuracy_threshold, args.tune_seed)
+    score = greedy_accuracy(policy, modality_for(spec), tuning_examples(args, overrides), spec, args.tune_seed)
     return {"seed": args.tune_seed, **trained, "checkpoint": str(folder), "tune_baseline_accuracy": score,
             "tune_prompts": args.tune_prompts, "wall_seconds": time.perf_counter() - start,
             "cpu_seconds": time.process_time() - cpu}
@@ -326,8 +320,7 @@ def tune_cell(args, estimator: str, lr: float, work: Path, prep: dict) -> dict:
     results = {c.name: get_stage(c.kind)(c.spec, store) for c in calls if not c.name.startswith("evaluate_")}
     final = [c for c in calls if c.name.startswith("evaluate_")][-1].spec
     policy = load_policy(store, run_id, final.policy, final.model)
-    score = greedy_accuracy(policy, modality_for(final), tuning_examples(args, overrides), final,
-                            run.reward.accuracy_threshold, args.tune_seed)
+    score = greedy_accuracy(policy, modality_for(final), tuning_examples(args, overrides), final, args.tune_seed)
     scores = [r for name, r in results.items() if name.startswith("score_")]
     return {"estimator": estimator, "lr": lr, "seed": args.tune_seed, "rounds": run.rl.rounds,
             "tune_accuracy": score, "tune_gain": score - prep["tune_baseline_accuracy"],

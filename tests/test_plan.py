@@ -97,8 +97,14 @@ def test_derived_specs_carry_the_right_sub_specs():
         assert (c.spec.kind, c.spec.store, c.spec.run_id, c.spec.round, c.spec.data_seed) == (
             c.kind, "file:///tmp/s", "run-1", c.round, 3)
         for part in ("model", "task", "reward", "sft", "rl", "evaluate"):
-            if part in type(c.spec).model_fields:
+            if part in type(c.spec).model_fields and not (c.kind == "sft" and part == "reward"):
                 assert getattr(c.spec, part) == getattr(run, part), (c.name, part)
+    sft = calls[0].spec  # SFT scores only with sft.stop: then it carries the run's reward and evaluate sampler
+    assert (sft.reward, sft.sampler) == (None, None)
+    doc = run.model_dump(mode="json")
+    doc["sft"]["stop"] = {"target_accuracy": 0.5}
+    stopped = build_plan(RunSpec.model_validate(doc), "run-1", "file:///tmp/s")[0].spec
+    assert (stopped.reward, stopped.sampler) == (run.reward, run.evaluate.sampler)
     kinds = {c.kind: set(type(c.spec).model_fields) for c in calls}
     assert {"sft"} <= kinds["sft"] and "rl" not in kinds["sft"]
     assert {"rl", "model", "task"} <= kinds["rollout"] and "reward" not in kinds["rollout"]

@@ -54,7 +54,8 @@ def build_plan(run: RunSpec, run_id: str, store: str, num_shards: int | None = N
 
     sft = StageCall("sft", "sft", "sft", 0,
                     SftSpec(**common, seed=run.seed, policy=run.model.source, model=run.model, task=run.task, sft=run.sft,
-                            image=run.image), tuple(c.name for c in calls))
+                            image=run.image, **({"reward": run.reward, "sampler": run.evaluate.sampler}
+                                                if run.sft.stop is not None else {})), tuple(c.name for c in calls))
     calls.append(sft)
 
     def evaluate(round_: int, policy: StageCall) -> StageCall:

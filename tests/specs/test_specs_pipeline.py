@@ -51,8 +51,8 @@ def test_long_enough_samplers_and_a_parameter_the_task_refuses(capsys):
     code, lines = _validate(capsys, "--set", "task.params.length=8")
     assert code == 2 and lines[0] == f"{TOY_TEXT}: rl.sampler.gen_length: 8 is shorter than task sort's 9-token answers " \
                                      "(the longest answer and its EOS)"
-    code, lines = _validate(capsys, "--set", "task.params.length=20")  # a value the task refuses: found now, not at SFT
-    assert (code, lines) == (2, [f"{TOY_TEXT}: task.params: task 'sort': parameter length must be an integer in [1, 16], got 20"])
+    code, lines = _validate(capsys, "--set", "task.params.length=41")  # a value the task refuses: found now, not at SFT
+    assert (code, lines) == (2, [f"{TOY_TEXT}: task.params: task 'sort': parameter length must be an integer in [1, 40], got 41"])
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.yaml")), ids=lambda p: p.name)

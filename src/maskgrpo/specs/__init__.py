@@ -36,7 +36,7 @@ from maskgrpo.specs.samplers import IMAGE_SAMPLER_DEFAULTS, ImageSamplerSpec, Sa
 from maskgrpo.specs.stages import (STAGE_SPECS, EvaluateSpec, GateSpec, PromoteSpec, ResolveSpec, RolloutSpec,
                                    ScoreSpec, SftSpec, StageSpec, UpdateSpec, check_run_id)
 from maskgrpo.specs.task import RewardFunctionSpec, RewardSpec, TaskSpec
-from maskgrpo.specs.training import EvalSpecPart, RlSpec, SftSpecPart, SpgOptions, Wd1Options
+from maskgrpo.specs.training import EvalSpecPart, RlSpec, SftSpecPart, SftStopSpec, SpgOptions, Wd1Options
 
 __all__ = [
     # the document and how it is read
@@ -46,7 +46,7 @@ __all__ = [
     "TaskSpec", "RewardSpec", "RewardFunctionSpec",
     "SamplerSpec", "TextSamplerSpec", "ImageSamplerSpec", "IMAGE_SAMPLER_DEFAULTS",
     "ImageSpec", "ImageDecoderSpec", "GENEVAL_PROTOCOL",
-    "SftSpecPart", "RlSpec", "SpgOptions", "Wd1Options", "EvalSpecPart",
+    "SftSpecPart", "SftStopSpec", "RlSpec", "SpgOptions", "Wd1Options", "EvalSpecPart",
     "ClusterSpec", "ResourcesSpec", "StageResources", "Toleration", "TrainerApi",
     "RetrainSpec", "GateSpecPart", "GateGuardSpec", "GateMetric", "RESOLVED_DATA", "CHAMPION_OPTIMIZER",
     # the stage specs

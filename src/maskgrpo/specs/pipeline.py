@@ -87,6 +87,9 @@ class RunSpec(_Spec):
             raise ValueError("model.source 'builtin:tiny' is untrained: enable sft or give a checkpoint")
         if (self.modality == "image") != (self.image is not None):
             raise ValueError("modality 'image' needs an image section (and only it may have one)")
+        if self.sft.stop is not None and self.model.deepspeed.enabled:
+            raise _field_errors("RunSpec", (("sft", "stop"), "not supported under model.deepspeed (the checks run on "
+                                "one process): give sft.steps instead", self.sft.stop.model_dump()))
         from maskgrpo.tasks import task_modality  # lazy, as the task name and params checks
 
         wants = task_modality(self.task.name)

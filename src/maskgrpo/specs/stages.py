@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, model_serializer
+from pydantic import Field, model_serializer, model_validator
 
 from maskgrpo.specs._base import _drop_unset, _Spec
 from maskgrpo.specs.image import ImageSpec
+from maskgrpo.specs.samplers import SamplerSpec
 from maskgrpo.specs.model import ModelSpec
 from maskgrpo.specs.retrain import GateSpecPart, RetrainSpec
 from maskgrpo.specs.task import RewardSpec, TaskSpec
@@ -42,6 +43,21 @@ class SftSpec(_StageSpec):
     task: TaskSpec = Field(description="Training data.")
     sft: SftSpecPart = Field(description="SFT hyperparameters.")
     image: ImageSpec | None = Field(None, description="Text-to-image settings (None: text modality).")
+    reward: RewardSpec | None = Field(None, description="With sft.stop: how the checks score (the run's reward).")
+    sampler: SamplerSpec | None = Field(None, description="With sft.stop: the checks' sampler (the run's evaluate.sampler).")
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: Any) -> Any:
+        return _drop_unset(handler(self), self, "reward", "sampler")
+
+    @model_validator(mode="after")
+    def _stop_needs_scoring(self) -> "SftSpec":
+        if self.sft.stop is not None and (self.reward is None or self.sampler is None):
+            raise ValueError("sft.stop needs the reward and sampler its checks score with")
+        if self.sft.stop is not None and self.model.deepspeed.enabled:
+            raise ValueError("sft.stop is not supported under model.deepspeed (the checks run on one process): "
+                             "give sft.steps instead")
+        return self
 
 
 class RolloutSpec(_StageSpec):

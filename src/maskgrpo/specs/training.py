@@ -11,6 +11,17 @@ from maskgrpo.specs._base import _drop_defaults, _Spec
 from maskgrpo.specs.samplers import SamplerSpec, TextSamplerSpec
 
 
+class SftStopSpec(_Spec):
+    """SFT to a mediocre start: stop at the first check where the evaluation sampler's accuracy on
+    training prompts reaches a target (``sft.steps`` is then the most steps)."""
+
+    target_accuracy: float = Field(gt=0.0, le=1.0, description="Stop once this share of the checked training prompts "
+                                   "scores >= reward.accuracy_threshold with evaluate.sampler.")
+    check_every: int = Field(50, ge=1, le=1_000_000, description="Steps between checks. At most 1,000,000.")
+    check_prompts: int = Field(128, ge=1, le=100_000, description="The first N training prompts are checked (never "
+                               "held-out ones). At most 100,000.")
+
+
 class SftSpecPart(_Spec):
     enabled: bool = Field(True, description="Warm-start with masked-diffusion SFT; false passes model.source through.")
     steps: int = Field(300, ge=0, le=10_000_000, description="Optimizer steps. At most 10,000,000.")
@@ -23,6 +34,12 @@ class SftSpecPart(_Spec):
         description="Fraction of training targets replaced by a corrupted answer, to stop SFT at a "
         "mediocre policy that RL can improve (toy tasks; docs/algorithm.md §9).",
     )
+    stop: SftStopSpec | None = Field(None, description="Stop SFT early at a target accuracy on training prompts "
+                                     "(a start RL can improve, whatever the seed's learning speed); None: run sft.steps.")
+
+    @model_serializer(mode="wrap")
+    def _serialise(self, handler: Any) -> Any:
+        return _drop_defaults(handler(self), self, "stop")
 
 
 class SpgOptions(_Spec):

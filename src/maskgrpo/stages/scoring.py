@@ -41,3 +41,21 @@ def score_rows(rows: list[dict], reward: RewardSpec, task: TaskSpec,
         per_fn[label] = bind_reward(name, params)(prompts, completions, **columns)
         weights.append(weight)
     return per_fn, combine(list(per_fn.values()), weights)
+
+
+def greedy_accuracy(policy: Any, modality: Any, examples: list, sampler: Any, reward: RewardSpec, task: TaskSpec,
+                    seed: int) -> float:
+    """Share of ``examples`` whose sample from ``sampler`` (the evaluation sampler: greedy) scores
+    >= ``reward.accuracy_threshold``, scored as the evaluate stage scores (SFT's stopping check,
+    bench/ablation.py's SFT-to-target)."""
+    from maskgrpo.stages.seeds import Salt, stage_generator
+
+    was_training = policy.model.training
+    policy.model.eval()
+    generated = modality.generate(policy.logits, policy.tokenizer, [e.prompt for e in examples], sampler,
+                                  stage_generator(seed, Salt.EVALUATION), device=policy.device, progress=False)
+    completions = modality.decode(policy.tokenizer, generated.input_ids, generated.prompt_length)
+    rows = [{"prompt": e.prompt, "answer": e.answer, "columns": e.columns, "completion": c} for e, c in zip(examples, completions)]
+    _, totals = score_rows(rows, reward, task, modality)
+    policy.model.train(was_training)
+    return sum(t >= reward.accuracy_threshold for t in totals) / len(totals)

@@ -8,14 +8,20 @@ the examples on a corrupted answer (two positions swapped, or one character chan
 warm start is deliberately mediocre and RL has room to improve it. With LoRA the trained
 adapters are merged into the base and fresh ones added before the commit (stages/policy.py, 2);
 a LoRA warm start from a champion's adapters with SFT off keeps those adapters trainable (no merge).
+``sft.stop`` ends SFT at the first check (every ``check_every`` steps) where the evaluation
+sampler's accuracy on the first ``check_prompts`` training prompts reaches ``target_accuracy``:
+a mediocre start whatever the seed's learning speed (SFT accuracy jumps sharply on the toys).
+Not in the papers (they SFT for a fixed budget); not under DeepSpeed.
 
     python -m maskgrpo.stages.sft --spec @sft.json
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
+from collections.abc import Callable
 
 import torch
 from pydantic import BaseModel
@@ -34,6 +40,8 @@ from maskgrpo.stages.seeds import Salt, stage_generator
 from maskgrpo.store import Committed, Store
 from maskgrpo.tasks import Example
 
+log = logging.getLogger("maskgrpo")
+
 STAGE = "sft"
 
 
@@ -43,6 +51,7 @@ class SftResult(BaseModel):
     loss_last: float
     wall_seconds: float
     weight_digest: str
+    train_accuracy: float | None = None  # with sft.stop: the last check's accuracy on training prompts
     skipped: bool = False
 
 
@@ -65,8 +74,10 @@ def sft_targets(examples: list[Example], label_noise: float, seed: int) -> list[
 
 
 def train_sft(policy: Policy, modality: Modality, examples: list[Example], part: SftSpecPart, seed: int,
-              progress: bool = True, model_spec: ModelSpec | None = None, rank: Rank = Rank()) -> list[float]:
-    """Train in place; returns the loss of every step.
+              progress: bool = True, model_spec: ModelSpec | None = None, rank: Rank = Rank(),
+              stop: Callable[[int], bool] | None = None) -> list[float]:
+    """Train in place; returns the loss of every step. ``stop(steps)`` is asked every
+    ``part.stop.check_every`` steps; True ends training there (``part.steps`` is the most).
 
     Under DeepSpeed (``model_spec.deepspeed``, stages/distributed.py) every rank draws the same
     batch and trains on its slice; each micro-batch's loss is its exact share of the batch loss."""
@@ -96,6 +107,8 @@ def train_sft(policy: Policy, modality: Modality, examples: list[Example], part:
             loss += share.detach().item()
         stepper.step()
         losses.append(loss)
+        if stop is not None and len(losses) % part.stop.check_every == 0 and stop(len(losses)):
+            break
     losses = distributed.all_reduce(losses, rank) if losses else losses  # the whole batch's loss on every rank
     distributed.unwrap(policy)
     policy.model.eval()
@@ -111,8 +124,9 @@ def run(spec: SftSpec, store: Store) -> SftResult:
     examples = load_examples(spec.task, "train", spec.data_seed)
     policy = start_policy(spec.model, lambda tok: modality.tiny_shape(tok, examples), spec.seed)
     rank = distributed.setup(spec.model)
-    losses = train_sft(policy, modality, examples, spec.sft, spec.seed, model_spec=spec.model, rank=rank) \
-        if spec.sft.enabled else []
+    checks: list[float] = []
+    losses = train_sft(policy, modality, examples, spec.sft, spec.seed, model_spec=spec.model, rank=rank,
+                       stop=stopping_check(spec, policy, modality, examples, checks)) if spec.sft.enabled else []
     # a LoRA warm start that trains nothing here keeps the champion's adapters trainable (no fold)
     fold = (lambda p: p) if policy.continued and not losses else (lambda p: fold_lora(p, spec.model, spec.seed))
     if spec.model.deepspeed.enabled:  # rank 0 writes the gathered weights (stages/distributed.py)
@@ -126,15 +140,36 @@ def run(spec: SftSpec, store: Store) -> SftResult:
         distributed.barrier(spec.model)
         return result
     policy = fold(policy)
-    result = sft_result(policy, losses, start)
+    result = sft_result(policy, losses, start, checks)
     remember_policy(commit_sft(spec, store, digest, policy, result, losses), policy)
     return result
 
 
-def sft_result(policy: Policy, losses: list[float], start: float) -> SftResult:
+def stopping_check(spec: SftSpec, policy: Policy, modality: Modality, examples: list[Example],
+                   checks: list[float]) -> Callable[[int], bool] | None:
+    """With ``sft.stop``: the check ``train_sft`` asks, greedy accuracy on the first
+    ``check_prompts`` training examples (appended to ``checks``) against the target; else None."""
+    stop = spec.sft.stop
+    if stop is None:
+        return None
+    from maskgrpo.stages.scoring import greedy_accuracy
+
+    probe = examples[: stop.check_prompts]
+
+    def reached(steps: int) -> bool:
+        checks.append(greedy_accuracy(policy, modality, probe, spec.sampler, spec.reward, spec.task, spec.seed))
+        log.info("sft: %d steps, accuracy %.3f on %d training prompts (target %.3f)", steps, checks[-1], len(probe),
+                 stop.target_accuracy)
+        return checks[-1] >= stop.target_accuracy
+
+    return reached
+
+
+def sft_result(policy: Policy, losses: list[float], start: float, checks: list[float] = ()) -> SftResult:
     return SftResult(
         steps=len(losses), loss_first=losses[0] if losses else 0.0, loss_last=losses[-1] if losses else 0.0,
         wall_seconds=time.perf_counter() - start, weight_digest=weight_digest(policy.model),
+        train_accuracy=checks[-1] if checks else None,
     )
 
 
@@ -142,7 +177,7 @@ def commit_sft(spec: SftSpec, store: Store, digest: str, policy: Policy, result:
     """Write the warm-started checkpoint, metrics and loss curve as the committed SFT output."""
     with store.begin(spec.run_id, STAGE, 0, digest) as attempt:
         save_policy(attempt, policy)
-        attempt.put_json(METRICS, result.model_dump(exclude={"skipped"}))
+        attempt.put_json(METRICS, result.model_dump(exclude={"skipped"}, exclude_none=True))
         attempt.put_json(LOSSES, losses)
         return attempt.commit()
 
