@@ -68,7 +68,7 @@ def test_without_stop_the_spec_and_its_hash_are_unchanged(tmp_path):
     assert "train_accuracy" not in sft.run(spec, open_store(f"file://{tmp_path}/s2")).model_dump(exclude_none=True)
 
 
-def test_stop_is_refused_under_deepspeed_and_without_scoring(capsys):
+def test_stop_is_refused_under_deepspeed_and_without_scoring():
     doc = _doc(target_accuracy=0.3)
     doc["model"] = {"deepspeed": {"enabled": True}}
     with pytest.raises(ValidationError, match=r"(?s)sft\.stop.*not supported under model\.deepspeed"):
