@@ -1,5 +1,5 @@
-"""Issue 21 item 1: bytes move in one hashing pass. file:// copies in the kernel beside a hash of
-the same open file; s3:// sends objects over ``part_size`` as concurrent multipart uploads and
+"""Issue 21 item 1: bytes move in one hashing pass. file:// hashes and writes each chunk of a
+read-only mapping (a kernel copy beside a hash of the same open file when it cannot map); s3:// sends objects over ``part_size`` as concurrent multipart uploads and
 fetches them as concurrent ranged GETs of one version. Digests must equal hashlib's over the
 same bytes, reassembly must be exact, and a corrupted part must be caught on read. Part sizes are
 shrunk to S3's 5 MiB minimum so the multipart paths run on small objects (SeaweedFS, real)."""
@@ -32,9 +32,11 @@ def _bytes(n: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-@pytest.fixture(params=["threaded", "inline"])
+@pytest.fixture(params=["mapped", "threaded", "inline"])
 def copy_mode(request, monkeypatch):
-    """Both paths of copy_file_hashing: kernel copy beside a hash thread, or one after the other."""
+    """Every path of copy_file_hashing: one pass through a mapping (any non-empty file here), or
+    a kernel copy beside a hash thread, or one after the other."""
+    monkeypatch.setattr(backend_mod, "_MAP_MIN", 1 if request.param == "mapped" else 1 << 40)
     monkeypatch.setattr(backend_mod, "_THREAD_MIN", 0 if request.param == "threaded" else 1 << 40)
     return request.param
 
@@ -76,14 +78,44 @@ def test_copy_file_hashing_refuses_a_file_over_max_bytes_unread(tmp_path, monkey
     assert calls == [] and not (tmp_path / "dst").exists()
 
 
-def test_copy_file_hashing_raises_when_copy_and_hash_disagree(tmp_path, monkeypatch, copy_mode):
+def test_copy_file_hashing_raises_when_copy_and_hash_disagree(tmp_path, monkeypatch):
     """A file that changes length between the kernel copy and the hash is refused, not recorded."""
+    monkeypatch.setattr(backend_mod, "_MAP_MIN", 1 << 40)
     src = tmp_path / "src"
     src.write_bytes(b"y" * 5000)
     real = backend_mod._kernel_copy
     monkeypatch.setattr(backend_mod, "_kernel_copy", lambda s, d, n: real(s, d, 4000))
     with pytest.raises(StoreError, match="changed while it was copied"):
         copy_file_hashing(src, tmp_path / "dst")
+
+
+def test_copy_file_hashing_refuses_a_file_that_grows_while_mapped(tmp_path, monkeypatch):
+    """The mapped pass copies the length fstat gave; a writer appending meanwhile is caught."""
+    src = tmp_path / "src"
+    src.write_bytes(_bytes(3 * CHUNK, 2))
+    real = backend_mod._copy_mapped
+
+    def grow_midway(fd, fout, size, digest):
+        with open(src, "ab") as f:
+            f.write(b"more")
+        return real(fd, fout, size, digest)
+
+    monkeypatch.setattr(backend_mod, "_copy_mapped", grow_midway)
+    with pytest.raises(StoreError, match="changed while it was copied"):
+        copy_file_hashing(src, tmp_path / "dst")
+
+
+def test_copy_file_hashing_falls_back_when_the_file_cannot_be_mapped(tmp_path, monkeypatch):
+    data = _bytes(2 * CHUNK + 3, 4)
+    src = tmp_path / "src"
+    src.write_bytes(data)
+
+    def refuse(*_args, **_kwargs):
+        raise OSError(errno.ENODEV, "no mmap here")
+
+    monkeypatch.setattr(backend_mod.mmap, "mmap", refuse)
+    assert copy_file_hashing(src, tmp_path / "dst") == (len(data), hashlib.sha256(data).hexdigest())
+    assert (tmp_path / "dst").read_bytes() == data
 
 
 def _folder(tmp_path, sizes: dict[str, int]):

@@ -9,6 +9,7 @@ algorithm named by ``digest`` (store/digest.py), computed from the bytes as they
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from pathlib import Path
@@ -20,7 +21,8 @@ from . import digest as digests
 from .errors import StoreError, TooLargeError
 
 CHUNK = 1 << 20  # hashing block: larger blocks fall out of the CPU cache between read and hash
-_THREAD_MIN = 8 << 20  # copy_file_hashing overlaps copy and hash in two threads from this size
+_MAP_MIN = 1 << 20  # copy_file_hashing copies through a read-only mapping from this size
+_THREAD_MIN = 8 << 20  # unmappable files: kernel copy and hash overlap in two threads from this size
 
 
 class Backend(Protocol):
@@ -121,19 +123,32 @@ def copy_file_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
     """Copy local file ``src`` (a path, or a file object opened unbuffered on a regular file) to
     ``dst`` (created or truncated) and return the (size, hex digest) of the bytes copied.
 
-    The copy runs in the kernel in a second thread while this one hashes the same open file
-    (one ``open``, so a rename over ``src`` midway cannot mix two files): about half the CPU of a
-    user-space copy loop, and on two free cores the wall time of the slower of the two.  More
-    than ``max_bytes`` (known from ``fstat`` before anything is read) is refused unread with
-    TooLargeError naming ``what``; a file that grows while copied is cut at ``max_bytes + 1`` and
-    refused.  The copied and hashed byte counts must agree (a file changed midway raises)."""
+    One pass (``_copy_mapped``) for files of ``_MAP_MIN`` bytes and more: each 1 MiB of a
+    read-only mapping is hashed, which brings it into the CPU cache, then written from there, so
+    every byte leaves the page cache once and is copied once (less CPU than ``shutil.copyfile``'s
+    kernel copy alone, bench/README.md).  The digest is then always that of the bytes written.
+    Small files, and files that cannot be mapped, are copied in the kernel and hashed from the
+    same open file (beside it in a second thread from ``_THREAD_MIN`` bytes).  More than
+    ``max_bytes`` (known from ``fstat`` before anything is read) is refused unread with
+    TooLargeError naming ``what``; a file whose length changes while it is copied is refused.
+
+    Deviation from "a clear error, never a crash": a file that another process truncates while it
+    is mapped here kills this process with SIGBUS (Python cannot catch it).  Nothing is lost: an
+    uncommitted attempt is an orphan, a download lands under a temp name, and the run resumes.
+    Checkpoints being saved and committed store files are never truncated by maskgrpo itself."""
     fin = open(src, "rb", buffering=0) if isinstance(src, (str, os.PathLike)) else src
     try:
         size = os.fstat(fin.fileno()).st_size
         if max_bytes is not None and size > max_bytes:
             raise TooLargeError(f"{what or src} has more than {max_bytes} bytes: refused")
-        limit = (1 << 62) if max_bytes is None else max_bytes + 1
         with open(dst, "wb") as fout:
+            hexdigest = _copy_mapped(fin.fileno(), fout, size, digest) if size >= _MAP_MIN else None
+            if hexdigest is not None:
+                if os.fstat(fin.fileno()).st_size != size:
+                    raise StoreError(f"{what or src} changed while it was copied ({size} bytes "
+                                     f"copied, {os.fstat(fin.fileno()).st_size} now)")
+                return size, hexdigest
+            limit = (1 << 62) if max_bytes is None else max_bytes + 1
             copied: list = []
             if size < _THREAD_MIN:  # small: a second thread costs more than it overlaps
                 copied.append(_kernel_copy(fin.fileno(), fout.fileno(), limit))
@@ -160,6 +175,24 @@ def copy_file_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
     finally:
         if fin is not src:
             fin.close()
+
+
+def _copy_mapped(src_fd: int, fout, size: int, digest: str) -> str | None:
+    """Hash and write the first ``size`` bytes of ``src_fd`` through a read-only shared mapping,
+    ``CHUNK`` at a time (hash first, so the write copies from the CPU cache); the hex digest, or
+    None (nothing written) when the file cannot be mapped.  No MAP_POPULATE and no madvise: both
+    measured slower on a file not in the page cache (bench/README.md, store.py)."""
+    try:
+        mapping = mmap.mmap(src_fd, size, prot=mmap.PROT_READ)
+    except (OSError, ValueError):  # a filesystem or file kind without mmap
+        return None
+    h = digests.new(digest)
+    with mapping, memoryview(mapping) as view:
+        for off in range(0, size, CHUNK):
+            with view[off:off + CHUNK] as chunk:
+                h.update(chunk)
+                fout.write(chunk)
+    return h.hexdigest()
 
 
 def _checked(copied: int, hashed: int, sha: str, max_bytes: int | None,
