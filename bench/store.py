@@ -17,8 +17,9 @@ The store is timed once per per-file digest of ``--digests`` (default both: xxh3
 default of new commits, and sha256, the option; store/digest.py), each in the same repeat as the
 raw copy, so ``store``, ``ratio``, ``digest_only`` and ``bound_ratio_cpu`` are keyed by digest.
 For file:// each digest of the same files alone is timed too: every byte is hashed on save and
-on load, so ``bound_ratio_cpu`` = raw CPU / (raw CPU + 2 x digest CPU) is the best CPU ratio any
-implementation that keeps that digest can reach.
+on load, so ``bound_ratio_cpu`` = raw CPU / (raw CPU + 2 x digest CPU) is the best CPU ratio of a
+store that copies like the raw baseline and hashes in a separate read (the design before the
+one-pass mapped copy of store/backend.py, which reads each byte once and so can beat it).
 
 ``--before REF`` extracts ``src/`` of that git ref (``git archive``, no worktree) and times its
 store in a child process on the same folders and server.  The 2000 MB case is skipped when the

@@ -46,9 +46,9 @@ def test_copy_file_hashing_equals_hashlib_and_copies_exactly(tmp_path, size, cop
     data = _bytes(size, size)
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.write_bytes(data)
-    assert copy_file_hashing(src, dst) == (size, hashlib.sha256(data).hexdigest())
+    assert copy_file_hashing(src, dst, digest="sha256") == (size, hashlib.sha256(data).hexdigest())
     assert dst.read_bytes() == data
-    assert hash_file(src) == (size, hashlib.sha256(data).hexdigest())
+    assert hash_file(src, "sha256") == (size, hashlib.sha256(data).hexdigest())
 
 
 def test_copy_file_hashing_falls_back_when_the_kernel_copy_is_refused(tmp_path, monkeypatch,
@@ -61,10 +61,10 @@ def test_copy_file_hashing_falls_back_when_the_kernel_copy_is_refused(tmp_path, 
         raise OSError(errno.EXDEV, "cross-device")
 
     monkeypatch.setattr(os, "copy_file_range", refuse)
-    assert copy_file_hashing(src, tmp_path / "a")[1] == hashlib.sha256(data).hexdigest()
+    assert copy_file_hashing(src, tmp_path / "a", digest="sha256")[1] == hashlib.sha256(data).hexdigest()
     assert (tmp_path / "a").read_bytes() == data
     monkeypatch.setattr(os, "sendfile", refuse)  # and the read/write loop after that
-    assert copy_file_hashing(src, tmp_path / "b")[1] == hashlib.sha256(data).hexdigest()
+    assert copy_file_hashing(src, tmp_path / "b", digest="sha256")[1] == hashlib.sha256(data).hexdigest()
     assert (tmp_path / "b").read_bytes() == data
 
 
@@ -74,7 +74,7 @@ def test_copy_file_hashing_refuses_a_file_over_max_bytes_unread(tmp_path, monkey
     calls = []
     monkeypatch.setattr(backend_mod, "_kernel_copy", lambda *a: calls.append(a) or 0)
     with pytest.raises(TooLargeError, match="the-uri has more than 999 bytes"):
-        copy_file_hashing(src, tmp_path / "dst", max_bytes=999, what="the-uri")
+        copy_file_hashing(src, tmp_path / "dst", max_bytes=999, what="the-uri", digest="sha256")
     assert calls == [] and not (tmp_path / "dst").exists()
 
 
@@ -86,7 +86,7 @@ def test_copy_file_hashing_raises_when_copy_and_hash_disagree(tmp_path, monkeypa
     real = backend_mod._kernel_copy
     monkeypatch.setattr(backend_mod, "_kernel_copy", lambda s, d, n: real(s, d, 4000))
     with pytest.raises(StoreError, match="changed while it was copied"):
-        copy_file_hashing(src, tmp_path / "dst")
+        copy_file_hashing(src, tmp_path / "dst", digest="sha256")
 
 
 def test_copy_file_hashing_refuses_a_file_that_grows_while_mapped(tmp_path, monkeypatch):
@@ -102,7 +102,7 @@ def test_copy_file_hashing_refuses_a_file_that_grows_while_mapped(tmp_path, monk
 
     monkeypatch.setattr(backend_mod, "_copy_mapped", grow_midway)
     with pytest.raises(StoreError, match="changed while it was copied"):
-        copy_file_hashing(src, tmp_path / "dst")
+        copy_file_hashing(src, tmp_path / "dst", digest="sha256")
 
 
 def test_copy_file_hashing_falls_back_when_the_file_cannot_be_mapped(tmp_path, monkeypatch):
@@ -114,7 +114,7 @@ def test_copy_file_hashing_falls_back_when_the_file_cannot_be_mapped(tmp_path, m
         raise OSError(errno.ENODEV, "no mmap here")
 
     monkeypatch.setattr(backend_mod.mmap, "mmap", refuse)
-    assert copy_file_hashing(src, tmp_path / "dst") == (len(data), hashlib.sha256(data).hexdigest())
+    assert copy_file_hashing(src, tmp_path / "dst", digest="sha256") == (len(data), hashlib.sha256(data).hexdigest())
     assert (tmp_path / "dst").read_bytes() == data
 
 
@@ -231,6 +231,6 @@ def test_s3_an_object_over_max_bytes_is_refused_before_any_get(s3_store, tmp_pat
     s3_store._b.put("x/big.bin", _bytes(PART + 1, 3))
     calls = _count_calls(s3_store._b, monkeypatch)
     with pytest.raises(TooLargeError, match="has more than 1000 bytes"):
-        s3_store._b.get_file("x/big.bin", tmp_path / "f", max_bytes=1000)
+        s3_store._b.get_file("x/big.bin", tmp_path / "f", max_bytes=1000, digest="sha256")
     assert [m for m, _ in calls] == ["head_object"]
-    assert s3_store._b.get_file("x/missing.bin", tmp_path / "g") is None
+    assert s3_store._b.get_file("x/missing.bin", tmp_path / "g", digest="sha256") is None

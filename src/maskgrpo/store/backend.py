@@ -22,6 +22,7 @@ from .errors import StoreError, TooLargeError
 
 CHUNK = 1 << 20  # hashing block: larger blocks fall out of the CPU cache between read and hash
 _MAP_MIN = 1 << 20  # copy_file_hashing copies through a read-only mapping from this size
+_WRITE = 256 << 10  # the mapped copy's write size (see _copy_mapped)
 _THREAD_MIN = 8 << 20  # unmappable files: kernel copy and hash overlap in two threads from this size
 
 
@@ -38,9 +39,9 @@ class Backend(Protocol):
     def put_create(self, key: str, data: bytes) -> bool: ...           # False if it exists
     def put_cas(self, key: str, data: bytes, token: str | None) -> bool: ...  # None: create-only
     def put_files(self, items: list[tuple[str, Path]],
-                  digest: str = "sha256") -> list[tuple[int, str]]: ...   # (size, hex) each
+                  *, digest: str) -> list[tuple[int, str]]: ...   # (size, hex) each
     def get_file(self, key: str, local_path: Path, max_bytes: int | None = None,
-                 digest: str = "sha256") -> tuple[int, str] | None: ...
+                 *, digest: str) -> tuple[int, str] | None: ...
     def find(self, prefix: str) -> dict[str, int]: ...                 # key -> size, recursive
     def delete_prefix(self, prefix: str) -> None: ...
 
@@ -65,13 +66,13 @@ def open_backend(uri: str) -> Backend:
     return LazyRegistry("store scheme", BACKENDS).load(scheme).from_uri(uri)  # core/registry.py: the one mechanism
 
 
-def hash_file(path: str | os.PathLike, digest: str = "sha256") -> tuple[int, str]:
+def hash_file(path: str | os.PathLike, digest: str) -> tuple[int, str]:
     """(size, hex digest) of a local file, read in 1 MiB chunks."""
     with open(path, "rb", buffering=0) as f:
-        return _hash_stream(f, digest=digest)
+        return _hash_stream(f, None, digest)
 
 
-def _hash_stream(f, limit: int | None = None, digest: str = "sha256") -> tuple[int, str]:
+def _hash_stream(f, limit: int | None, digest: str) -> tuple[int, str]:
     """(bytes read, hex digest) of unbuffered binary file ``f`` from its position, reading at
     most ``limit`` bytes; one reused buffer, no copies."""
     h, size = digests.new(digest), 0
@@ -119,7 +120,7 @@ def _kernel_copy(src_fd: int, dst_fd: int, count: int) -> int:
 
 
 def copy_file_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
-                      what: str = "", digest: str = "sha256") -> tuple[int, str]:
+                      what: str = "", *, digest: str) -> tuple[int, str]:
     """Copy local file ``src`` (a path, or a file object opened unbuffered on a regular file) to
     ``dst`` (created or truncated) and return the (size, hex digest) of the bytes copied.
 
@@ -179,9 +180,13 @@ def copy_file_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
 
 def _copy_mapped(src_fd: int, fout, size: int, digest: str) -> str | None:
     """Hash and write the first ``size`` bytes of ``src_fd`` through a read-only shared mapping,
-    ``CHUNK`` at a time (hash first, so the write copies from the CPU cache); the hex digest, or
-    None (nothing written) when the file cannot be mapped.  No MAP_POPULATE and no madvise: both
-    measured slower on a file not in the page cache (bench/README.md, store.py)."""
+    ``CHUNK`` at a time (hash first, so the writes copy from the CPU cache); the hex digest, or
+    None (nothing written) when the file cannot be mapped.
+
+    Measured choices (bench/README.md, store.py): writes of ``_WRITE`` = 256 KiB, because the
+    kernel sizes the new page-cache folios by the write, and 1 MiB folios took up to 10x longer
+    on a VM whose balloon hands freed memory back to the host (256 KiB was also the fastest on a
+    warm cache); no MAP_POPULATE and no madvise, both slower on a file not in the page cache."""
     try:
         mapping = mmap.mmap(src_fd, size, prot=mmap.PROT_READ)
     except (OSError, ValueError):  # a filesystem or file kind without mmap
@@ -191,7 +196,9 @@ def _copy_mapped(src_fd: int, fout, size: int, digest: str) -> str | None:
         for off in range(0, size, CHUNK):
             with view[off:off + CHUNK] as chunk:
                 h.update(chunk)
-                fout.write(chunk)
+                for start in range(0, len(chunk), _WRITE):
+                    with chunk[start:start + _WRITE] as piece:
+                        fout.write(piece)
     return h.hexdigest()
 
 

@@ -101,7 +101,7 @@ class LocalBackend:
         return None if data is None else (data, sha256_hex(data))
 
     def get_file(self, key: str, local_path: Path, max_bytes: int | None = None,
-                 digest: str = "sha256") -> tuple[int, str] | None:
+                 *, digest: str) -> tuple[int, str] | None:
         try:
             src = self._open_read(key, buffered=False)
         except FileNotFoundError:
@@ -111,7 +111,7 @@ class LocalBackend:
         with src:
             if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
                 raise StoreError(f"{self.url(key)} is not a regular file")
-            return copy_file_hashing(src, local_path, max_bytes, self.url(key), digest)
+            return copy_file_hashing(src, local_path, max_bytes, self.url(key), digest=digest)
 
     def find(self, prefix: str) -> dict[str, int]:
         base = self._path(prefix)
@@ -186,8 +186,8 @@ class LocalBackend:
             tmp.unlink(missing_ok=True)
 
     def put_files(self, items: list[tuple[str, Path]],
-                  digest: str = "sha256") -> list[tuple[int, str]]:
-        """Kernel copies hashed on the fly (backend.copy_file_hashing), two files at a time."""
+                  *, digest: str) -> list[tuple[int, str]]:
+        """Files copied and hashed in one pass (backend.copy_file_hashing), two at a time."""
         def one(item: tuple[str, Path]) -> tuple[int, str]:
             key, local = item
             path = self._path(key)

@@ -210,7 +210,7 @@ class S3Backend:
         return {k: None if g is None else g[0] for k, g in zip(keys, got)}
 
     def get_file(self, key: str, local_path: Path, max_bytes: int | None = None,
-                 digest: str = "sha256") -> tuple[int, str] | None:
+                 *, digest: str) -> tuple[int, str] | None:
         """Download to ``local_path``; (size, hex ``digest``) of the bytes written, hashed as they
         arrive.
         Objects larger than ``range_size`` come as concurrent ranged GETs of one version (each
@@ -344,7 +344,7 @@ class S3Backend:
         return self._conditional_put(key, data, IfMatch=token)
 
     def put_files(self, items: list[tuple[str, Path]],
-                  digest: str = "sha256") -> list[tuple[int, str]]:
+                  *, digest: str) -> list[tuple[int, str]]:
         """Upload local files, each hashed (``digest``) while it is read (one pass): a file up to
         ``part_size`` in one PutObject, a larger one as a multipart upload whose parts are read
         in order, hashed and sent concurrently; at most ``_CONCURRENCY`` bodies in memory."""

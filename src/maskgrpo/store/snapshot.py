@@ -50,7 +50,7 @@ def resolve_snapshot(pattern: str) -> list[dict]:
         for path in sorted(glob.glob(os.path.expanduser(pattern), recursive=True)):
             p = Path(path)
             if p.is_file() and p.suffix in SUFFIXES:
-                size, sha = hash_file(p)
+                size, sha = hash_file(p, "sha256")
                 out.append(_entry(str(p.resolve()), size, sha))
     else:
         folder, names = _split_store(pattern)
@@ -59,7 +59,7 @@ def resolve_snapshot(pattern: str) -> list[dict]:
             for key in sorted(k.removeprefix("./") for k in backend.find("")):  # file:// lists the root as "."
                 if not key.endswith(SUFFIXES) or not (names == "**" or fnmatch.fnmatch(key, names)):
                     continue
-                found = backend.get_file(key, Path(tmp) / "f")
+                found = backend.get_file(key, Path(tmp) / "f", digest="sha256")
                 if found is None:  # removed while listing
                     continue
                 out.append(_entry(backend.url(key), *found))
@@ -91,11 +91,11 @@ def fetch_verified(entry: dict, local: Path) -> Path:
     """Copy a snapshot entry to ``local`` and check its size and sha256 against the snapshot."""
     uri = entry["uri"]
     if "://" not in uri:
-        size, sha = hash_file(uri)
+        size, sha = hash_file(uri, "sha256")
         local = Path(uri)
     else:
         parent, _, name = uri.rpartition("/")
-        found = open_backend(parent).get_file(name, local)
+        found = open_backend(parent).get_file(name, local, digest="sha256")
         if found is None:
             raise StoreError(f"snapshot file {uri} no longer exists")
         size, sha = found

@@ -149,6 +149,7 @@ def local_copy(path: str | Path) -> Iterator[Path]:
     if not is_uri(path):
         yield Path(path)
         return
+    from maskgrpo.store import digest as digests
     from maskgrpo.store.backend import open_backend
 
     parent, _, name = str(path).rstrip("/").rpartition("/")
@@ -157,7 +158,7 @@ def local_copy(path: str | Path) -> Iterator[Path]:
     backend = open_backend(parent)
     with tempfile.TemporaryDirectory(prefix="maskgrpo-data-") as tmp:
         local = Path(tmp) / name
-        if backend.get_file(name, local) is None:
+        if backend.get_file(name, local, digest=digests.DEFAULT) is None:
             raise _missing(path)
         yield local
 
