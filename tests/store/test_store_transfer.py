@@ -15,7 +15,7 @@ import pytest
 import xxhash
 
 from maskgrpo.store import backend as backend_mod
-from maskgrpo.store.backend import CHUNK, copy_file_hashing, hash_file
+from maskgrpo.store.backend import CHUNK, copy_file_hashing, hash_file, map_transfers
 from maskgrpo.store.errors import CorruptOutputError, StoreError, TooLargeError
 from maskgrpo.store.layout import attempt_prefix
 from maskgrpo.store.testing import TEST_BUCKET, s3_client
@@ -116,6 +116,22 @@ def test_copy_file_hashing_falls_back_when_the_file_cannot_be_mapped(tmp_path, m
     monkeypatch.setattr(backend_mod.mmap, "mmap", refuse)
     assert copy_file_hashing(src, tmp_path / "dst", digest="sha256") == (len(data), hashlib.sha256(data).hexdigest())
     assert (tmp_path / "dst").read_bytes() == data
+
+
+def test_map_transfers_keeps_order_and_pools_only_two_or_more_large_items():
+    """Small items run in the caller's thread; large ones in a pool only when there are two."""
+    import threading
+
+    def where(item):
+        return item, threading.current_thread() is threading.main_thread()
+
+    items, sizes = ["a", "b", "c", "d"], [10, 5000, 20, 7000]
+    assert map_transfers(where, items, sizes, serial_below=1000, workers=2) == [
+        ("a", True), ("b", False), ("c", True), ("d", False)]
+    assert map_transfers(where, items, [10, 5000, 20, 30], 1000, 2) == [
+        (i, True) for i in items]  # one large item: no pool at all
+    assert [on_main for _, on_main in map_transfers(where, items, sizes, 0, 8)] == [False] * 4
+    assert map_transfers(where, [], [], 0, 8) == []
 
 
 def _folder(tmp_path, sizes: dict[str, int]):

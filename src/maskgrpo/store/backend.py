@@ -12,8 +12,9 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol, TypeVar
 
 from maskgrpo.core.registry import LazyRegistry
 
@@ -22,12 +23,13 @@ from .errors import StoreError, TooLargeError
 
 CHUNK = 1 << 20  # hashing block: larger blocks fall out of the CPU cache between read and hash
 _MAP_MIN = 1 << 20  # copy_file_hashing copies through a read-only mapping from this size
-_WRITE = 256 << 10  # the mapped copy's write size (see _copy_mapped)
+_WRITE = 64 << 10  # the mapped copy's write size (see _copy_mapped)
 _THREAD_MIN = 8 << 20  # unmappable files: kernel copy and hash overlap in two threads from this size
 
 
 class Backend(Protocol):
     uri: str  # normalised root URI, no trailing slash
+    serial_below: int  # files smaller than this are transferred one by one (a thread costs more)
 
     def url(self, key: str) -> str: ...
     def check_reachable(self) -> None: ...
@@ -64,6 +66,25 @@ def open_backend(uri: str) -> Backend:
             f"{', '.join(s + '://' for s in sorted(BACKENDS))} (or a plain local path)"
         )
     return LazyRegistry("store scheme", BACKENDS).load(scheme).from_uri(uri)  # core/registry.py: the one mechanism
+
+
+_T, _R = TypeVar("_T"), TypeVar("_R")
+
+
+def map_transfers(fn: Callable[[_T], _R], items: list[_T], sizes: list[int], serial_below: int,
+                  workers: int) -> list[_R]:
+    """``[fn(item) for item in items]``, the items of ``serial_below`` bytes and more ``workers``
+    at a time in a thread pool when there are two or more of them, the others in this thread
+    (a pool costs ~0.5 ms of CPU here, as much as copying 1.5 MB)."""
+    out: list = [None] * len(items)
+    big = [i for i, size in enumerate(sizes) if size >= serial_below]
+    for i in sorted(set(range(len(items))) - set(big) if len(big) > 1 else range(len(items))):
+        out[i] = fn(items[i])
+    if len(big) > 1:
+        with ThreadPoolExecutor(min(workers, len(big))) as pool:
+            for i, got in zip(big, pool.map(fn, [items[i] for i in big])):
+                out[i] = got
+    return out
 
 
 def hash_file(path: str | os.PathLike, digest: str) -> tuple[int, str]:
@@ -183,10 +204,13 @@ def _copy_mapped(src_fd: int, fout, size: int, digest: str) -> str | None:
     ``CHUNK`` at a time (hash first, so the writes copy from the CPU cache); the hex digest, or
     None (nothing written) when the file cannot be mapped.
 
-    Measured choices (bench/README.md, store.py): writes of ``_WRITE`` = 256 KiB, because the
-    kernel sizes the new page-cache folios by the write, and 1 MiB folios took up to 10x longer
-    on a VM whose balloon hands freed memory back to the host (256 KiB was also the fastest on a
-    warm cache); no MAP_POPULATE and no madvise, both slower on a file not in the page cache."""
+    Measured choices (bench/README.md, "store.py"): writes of ``_WRITE`` = 64 KiB, the size a
+    kernel copy moves at once (16 pipe pages).  The kernel sizes new page-cache folios by the
+    write, and on a VM whose balloon returns freed memory to the host (free page reporting, as
+    on the dev machine) large folios land on memory the host must fault in again: 1 MiB writes
+    cost 3-4x the CPU of 64 KiB ones per 500 MB there, though 1 MiB was the fastest on 50 MB of
+    recycled memory.  No MAP_POPULATE and no madvise: both slower on a file not in the page
+    cache."""
     try:
         mapping = mmap.mmap(src_fd, size, prot=mmap.PROT_READ)
     except (OSError, ValueError):  # a filesystem or file kind without mmap

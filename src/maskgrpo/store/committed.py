@@ -104,7 +104,7 @@ class Committed:
             fetch=lambda rel, tmp: self._backend.get_file(
                 f"{self._prefix}/{head}{rel}", tmp, max_bytes=wanted[rel]["size"],
                 digest=digests.of_entry(wanted[rel])[0]),
-            url=lambda rel: self.url(head + rel))
+            url=lambda rel: self.url(head + rel), serial_below=self._backend.serial_below)
 
 
 def load_committed(backend: Backend, run_id: str, stage: str, round: int | None,

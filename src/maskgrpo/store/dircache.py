@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 from . import digest as digests
+from .backend import map_transfers
 from .errors import CorruptOutputError, StoreError
 from .layout import check_name
 
@@ -63,12 +63,13 @@ def _fresh(target: Path, rec: dict | None, entry: dict) -> bool:
 
 def sync_dir(wanted: dict[str, dict], local: Path,
              fetch: Callable[[str, Path], tuple[int, str] | None],
-             url: Callable[[str], str], workers: int = 8) -> Path:
+             url: Callable[[str], str], workers: int = 8, serial_below: int = 0) -> Path:
     """Make ``local`` hold ``wanted`` (relative path -> manifest entry: size and one digest).
 
     ``fetch(rel, tmp_path)`` downloads one file and returns (size, hex digest of the entry's
     algorithm) or None if missing;
-    ``url(rel)`` names the stored file in errors.
+    ``url(rel)`` names the stored file in errors; files of ``serial_below`` bytes and more are
+    fetched ``workers`` at a time, smaller ones one by one (backend.map_transfers).
     """
     local.mkdir(parents=True, exist_ok=True)
     bad = next((rel for rel in wanted if not _inside(local, rel)), None)
@@ -101,11 +102,7 @@ def sync_dir(wanted: dict[str, dict], local: Path,
         return rel, {alg: got_hex, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
     rels = sorted(wanted)
-    if len(rels) > 1 and workers > 1:
-        with ThreadPoolExecutor(min(workers, len(rels))) as pool:
-            results = list(pool.map(one, rels))
-    else:
-        results = [one(r) for r in rels]
+    results = map_transfers(one, rels, [wanted[r]["size"] for r in rels], serial_below, workers)
     tmp_index = local / f".tmp-{secrets.token_hex(6)}-index"
     try:
         tmp_index.write_text(json.dumps(dict(results), indent=1, sort_keys=True))

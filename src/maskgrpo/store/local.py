@@ -24,17 +24,17 @@ import shutil
 import stat
 from pathlib import Path
 
-from concurrent.futures import ThreadPoolExecutor
-
-from .backend import copy_file_hashing, read_capped
+from .backend import _MAP_MIN, copy_file_hashing, map_transfers, read_capped
 from .errors import StoreError, StoreUnreachableError
 from .manifest import sha256_hex
 
 
-_FILE_WORKERS = 2  # files copied at once by put_files (each copy is itself a copy + a hash thread)
+_FILE_WORKERS = 2  # large files copied at once by put_files
 
 
 class LocalBackend:
+    serial_below = _MAP_MIN  # smaller files: copied in the calling thread
+
     def __init__(self, root: Path):
         self.root = root
         self.uri = "file://" + root.as_posix()
@@ -187,7 +187,8 @@ class LocalBackend:
 
     def put_files(self, items: list[tuple[str, Path]],
                   *, digest: str) -> list[tuple[int, str]]:
-        """Files copied and hashed in one pass (backend.copy_file_hashing), two at a time."""
+        """Files copied and hashed in one pass (backend.copy_file_hashing); large ones two at a
+        time."""
         def one(item: tuple[str, Path]) -> tuple[int, str]:
             key, local = item
             path = self._path(key)
@@ -203,10 +204,8 @@ class LocalBackend:
                 tmp.unlink(missing_ok=True)
                 raise
 
-        if len(items) < 2:
-            return [one(item) for item in items]
-        with ThreadPoolExecutor(_FILE_WORKERS) as pool:
-            return list(pool.map(one, items))
+        sizes = [_size_or_zero(local) for _, local in items]
+        return map_transfers(one, items, sizes, self.serial_below, _FILE_WORKERS)
 
     def delete_prefix(self, prefix: str) -> None:
         path = self._path(prefix)
@@ -220,3 +219,11 @@ class LocalBackend:
         except OSError as e:
             if e.errno != errno.ENOENT:
                 raise StoreError(f"cannot delete {self.url(prefix)}: {e.strerror}") from None
+
+
+def _size_or_zero(path: Path) -> int:
+    """The file's size for scheduling (0 if it cannot be read now: its copy will say why)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0

@@ -87,6 +87,8 @@ def _is_precondition_failure(exc: BaseException) -> bool:
 
 
 class S3Backend:
+    serial_below = 0  # every file in the pool: a request's latency costs more than a thread
+
     def __init__(self, bucket: str, prefix: str, options: dict):
         self.bucket, self.prefix = bucket, prefix
         self.endpoint = options.get("endpoint_url") or "AWS S3"
