@@ -216,13 +216,15 @@ def _copy_mapped(src_fd: int, fout, size: int, digest: str) -> str | None:
     except (OSError, ValueError):  # a filesystem or file kind without mmap
         return None
     h = digests.new(digest)
+    fout.flush()
+    fd = fout.fileno()
     with mapping, memoryview(mapping) as view:
         for off in range(0, size, CHUNK):
-            with view[off:off + CHUNK] as chunk:
-                h.update(chunk)
-                for start in range(0, len(chunk), _WRITE):
-                    with chunk[start:start + _WRITE] as piece:
-                        fout.write(piece)
+            end = min(off + CHUNK, size)
+            h.update(view[off:end])
+            pos = off
+            while pos < end:  # os.write: no buffered-writer layer; a short write is resumed
+                pos += os.write(fd, view[pos:min(pos + _WRITE, end)])
     return h.hexdigest()
 
 
