@@ -36,7 +36,7 @@ def _bytes(n: int, seed: int) -> bytes:
 def copy_mode(request, monkeypatch):
     """Every path of copy_file_hashing: one pass through a mapping (any non-empty file here), or
     a kernel copy beside a hash thread, or one after the other."""
-    monkeypatch.setattr(backend_mod, "_MAP_MIN", 1 if request.param == "mapped" else 1 << 40)
+    monkeypatch.setattr(backend_mod, "MAP_MIN", 1 if request.param == "mapped" else 1 << 40)
     monkeypatch.setattr(backend_mod, "_THREAD_MIN", 0 if request.param == "threaded" else 1 << 40)
     return request.param
 
@@ -80,7 +80,7 @@ def test_copy_file_hashing_refuses_a_file_over_max_bytes_unread(tmp_path, monkey
 
 def test_copy_file_hashing_raises_when_copy_and_hash_disagree(tmp_path, monkeypatch):
     """A file that changes length between the kernel copy and the hash is refused, not recorded."""
-    monkeypatch.setattr(backend_mod, "_MAP_MIN", 1 << 40)
+    monkeypatch.setattr(backend_mod, "MAP_MIN", 1 << 40)
     src = tmp_path / "src"
     src.write_bytes(b"y" * 5000)
     real = backend_mod._kernel_copy

@@ -22,7 +22,7 @@ from . import digest as digests
 from .errors import StoreError, TooLargeError
 
 CHUNK = 1 << 20  # hashing block: larger blocks fall out of the CPU cache between read and hash
-_MAP_MIN = 1 << 20  # copy_file_hashing copies through a read-only mapping from this size
+MAP_MIN = 1 << 20  # copy_file_hashing copies through a read-only mapping from this size
 _WRITE = 64 << 10  # the mapped copy's write size (see _copy_mapped)
 _THREAD_MIN = 8 << 20  # unmappable files: kernel copy and hash overlap in two threads from this size
 
@@ -77,12 +77,15 @@ def map_transfers(fn: Callable[[_T], _R], items: list[_T], sizes: list[int], ser
     at a time in a thread pool when there are two or more of them, the others in this thread
     (a pool costs ~0.5 ms of CPU here, as much as copying 1.5 MB)."""
     out: list = [None] * len(items)
-    big = [i for i, size in enumerate(sizes) if size >= serial_below]
-    for i in sorted(set(range(len(items))) - set(big) if len(big) > 1 else range(len(items))):
-        out[i] = fn(items[i])
-    if len(big) > 1:
-        with ThreadPoolExecutor(min(workers, len(big))) as pool:
-            for i, got in zip(big, pool.map(fn, [items[i] for i in big])):
+    pooled = [i for i, size in enumerate(sizes) if size >= serial_below]
+    if len(pooled) < 2:
+        pooled = []
+    for i, item in enumerate(items):  # in order, so the first bad item is the one reported
+        if i not in pooled:
+            out[i] = fn(item)
+    if pooled:
+        with ThreadPoolExecutor(min(workers, len(pooled))) as pool:
+            for i, got in zip(pooled, pool.map(fn, [items[i] for i in pooled])):
                 out[i] = got
     return out
 
@@ -145,7 +148,7 @@ def copy_file_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
     """Copy local file ``src`` (a path, or a file object opened unbuffered on a regular file) to
     ``dst`` (created or truncated) and return the (size, hex digest) of the bytes copied.
 
-    One pass (``_copy_mapped``) for files of ``_MAP_MIN`` bytes and more: each 1 MiB of a
+    One pass (``_copy_mapped``) for files of ``MAP_MIN`` bytes and more: each 1 MiB of a
     read-only mapping is hashed, which brings it into the CPU cache, then written from there, so
     every byte leaves the page cache once and is copied once (less CPU than ``shutil.copyfile``'s
     kernel copy alone, bench/README.md).  The digest is then always that of the bytes written.
@@ -164,11 +167,12 @@ def copy_file_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
         if max_bytes is not None and size > max_bytes:
             raise TooLargeError(f"{what or src} has more than {max_bytes} bytes: refused")
         with open(dst, "wb") as fout:
-            hexdigest = _copy_mapped(fin.fileno(), fout, size, digest) if size >= _MAP_MIN else None
+            hexdigest = _copy_mapped(fin.fileno(), fout, size, digest) if size >= MAP_MIN else None
             if hexdigest is not None:
-                if os.fstat(fin.fileno()).st_size != size:
+                now = os.fstat(fin.fileno()).st_size
+                if now != size:
                     raise StoreError(f"{what or src} changed while it was copied ({size} bytes "
-                                     f"copied, {os.fstat(fin.fileno()).st_size} now)")
+                                     f"copied, {now} now)")
                 return size, hexdigest
             limit = (1 << 62) if max_bytes is None else max_bytes + 1
             copied: list = []

@@ -24,7 +24,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from .backend import _MAP_MIN, copy_file_hashing, map_transfers, read_capped
+from .backend import MAP_MIN, copy_file_hashing, map_transfers, read_capped
 from .errors import StoreError, StoreUnreachableError
 from .manifest import sha256_hex
 
@@ -33,7 +33,7 @@ _FILE_WORKERS = 2  # large files copied at once by put_files
 
 
 class LocalBackend:
-    serial_below = _MAP_MIN  # smaller files: copied in the calling thread
+    serial_below = MAP_MIN  # smaller files: copied in the calling thread
 
     def __init__(self, root: Path):
         self.root = root
