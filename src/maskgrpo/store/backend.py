@@ -203,6 +203,23 @@ def copy_file_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
             fin.close()
 
 
+def copy_file_known(src_fd: int, st: os.stat_result, hexdigest: str, dst: str | os.PathLike,
+                    max_bytes: int | None = None, what: str = "") -> tuple[int, str]:
+    """Copy open regular file ``src_fd`` (``fstat`` ``st``), whose digest ``hexdigest`` is
+    already known (an intact seal, store/seal.py), to ``dst`` in the kernel, no byte read in user
+    space; (size, hexdigest).  Refused like ``copy_file_hashing``: more than ``max_bytes``
+    unread, and a file whose size or mtime changed while it was copied."""
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise TooLargeError(f"{what} has more than {max_bytes} bytes: refused")
+    with open(dst, "wb") as fout:
+        copied = _kernel_copy(src_fd, fout.fileno(), st.st_size + 1)  # +1: growth shows
+    now = os.fstat(src_fd)
+    if copied != st.st_size or (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+        raise StoreError(f"{what} changed while it was copied ({st.st_size} bytes sealed, "
+                         f"{copied} copied, {now.st_size} now)")
+    return copied, hexdigest
+
+
 def _copy_mapped(src_fd: int, fout, size: int, digest: str) -> str | None:
     """Hash and write the first ``size`` bytes of ``src_fd`` through a read-only shared mapping,
     ``CHUNK`` at a time (hash first, so the writes copy from the CPU cache); the hex digest, or

@@ -25,29 +25,31 @@ from typing import Callable
 from . import digest as digests
 from .backend import map_transfers
 from .errors import CorruptOutputError, StoreError
+from .fspath import escape_of
 from .layout import check_name
 
 INDEX_NAME = ".maskgrpo-files.json"
 
 
-def _inside(local: Path, rel: str) -> bool:
-    """``rel`` is a store name whose path stays inside ``local`` (no symlink out of it either)."""
+def _inside(real_local: str, rel: str) -> bool:
+    """``rel`` is a store name whose path stays inside the resolved folder ``real_local`` (no
+    symlink out of it either)."""
     try:
         check_name(rel)
     except ValueError:
         return False
-    root = os.path.realpath(local)
-    return os.path.realpath(local / rel).startswith(root + os.sep)
+    return escape_of(real_local, rel) is None
 
 
-def _load_index(local: Path) -> dict:
+def _load_index(local: Path, real_local: str) -> dict:
     try:
         index = json.loads((local / INDEX_NAME).read_text())
     except (OSError, ValueError, RecursionError):
         return {}
     if not isinstance(index, dict):
         return {}
-    return {rel: rec for rel, rec in index.items() if isinstance(rec, dict) and _inside(local, rel)}
+    return {rel: rec for rel, rec in index.items()
+            if isinstance(rec, dict) and _inside(real_local, rel)}
 
 
 def _fresh(target: Path, rec: dict | None, entry: dict) -> bool:
@@ -72,10 +74,11 @@ def sync_dir(wanted: dict[str, dict], local: Path,
     fetched ``workers`` at a time, smaller ones one by one (backend.map_transfers).
     """
     local.mkdir(parents=True, exist_ok=True)
-    bad = next((rel for rel in wanted if not _inside(local, rel)), None)
+    real_local = os.path.realpath(local)
+    bad = next((rel for rel in wanted if not _inside(real_local, rel)), None)
     if bad is not None:
         raise CorruptOutputError(f"{url(bad)}: the manifest names a path outside {local}: refused")
-    index = _load_index(local)
+    index = _load_index(local, real_local)
     for rel in set(index) - set(wanted):
         (local / rel).unlink(missing_ok=True)
 

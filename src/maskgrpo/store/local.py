@@ -9,8 +9,8 @@ writes nor an atomic compare-and-swap, so this backend uses the os module direct
   they always see a whole old or a whole new file.  flock works across threads and processes on
   one host; it is not reliable on NFS, so share a file:// store between machines at your peril.
 Hidden names (starting with '.') are temp/lock files and are not listed.
-Symlinks are never followed out of the root: every key must resolve (``os.path.realpath``)
-inside it, and reads open the final name with ``O_NOFOLLOW`` (a key with '..', '.' or empty
+Symlinks are never followed out of the root: every key must resolve inside it (fspath.py), and
+reads open the final name with ``O_NOFOLLOW`` (a key with '..', '.' or empty
 segments is refused outright).
 """
 
@@ -24,9 +24,11 @@ import shutil
 import stat
 from pathlib import Path
 
-from .backend import MAP_MIN, copy_file_hashing, map_transfers, read_capped
+from .backend import MAP_MIN, copy_file_hashing, copy_file_known, map_transfers, read_capped
 from .errors import StoreError, StoreUnreachableError
+from .fspath import escape_of
 from .manifest import sha256_hex
+from .seal import mode_from_env, seal, sealed_digest
 
 
 _FILE_WORKERS = 2  # large files copied at once by put_files
@@ -35,8 +37,9 @@ _FILE_WORKERS = 2  # large files copied at once by put_files
 class LocalBackend:
     serial_below = MAP_MIN  # smaller files: copied in the calling thread
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, verify: str = "seal"):
         self.root = root
+        self.verify = verify  # seal.py: "seal" trusts an intact seal on read, "full" hashes all
         self.uri = "file://" + root.as_posix()
         self._real_root = os.path.realpath(root)
 
@@ -45,7 +48,11 @@ class LocalBackend:
         path = uri[len("file://"):] if uri.startswith("file://") else uri
         if not path:
             raise StoreError(f"invalid store URI {uri!r}: no path after file://")
-        return cls(Path(os.path.abspath(os.path.expanduser(path))))
+        try:
+            verify = mode_from_env()
+        except ValueError as e:
+            raise StoreError(str(e)) from None
+        return cls(Path(os.path.abspath(os.path.expanduser(path))), verify)
 
     def url(self, key: str) -> str:
         return f"{self.uri}/{key}" if key else self.uri
@@ -55,12 +62,11 @@ class LocalBackend:
             return self.root
         if key.startswith("/") or any(seg in ("", ".", "..") for seg in key.split("/")):
             raise StoreError(f"invalid key {key!r} under {self.uri}: empty, '.' or '..' segments")
-        path = self.root / key
-        real = os.path.realpath(path)
-        if real != self._real_root and not real.startswith(self._real_root + os.sep):
+        real = escape_of(self._real_root, key)
+        if real is not None:
             raise StoreError(f"{self.url(key)} resolves outside the store root (a symlink to "
                              f"{real}): refused")
-        return path
+        return self.root / key
 
     def _open_read(self, key: str, buffered: bool = True):
         """The key's file opened for reading without following a final symlink."""
@@ -109,8 +115,13 @@ class LocalBackend:
         except IsADirectoryError:
             raise StoreError(f"{self.url(key)} is a folder, not a file") from None
         with src:
-            if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+            st = os.fstat(src.fileno())
+            if not stat.S_ISREG(st.st_mode):
                 raise StoreError(f"{self.url(key)} is not a regular file")
+            known = self.verify == "seal" and sealed_digest(src.fileno(), digest, st)
+            if known:
+                return copy_file_known(src.fileno(), st, known, local_path, max_bytes,
+                                       self.url(key))
             return copy_file_hashing(src, local_path, max_bytes, self.url(key), digest=digest)
 
     def find(self, prefix: str) -> dict[str, int]:
@@ -130,7 +141,8 @@ class LocalBackend:
     # -- writes --------------------------------------------------------------------------------
     def _temp_for(self, path: Path) -> Path:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not os.path.isdir(path.parent):  # one stat when it exists (mkdir would raise)
+                os.makedirs(path.parent, exist_ok=True)
         except OSError as e:
             rel = path.relative_to(self.root).as_posix()
             raise StoreError(f"cannot create folder for {self.url(rel)}: {e.strerror}") from None
@@ -138,11 +150,19 @@ class LocalBackend:
 
     def _write_temp(self, path: Path, data: bytes, durable: bool) -> Path:
         tmp = self._temp_for(path)
-        with open(tmp, "wb") as f:
-            f.write(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            with memoryview(data) as view:
+                done = 0
+                while done < len(view):  # a short write is resumed
+                    done += os.write(fd, view[done:])
             if durable:
-                f.flush()
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
         return tmp
 
     def put(self, key: str, data: bytes) -> None:
@@ -195,6 +215,7 @@ class LocalBackend:
             tmp = self._temp_for(path)
             try:
                 got = copy_file_hashing(local, tmp, what=str(local), digest=digest)
+                seal(tmp, digest, got[1])
                 os.replace(tmp, path)
                 return got
             except OSError as e:
