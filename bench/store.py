@@ -15,8 +15,11 @@ server's CPU).  ``ratio`` = raw time / store time (1.0: as fast as the raw copy)
 
 On file:// a load trusts the seal each file got when the store wrote it (store/seal.py: its
 digest, size, mtime and inode) and copies it in the kernel without hashing; each repeat also
-loads once with ``verify = "full"`` (``MASKGRPO_STORE_VERIFY=full``: every byte hashed), timed
-as ``load_full_*`` and, with the save, ``total_full_*``, against the same raw copy.
+saves and loads with ``verify = "full"`` (``MASKGRPO_STORE_VERIFY=full``: every byte hashed on
+load too), reported as ``store_full`` and ``ratio_full``.  Every variant (raw, each digest, each
+mode) is its own save + load round, and their order rotates by one each repeat: on a VM whose
+balloon takes back freed memory (bench/README.md) a round's cost depends on how long ago the one
+before it freed its pages, so a fixed order would favour whichever round came second.
 
 The store is timed once per per-file digest of ``--digests`` (default both: xxh3_128, the
 default of new commits, and sha256, the option; store/digest.py), each in the same repeat as the
@@ -50,6 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 SHARD = 256 << 20
+VERIFY_MODES = ("seal", "full")  # file:// read modes timed (store/seal.py)
 
 
 def cpu_s(server_pid: int | None = None) -> float:
@@ -86,22 +90,41 @@ def make_checkpoint(folder: Path, size_mb: int) -> list[Path]:
     return files
 
 
+WARM_BYTES = 0  # --warm: resident memory made before each timed phase (see warm_memory)
+
+
+def warm_memory(nbytes: int) -> None:
+    """Touch ``nbytes`` of fresh memory and free it, so the next allocations find resident
+    pages: on a VM whose balloon reports free memory to the host (free page reporting), pages
+    free for ~2 s go back and cost a host fault each when used again (0.8 GB/s here), which
+    would be charged to whichever phase came after the longest pause."""
+    if nbytes:
+        buf = bytearray(nbytes)
+        for off in range(0, nbytes, 4096 * 256):
+            buf[off:off + 4096 * 256:4096] = b"\1" * len(range(off, min(off + 4096 * 256, nbytes), 4096))
+        del buf
+
+
 def timed(fn, server_pid=None) -> tuple[float, float]:
     """(wall s, CPU s) of ``fn()``, started with no dirty pages (``os.sync`` first, untimed): the
     writeback of an earlier round's bytes must not be charged to this one."""
     os.sync()
+    warm_memory(WARM_BYTES)
     w0, c0 = time.perf_counter(), cpu_s(server_pid)
     fn()
     return time.perf_counter() - w0, cpu_s(server_pid) - c0
 
 
 def store_round(uri: str, folder: Path, work: Path, rnd: int, server_pid=None,
-                digest: str | None = None) -> dict:
+                digest: str | None = None, verify: str | None = None) -> dict:
     """One save + load through the store (the code importable as ``maskgrpo``); ``digest``: the
-    per-file digest of the commit (None: the store's default, and the only way older code runs)."""
+    per-file digest of the commit (None: the store's default, and the only way older code runs);
+    ``verify``: the file:// read mode (store/seal.py), None for the backend's own."""
     from maskgrpo.store import open_store
 
     store = open_store(uri) if digest is None else open_store(uri, digest=digest)
+    if verify is not None:
+        store._b.verify = verify
     out = work / f"load-{rnd}"
 
     def save():
@@ -114,14 +137,9 @@ def store_round(uri: str, folder: Path, work: Path, rnd: int, server_pid=None,
 
     sw, sc = timed(save, server_pid)
     lw, lc = timed(load, server_pid)
-    row = {"save_wall": sw, "save_cpu": sc, "load_wall": lw, "load_cpu": lc}
     shutil.rmtree(out, ignore_errors=True)
-    if getattr(store._b, "verify", None) == "seal":  # file:// also without trusting seals
-        store._b.verify = "full"
-        row["load_full_wall"], row["load_full_cpu"] = timed(load, server_pid)
-        shutil.rmtree(out, ignore_errors=True)
     store._b.delete_prefix("bench")
-    return row
+    return {"save_wall": sw, "save_cpu": sc, "load_wall": lw, "load_cpu": lc}
 
 
 def raw_round(backend: str, folder: Path, work: Path, rnd: int, s3=None, server_pid=None) -> dict:
@@ -163,18 +181,11 @@ def summarize(rows: list[dict]) -> dict:
     out = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     for kind in ("wall", "cpu"):
         out[f"total_{kind}"] = statistics.median(r[f"save_{kind}"] + r[f"load_{kind}"] for r in rows)
-        if f"load_full_{kind}" in rows[0]:
-            out[f"total_full_{kind}"] = statistics.median(
-                r[f"save_{kind}"] + r[f"load_full_{kind}"] for r in rows)
     return out
 
 
 def ratios(raw: dict, store: dict) -> dict:
-    """raw / store per key; the store's full-verify load is against the raw load."""
-    def base(k: str) -> str:
-        return k.replace("_full", "")
-
-    return {k: raw[base(k)] / store[k] if store[k] > 0 else None for k in store}
+    return {k: raw[k] / store[k] if store[k] > 0 else None for k in store}
 
 
 def before_code(ref: str, dest: Path) -> Path:
@@ -203,6 +214,8 @@ def main() -> None:
     ap.add_argument("--big-repeats", type=int, default=1, help="repeats of sizes >= 1000 MB")
     ap.add_argument("--part-mb", type=int, help="S3 part size of the store (default: s3.PART_SIZE)")
     ap.add_argument("--range-mb", type=int, help="S3 ranged-GET size (default: s3.RANGE_SIZE)")
+    ap.add_argument("--warm", type=float, default=0.0, metavar="X",
+                    help="before each timed phase, touch and free X times the case's bytes")
     ap.add_argument("--before", metavar="REF", help="also time the store of this git ref")
     ap.add_argument("--work", help="scratch folder (default: a temp folder, removed)")
     ap.add_argument("--out", type=Path, default=RESULTS / "store.json")
@@ -253,25 +266,34 @@ def main() -> None:
                         result["cases"].append({"backend": backend, "size_mb": size,
                                                 "skipped": f"only {free >> 20} MB free"})
                         continue
+                    global WARM_BYTES
+                    WARM_BYTES = int(args.warm * (size << 20))
                     folder = work / f"ckpt-{size}"
                     make_checkpoint(folder, size)
                     uri = (f"file://{work}/store-{size}" if backend == "file"
                            else f"s3://{TEST_BUCKET}/b-{uuid.uuid4().hex[:8]}")
                     prefix = f"raw-{uuid.uuid4().hex[:8]}"
                     repeats = args.big_repeats if size >= 1000 else args.repeats
-                    raw_rows, store_rows = [], {d: [] for d in args.digests}
-                    for i in range(repeats):
-                        raw_rows.append(raw_round(backend, folder, work, i,
-                                                  (client, TEST_BUCKET, prefix), server_pid))
-                        for j, d in enumerate(args.digests):
-                            store_rows[d].append(store_round(uri, folder, work,
-                                                             i * len(args.digests) + j,
-                                                             server_pid, digest=d))
-                    raw = summarize(raw_rows)
-                    st = {d: summarize(rows) for d, rows in store_rows.items()}
+                    modes = VERIFY_MODES if backend == "file" else ("seal",)
+                    variants = [("raw", None)] + [(d, m) for m in modes for d in args.digests]
+                    rows: dict = {v: [] for v in variants}
+                    for i in range(repeats):  # each variant in each place of the order in turn
+                        for j, (d, mode) in enumerate(variants[i % len(variants):]
+                                                      + variants[:i % len(variants)]):
+                            rnd = i * len(variants) + j
+                            rows[d, mode].append(
+                                raw_round(backend, folder, work, rnd, (client, TEST_BUCKET, prefix),
+                                          server_pid) if d == "raw" else
+                                store_round(uri, folder, work, rnd, server_pid, digest=d,
+                                            verify=mode if backend == "file" else None))
+                    raw = summarize(rows["raw", None])
                     case = {"backend": backend, "size_mb": size, "repeats": repeats,
-                            "load_average": os.getloadavg(), "raw": raw, "store": st,
-                            "ratio": {d: ratios(raw, st[d]) for d in st}}
+                            "load_average": os.getloadavg(), "raw": raw}
+                    for mode in modes:
+                        tag = "" if mode == "seal" else "_full"
+                        st = {d: summarize(rows[d, mode]) for d in args.digests}
+                        case[f"store{tag}"] = st
+                        case[f"ratio{tag}"] = {d: ratios(raw, st[d]) for d in st}
                     if backend == "file":  # the floors: every byte hashed once or twice
                         from maskgrpo.store.backend import hash_file
 
@@ -298,10 +320,9 @@ def main() -> None:
                         case["before_ratio"] = ratios(raw, old)
                     result["cases"].append(case)
                     print(json.dumps({k: case[k] for k in ("backend", "size_mb")}
-                                     | {f"ratio_{t}_{kind}_{d}": case["ratio"][d][f"{t}_{kind}"]
-                                        for d in args.digests for kind in ("wall", "cpu")
-                                        for t in ("total", "total_full")
-                                        if f"{t}_{kind}" in case["ratio"][d]}
+                                     | {f"{r}_total_{kind}_{d}": case[r][d][f"total_{kind}"]
+                                        for r in ("ratio", "ratio_full") if r in case
+                                        for d in args.digests for kind in ("wall", "cpu")}
                                      | ({"before_ratio_total_wall":
                                          case["before_ratio"]["total_wall"]}
                                         if "before_ratio" in case else {})), flush=True)

@@ -51,6 +51,15 @@ def test_copy_file_hashing_equals_hashlib_and_copies_exactly(tmp_path, size, cop
     assert hash_file(src, "sha256") == (size, hashlib.sha256(data).hexdigest())
 
 
+@pytest.mark.parametrize("write_size", [backend_mod.READ_WRITE, backend_mod.SAVE_WRITE, 4097])
+def test_every_write_size_of_the_mapped_copy_copies_exactly(tmp_path, write_size):
+    data = _bytes(3 * CHUNK + 5, 7)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(data)
+    got = copy_file_hashing(src, dst, digest="xxh3_128", write_size=write_size)
+    assert got == (len(data), _reference("xxh3_128", data)) and dst.read_bytes() == data
+
+
 def test_copy_file_hashing_falls_back_when_the_kernel_copy_is_refused(tmp_path, monkeypatch,
                                                                       copy_mode):
     data = _bytes(2 * CHUNK + 7, 1)
@@ -95,10 +104,10 @@ def test_copy_file_hashing_refuses_a_file_that_grows_while_mapped(tmp_path, monk
     src.write_bytes(_bytes(3 * CHUNK, 2))
     real = backend_mod._copy_mapped
 
-    def grow_midway(fd, fout, size, digest):
+    def grow_midway(fd, fout, size, digest, write_size):
         with open(src, "ab") as f:
             f.write(b"more")
-        return real(fd, fout, size, digest)
+        return real(fd, fout, size, digest, write_size)
 
     monkeypatch.setattr(backend_mod, "_copy_mapped", grow_midway)
     with pytest.raises(StoreError, match="changed while it was copied"):

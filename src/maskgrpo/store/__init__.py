@@ -7,7 +7,9 @@ digest per file: xxh3_128 for new commits by default, sha256 by option (``MASKGR
 and for outputs committed before.  xxh3_128 detects corruption, not a deliberate collision; the
 trust boundary (whoever can write the store can rewrite manifests and pointers) is unchanged,
 and manifests, pointers and registry pins stay sha256 (digest.py states it in full).
-Deviations: file:// uses the os module rather than fsspec (local.py says why);
+Deviations: file:// uses the os module rather than fsspec (local.py says why), and a file://
+read trusts the digest sealed on a file the store wrote while its size, mtime and inode are
+unchanged (seal.py; ``MASKGRPO_STORE_VERIFY=full`` hashes every read);
 ``gc`` also removes attempts superseded by a later spec, and spares attempts younger than
 ``min_age_s``.
 

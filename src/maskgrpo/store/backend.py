@@ -23,13 +23,14 @@ from .errors import StoreError, TooLargeError
 
 CHUNK = 1 << 20  # hashing block: larger blocks fall out of the CPU cache between read and hash
 MAP_MIN = 1 << 20  # copy_file_hashing copies through a read-only mapping from this size
-_WRITE = 64 << 10  # the mapped copy's write size (see _copy_mapped)
+READ_WRITE = 64 << 10  # the mapped copy's write size on reads (out of the store; _copy_mapped)
+SAVE_WRITE = CHUNK  # ... and on saves (into it)
 _THREAD_MIN = 8 << 20  # unmappable files: kernel copy and hash overlap in two threads from this size
 
 
 class Backend(Protocol):
     uri: str  # normalised root URI, no trailing slash
-    serial_below: int  # files smaller than this are transferred one by one (a thread costs more)
+    serial_below: int  # files smaller than this are read one by one (a thread costs more)
 
     def url(self, key: str) -> str: ...
     def check_reachable(self) -> None: ...
@@ -144,16 +145,19 @@ def _kernel_copy(src_fd: int, dst_fd: int, count: int) -> int:
 
 
 def copy_file_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
-                      what: str = "", *, digest: str) -> tuple[int, str]:
+                      what: str = "", *, digest: str,
+                      write_size: int = READ_WRITE) -> tuple[int, str]:
     """Copy local file ``src`` (a path, or a file object opened unbuffered on a regular file) to
     ``dst`` (created or truncated) and return the (size, hex digest) of the bytes copied.
 
     One pass (``_copy_mapped``) for files of ``MAP_MIN`` bytes and more: each 1 MiB of a
     read-only mapping is hashed, which brings it into the CPU cache, then written from there, so
-    every byte leaves the page cache once and is copied once (less CPU than ``shutil.copyfile``'s
-    kernel copy alone, bench/README.md).  The digest is then always that of the bytes written.
+    every byte leaves the page cache once and is copied once (within 10-25% of the CPU of
+    ``shutil.copyfile``'s kernel copy, which hashes nothing: bench/README.md).  The digest is
+    then always that of the bytes written.
     Small files, and files that cannot be mapped, are copied in the kernel and hashed from the
-    same open file (beside it in a second thread from ``_THREAD_MIN`` bytes).  More than
+    same open file (beside it in a second thread from ``_THREAD_MIN`` bytes).  ``write_size``:
+    the mapped copy's writes (``_copy_mapped`` says why saves and reads differ).  More than
     ``max_bytes`` (known from ``fstat`` before anything is read) is refused unread with
     TooLargeError naming ``what``; a file whose length changes while it is copied is refused.
 
@@ -167,7 +171,8 @@ def copy_file_hashing(src, dst: str | os.PathLike, max_bytes: int | None = None,
         if max_bytes is not None and size > max_bytes:
             raise TooLargeError(f"{what or src} has more than {max_bytes} bytes: refused")
         with open(dst, "wb") as fout:
-            hexdigest = _copy_mapped(fin.fileno(), fout, size, digest) if size >= MAP_MIN else None
+            hexdigest = (_copy_mapped(fin.fileno(), fout, size, digest, write_size)
+                         if size >= MAP_MIN else None)
             if hexdigest is not None:
                 now = os.fstat(fin.fileno()).st_size
                 if now != size:
@@ -220,17 +225,20 @@ def copy_file_known(src_fd: int, st: os.stat_result, hexdigest: str, dst: str | 
     return copied, hexdigest
 
 
-def _copy_mapped(src_fd: int, fout, size: int, digest: str) -> str | None:
+def _copy_mapped(src_fd: int, fout, size: int, digest: str, write_size: int) -> str | None:
     """Hash and write the first ``size`` bytes of ``src_fd`` through a read-only shared mapping,
-    ``CHUNK`` at a time (hash first, so the writes copy from the CPU cache); the hex digest, or
-    None (nothing written) when the file cannot be mapped.
+    ``CHUNK`` at a time (hash first, so the writes copy from the CPU cache) in writes of
+    ``write_size``; the hex digest, or None (nothing written) when the file cannot be mapped.
 
-    Measured choices (bench/README.md, "store.py"): writes of ``_WRITE`` = 64 KiB, the size a
-    kernel copy moves at once (16 pipe pages).  The kernel sizes new page-cache folios by the
-    write, and on a VM whose balloon returns freed memory to the host (free page reporting, as
-    on the dev machine) large folios land on memory the host must fault in again: 1 MiB writes
-    cost 3-4x the CPU of 64 KiB ones per 500 MB there, though 1 MiB was the fastest on 50 MB of
-    recycled memory.  No MAP_POPULATE and no madvise: both slower on a file not in the page
+    Measured choices (bench/README.md, "store.py"): the kernel sizes new page-cache folios by
+    the write, and on a VM whose balloon returns freed memory to the host (free page reporting,
+    as on the dev machine) large folios can land on memory the host must fault in again.  In
+    same-run sweeps of 64 KiB / 256 KiB / 1 MiB writes there, 1 MiB was the cheapest save at 50
+    and 500 MB, memory recycled or not (save CPU 0.87-0.98 of a raw copy, against 0.69-0.83 with
+    64 KiB), but a 500 MB mapped read right after a save cost 3-4x with 256 KiB or 1 MiB writes
+    and not with 64 KiB, the size a kernel copy writes at once (16 pipe pages): hence
+    ``SAVE_WRITE`` = 1 MiB and ``READ_WRITE`` = 64 KiB (reads of sealed files are kernel copies
+    anyway, local.py).  No MAP_POPULATE and no madvise: both slower on a file not in the page
     cache."""
     try:
         mapping = mmap.mmap(src_fd, size, prot=mmap.PROT_READ)
@@ -245,7 +253,7 @@ def _copy_mapped(src_fd: int, fout, size: int, digest: str) -> str | None:
             h.update(view[off:end])
             pos = off
             while pos < end:  # os.write: no buffered-writer layer; a short write is resumed
-                pos += os.write(fd, view[pos:min(pos + _WRITE, end)])
+                pos += os.write(fd, view[pos:min(pos + write_size, end)])
     return h.hexdigest()
 
 
