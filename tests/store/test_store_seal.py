@@ -6,6 +6,7 @@ the one stand-in is a filesystem without user xattrs, simulated by refusing ``se
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import random
 import shutil
@@ -22,8 +23,7 @@ from maskgrpo.store.layout import attempt_prefix
 SIZE = (3 << 20) + 11  # over MAP_MIN: the mapped copy on save
 
 
-@pytest.fixture
-def committed(tmp_path):
+def _commit_one(tmp_path):
     """(store, committed output, the stored file's path, its bytes): one put_dir of one file."""
     folder = tmp_path / "ckpt"
     folder.mkdir()
@@ -36,6 +36,11 @@ def committed(tmp_path):
     stored = (tmp_path / "runs" / attempt_prefix("r1", "update", 1, c.attempt_id)
               / "policy" / "model.safetensors")
     return store, c, stored, data
+
+
+@pytest.fixture
+def committed(tmp_path):
+    return _commit_one(tmp_path)
 
 
 def _hashed_reads(monkeypatch) -> list:
@@ -115,8 +120,6 @@ def test_a_copied_store_is_hashed_new_inodes_void_the_seals(committed, tmp_path,
 
 def test_another_algorithm_is_hashed(committed, tmp_path):
     store, c, _, data = committed
-    import hashlib
-
     key = f"{attempt_prefix('r1', 'update', 1, c.attempt_id)}/policy/model.safetensors"
     got = store._b.get_file(key, tmp_path / "f", digest="sha256")
     assert got == (SIZE, hashlib.sha256(data).hexdigest())
@@ -128,16 +131,12 @@ def test_without_user_xattrs_nothing_is_sealed_and_reads_hash(tmp_path, monkeypa
         raise OSError(errno.ENOTSUP, "Operation not supported")
 
     monkeypatch.setattr(os, "setxattr", refuse)
-    folder = tmp_path / "ckpt"
-    folder.mkdir()
-    data = random.Random(1).randbytes(SIZE)
-    (folder / "w.bin").write_bytes(data)
-    store = open_store(f"file://{tmp_path}/runs")
-    with store.begin("r1", "update", 1, "h") as att:
-        att.put_dir("policy", folder)
+    _, c, stored, data = _commit_one(tmp_path)
+    monkeypatch.undo()
+    assert seal.XATTR not in os.listxattr(stored)
     hashed = _hashed_reads(monkeypatch)
-    out = store.open("r1", "update", 1).get_dir("policy", tmp_path / "out")
-    assert (out / "w.bin").read_bytes() == data and len(hashed) == 1
+    out = c.get_dir("policy", tmp_path / "out")
+    assert (out / "model.safetensors").read_bytes() == data and len(hashed) == 1
 
 
 def test_a_sealed_file_that_grows_while_copied_is_refused(committed, tmp_path, monkeypatch):

@@ -364,11 +364,16 @@ class S3Backend:
         h = digests.new(digest)
         part = self.part_size
         with open(local, "rb", buffering=0) as f:
-            def read_part() -> bytes:
-                data = f.read(part)
-                while data and len(data) < part and (more := f.read(part - len(data))):
-                    data += more
-                h.update(data)
+            def read_part() -> bytearray:
+                # a bytearray body goes to the socket as it is: botocore wraps bytes in a
+                # BytesIO, whose size aiohttp takes with getbuffer(), copying the part again
+                data = bytearray(part)
+                with memoryview(data) as view:
+                    n = 0
+                    while n < part and (got := f.readinto(view[n:])):
+                        n += got
+                    h.update(view[:n])
+                del data[n:]
                 return data
 
             await slots.acquire()
