@@ -123,6 +123,7 @@ def store_round(uri: str, folder: Path, work: Path, rnd: int, server_pid=None,
     from maskgrpo.store import open_store
 
     store = open_store(uri) if digest is None else open_store(uri, digest=digest)
+    store.check_reachable()  # untimed, as a stage does first: the raw client is warm too
     if verify is not None:
         store._b.verify = verify
     out = work / f"load-{rnd}"
