@@ -36,7 +36,6 @@ _FILE_WORKERS = 2  # large files copied at once by put_files
 
 
 class LocalBackend:
-
     def __init__(self, root: Path, verify: str = "seal"):
         self.root = root
         self.verify = verify  # seal.py: "seal" trusts an intact seal on read, "full" hashes all
@@ -158,19 +157,11 @@ class LocalBackend:
 
     def _write_temp(self, path: Path, data: bytes, durable: bool) -> Path:
         tmp = self._temp_for(path)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-        try:
-            with memoryview(data) as view:
-                done = 0
-                while done < len(view):  # a short write is resumed
-                    done += os.write(fd, view[done:])
+        with open(tmp, "wb") as f:
+            f.write(data)
             if durable:
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
+                f.flush()
+                os.fsync(f.fileno())
         return tmp
 
     def put(self, key: str, data: bytes) -> None:
